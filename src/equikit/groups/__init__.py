@@ -1,0 +1,65 @@
+"""Groups, their actions on data, and (in :mod:`equikit.groups.cayley`) Cayley graphs."""
+
+from equikit.groups.actions import (
+    Action,
+    Compose,
+    FeaturePermutation,
+    ImageFlip,
+    ImageRot90,
+    ImageShift,
+    MatrixRep,
+    NodePermutation,
+    OnKeys,
+    PointCloud,
+    Rescale,
+    SequenceShift,
+    Trivial,
+)
+from equikit.groups.base import Element, Group
+from equikit.groups.continuous import (
+    SE,
+    SL,
+    Affine,
+    E,
+    GLPlus,
+    O,
+    Scaling,
+    SO,
+    Translation,
+    haar_orthogonal,
+)
+from equikit.groups.finite import Cyclic, CyclicShift, Dihedral, Permutation
+from equikit.groups.product import DirectProduct
+
+__all__ = [
+    "SE",
+    "SL",
+    "SO",
+    "Action",
+    "Affine",
+    "Compose",
+    "Cyclic",
+    "CyclicShift",
+    "Dihedral",
+    "DirectProduct",
+    "E",
+    "Element",
+    "FeaturePermutation",
+    "GLPlus",
+    "Group",
+    "ImageFlip",
+    "ImageRot90",
+    "ImageShift",
+    "MatrixRep",
+    "NodePermutation",
+    "O",
+    "OnKeys",
+    "Permutation",
+    "PointCloud",
+    "Rescale",
+    "Scaling",
+    "SequenceShift",
+    "Translation",
+    "Trivial",
+    "haar_orthogonal",
+]
