@@ -92,6 +92,20 @@ class Group(abc.ABC):
         """Number of elements of a finite group, ``None`` otherwise."""
         return None
 
+    def __repr__(self) -> str:
+        """``SO(3)``, ``E(3)``, ``Permutation(10)``: fields at their defaults are left out."""
+        import dataclasses
+
+        if not dataclasses.is_dataclass(self):
+            return type(self).__name__ + "()"
+        parts = []
+        for i, f in enumerate(dataclasses.fields(self)):
+            value = getattr(self, f.name)
+            if f.default is not dataclasses.MISSING and value == f.default:
+                continue
+            parts.append(repr(value) if i == 0 else f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
     # ------------------------------------------------------------------ helpers
     def allclose(self, g: Element, h: Element, atol: float = 1e-9) -> bool:
         """Elementwise equality of two batches of elements (exact for discrete groups)."""

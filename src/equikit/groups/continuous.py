@@ -74,7 +74,7 @@ class _MatrixGroup(Group):
         return g, torch.zeros(*g.shape[:-1], dtype=g.dtype, device=g.device)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SO(_MatrixGroup):
     """Rotations of R^d: orthogonal matrices with determinant +1."""
 
@@ -90,7 +90,7 @@ class SO(_MatrixGroup):
         return g.transpose(-1, -2)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class O(_MatrixGroup):  # noqa: E742 - the group's standard name
     """Rotations and reflections of R^d: orthogonal matrices."""
 
@@ -116,7 +116,7 @@ def _polar_sample(n, d, generator, scale, traceless):
     return r @ torch.linalg.matrix_exp(s)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class GLPlus(_MatrixGroup):
     """Invertible d x d matrices with positive determinant (not compact)."""
 
@@ -135,7 +135,7 @@ class GLPlus(_MatrixGroup):
         return torch.linalg.inv(g)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SL(_MatrixGroup):
     """d x d matrices of determinant 1 (volume- and orientation-preserving; not compact)."""
 
@@ -154,7 +154,7 @@ class SL(_MatrixGroup):
         return torch.linalg.inv(g)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Translation(Group):
     """Translations of R^d (not compact): elements are vectors ``t``."""
 
@@ -187,7 +187,7 @@ class Translation(Group):
         return eye.expand(*g.shape[:-1], self.d, self.d), g
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Scaling(Group):
     """Uniform scalings ``x -> s x`` by ``s > 0`` (the multiplicative group R_+)."""
 
@@ -255,7 +255,7 @@ class _AffineGroup(Group):
         return _homogeneous(a, t)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class E(_AffineGroup):
     """Euclidean group E(d) = T(d) x| O(d): rotations, reflections and translations."""
 
@@ -270,7 +270,7 @@ class E(_AffineGroup):
         return O(self.d)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SE(_AffineGroup):
     """Special Euclidean group SE(d) = T(d) x| SO(d): rigid motions without reflections."""
 
@@ -285,7 +285,7 @@ class SE(_AffineGroup):
         return SO(self.d)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Affine(_AffineGroup):
     """Affine group T(d) x| GL+(d) (``linear="gl+"``) or T(d) x| SL(d) (``linear="sl"``)."""
 

@@ -34,7 +34,7 @@ def _enumerable(order: int, name: str) -> None:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Permutation(Group):
     """The symmetric group S_n acting on ``n`` items (nodes, set elements, hidden units)."""
 
@@ -78,7 +78,7 @@ class Permutation(Group):
         return eye[g].transpose(-1, -2)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Cyclic(Group):
     """The cyclic group C_n = Z/nZ (e.g. C_4: rotations of an image by multiples of 90°)."""
 
@@ -109,7 +109,7 @@ class Cyclic(Group):
         return torch.arange(self.n, device=device)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Dihedral(Group):
     """The dihedral group D_n of order 2n: rotations ``r^k`` and reflections ``r^k f``."""
 
@@ -150,7 +150,7 @@ class Dihedral(Group):
         return torch.stack([k, s], dim=-1).to(device)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class CyclicShift(Group):
     """Circular shifts of a discrete torus of the given ``shape`` (Z/H x Z/W for images)."""
 

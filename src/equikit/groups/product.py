@@ -9,7 +9,7 @@ import torch
 from equikit.groups.base import Group
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True, init=False, repr=False)
 class DirectProduct(Group):
     """``G1 x G2 x ...``; elements are tuples ``(g1, g2, ...)`` with matching batch dims.
 

@@ -1,0 +1,1 @@
+"""Thin command-line entry points: parse -> call a library function -> print."""

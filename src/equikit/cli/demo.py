@@ -1,0 +1,61 @@
+"""``equikit demo``: audit the built-in example models under their groups.
+
+Every equivariant model must pass and every negative control must be flagged, in float32
+and float64; the table shows the relative errors and the margin between the two classes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from equikit.check import equivariance_error, zoo
+from equikit.cli.check import format_table
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("demo", help="audit the example zoo (what `make demo` runs)")
+    p.add_argument("--samples", type=int, default=16, help="group elements per check (16)")
+    p.set_defaults(func=run)
+
+
+def audit(n_samples: int = 16) -> list[dict]:
+    """One row per zoo entry with the relative error in float32 and float64."""
+    rows = []
+    for entry in zoo.zoo():
+        row = {"entry": entry, "rel": {}, "passed": {}}
+        for dt in (torch.float32, torch.float64):
+            report = equivariance_error(
+                entry.model(dt), entry.input(dt), entry.in_action, entry.out_action,
+                n_samples=n_samples,
+            )
+            row["rel"][dt] = report.rel_max
+            row["passed"][dt] = report.passed()
+        row["ok"] = all(p == entry.expect_equivariant for p in row["passed"].values())
+        rows.append(row)
+    return rows
+
+
+def run(args) -> int:
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    rows = audit(args.samples)
+    print("equikit demo: the checker audits the example zoo (equivariant models and negative controls)\n")
+    table = []
+    for r in rows:
+        e = r["entry"]
+        expected = ("invariant" if e.out_action is None else "equivariant") if e.expect_equivariant else "broken"
+        verdict = "equivariant" if all(r["passed"].values()) else "flagged"
+        table.append([
+            e.name, e.description, e.group_name, expected,
+            f"{r['rel'][torch.float32]:.1e}", f"{r['rel'][torch.float64]:.1e}",
+            verdict + (" (ok)" if r["ok"] else " (UNEXPECTED)"),
+        ])
+    print(format_table(["model", "what", "group", "expected", "rel err f32", "rel err f64", "checker says"], table))
+    for dt, name in ((torch.float32, "float32"), (torch.float64, "float64")):
+        good = max(r["rel"][dt] for r in rows if r["entry"].expect_equivariant)
+        bad = min(r["rel"][dt] for r in rows if not r["entry"].expect_equivariant)
+        print(f"\n{name}: worst equivariant model {good:.1e}, best negative control {bad:.1e}"
+              f" -> margin {bad / max(good, 1e-300):.1e}x", end="")
+    print()
+    n_bad = sum(not r["ok"] for r in rows)
+    print(f"\n{len(rows) - n_bad}/{len(rows)} verdicts as expected")
+    return 1 if n_bad else 0
