@@ -130,9 +130,7 @@ def test_conversions_are_differentiable():
 
 
 def test_check_rotation_errors():
-    with pytest.raises(
-        ValueError, match=r"matrix_to_quaternion: `R` must be orthogonal.*orthonormalise"
-    ):
+    with pytest.raises(ValueError, match=r"matrix_to_quaternion: `R` must be orthogonal.*orthonormalise"):
         matrix_to_quaternion(torch.randn(3, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"determinant \+1.*reflections"):
         matrix_to_euler(-torch.eye(3, dtype=torch.float64))
@@ -143,7 +141,5 @@ def test_check_rotation_errors():
     with pytest.raises(ValueError, match=r"determinant -1"):
         check_rotation(torch.eye(3), proper=False)
     check_rotation(-torch.eye(3), proper=None)
-    with pytest.raises(
-        ValueError, match=r"quaternion_to_matrix: `q` must have shape \(\.\.\., 4\)"
-    ):
+    with pytest.raises(ValueError, match=r"quaternion_to_matrix: `q` must have shape \(\.\.\., 4\)"):
         quaternion_to_matrix(torch.ones(3))

@@ -123,9 +123,7 @@ def test_bad_input():
     x = torch.randn(4, 3)
     with pytest.raises(ValueError, match=r"spherical_harmonics: `l` \(lmax\) must be >= 0, got -1"):
         spherical_harmonics(-1, x)
-    with pytest.raises(
-        ValueError, match=r"spherical_harmonics: `x` must be .* \(\.\.\., 3\), got .*\(4, 2\)"
-    ):
+    with pytest.raises(ValueError, match=r"spherical_harmonics: `x` must be .* \(\.\.\., 3\), got .*\(4, 2\)"):
         spherical_harmonics(2, torch.randn(4, 2))
     with pytest.raises(ValueError, match="normalization"):
         spherical_harmonics(2, x, normalization="unit")

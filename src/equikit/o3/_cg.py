@@ -72,13 +72,7 @@ def _complex_cg64(l1: int, l2: int, l3: int) -> np.ndarray:
     pre = (2 * l3 + 1) * _FACT[l3 + l1 - l2] * _FACT[l3 - l1 + l2] * _FACT[l1 + l2 - l3]
     pre /= _FACT[l1 + l2 + l3 + 1]
     pre = np.sqrt(
-        pre
-        * _FACT[l3 + m3c]
-        * _FACT[l3 - m3c]
-        * _FACT[l1 - m1]
-        * _FACT[l1 + m1]
-        * _FACT[l2 - m2]
-        * _FACT[l2 + m2]
+        pre * _FACT[l3 + m3c] * _FACT[l3 - m3c] * _FACT[l1 - m1] * _FACT[l1 + m1] * _FACT[l2 - m2] * _FACT[l2 + m2]
     )
     k = np.arange(0, l1 + l2 - l3 + 1)[:, None, None]
     terms = (
@@ -179,9 +173,7 @@ def gaunt(
     from equikit.o3._sh import _NORMALIZATIONS, normalization_factors
 
     if normalization not in _NORMALIZATIONS:
-        raise ValueError(
-            f"gaunt: `normalization` must be one of {_NORMALIZATIONS}, got {normalization!r}"
-        )
+        raise ValueError(f"gaunt: `normalization` must be one of {_NORMALIZATIONS}, got {normalization!r}")
     f = normalization_factors(max(l1, l2, l3), normalization)
     scale = f[l1] * f[l2] * f[l3]
     return torch.tensor(_gaunt64(l1, l2, l3) * scale, dtype=default_dtype(dtype), device=device)

@@ -87,9 +87,7 @@ def sphere_grid(
     n_theta, n_phi = _check_resolution(lmax, resolution, "sphere_grid")
     g = _grid64(n_theta, n_phi)
     dtype = default_dtype(dtype)
-    return SphereGrid(
-        g.points.to(dtype=dtype, device=device), g.weights.to(dtype=dtype, device=device)
-    )
+    return SphereGrid(g.points.to(dtype=dtype, device=device), g.weights.to(dtype=dtype, device=device))
 
 
 @functools.lru_cache(maxsize=64)
@@ -103,9 +101,7 @@ def _grid_sh64(lmax: int, n_theta: int, n_phi: int, normalization: str) -> torch
 
 def _check_normalization(normalization: str, where: str) -> None:
     if normalization not in _NORMALIZATIONS:
-        raise ValueError(
-            f"{where}: `normalization` must be one of {_NORMALIZATIONS}, got {normalization!r}"
-        )
+        raise ValueError(f"{where}: `normalization` must be one of {_NORMALIZATIONS}, got {normalization!r}")
 
 
 def to_grid(
@@ -133,9 +129,7 @@ def to_grid(
     dim = (lmax + 1) ** 2
     if not isinstance(coeffs, torch.Tensor) or coeffs.ndim == 0 or coeffs.shape[-1] != dim:
         shape = tuple(coeffs.shape) if isinstance(coeffs, torch.Tensor) else type(coeffs).__name__
-        raise ValueError(
-            f"{where}: `coeffs` must have shape (..., {dim}) for lmax={lmax}, got {shape}"
-        )
+        raise ValueError(f"{where}: `coeffs` must have shape (..., {dim}) for lmax={lmax}, got {shape}")
     y = _grid_sh64(lmax, n_theta, n_phi, normalization).to(coeffs.dtype).to(coeffs.device)
     return (coeffs @ y.T).reshape(*coeffs.shape[:-1], n_theta, n_phi)
 
@@ -170,8 +164,6 @@ def from_grid(
     y = _grid_sh64(lmax, n_theta, n_phi, normalization)
     w = _grid64(n_theta, n_phi).weights.reshape(-1, 1)
     factors = normalization_factors(lmax, normalization)
-    inv_sq = torch.cat(
-        [torch.full((2 * l + 1,), 1 / f**2, dtype=torch.float64) for l, f in enumerate(factors)]
-    )
+    inv_sq = torch.cat([torch.full((2 * l + 1,), 1 / f**2, dtype=torch.float64) for l, f in enumerate(factors)])
     proj = (y * w * inv_sq).to(values.dtype).to(values.device)  # (G, dim)
     return values.reshape(*values.shape[:-2], -1) @ proj

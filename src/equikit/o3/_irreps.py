@@ -95,8 +95,7 @@ def irrep(value: Any, p: int | None = None) -> Irrep:
     if isinstance(value, tuple) and len(value) == 2:
         return _check_l_p(value[0], value[1], where)
     raise TypeError(
-        f"{where}: expected a string like '1o', a pair (l, p) or an Irrep, got "
-        f"{type(value).__name__} {value!r}"
+        f"{where}: expected a string like '1o', a pair (l, p) or an Irrep, got {type(value).__name__} {value!r}"
     )
 
 
@@ -108,9 +107,7 @@ def _parse(text: str) -> tuple[MulIr, ...]:
     for term in text.split("+"):
         m = _IRREP_RE.match(term)
         if m is None:
-            raise ValueError(
-                f"{where}: cannot parse the term {term.strip()!r} of {text!r}; {_HINT}"
-            )
+            raise ValueError(f"{where}: cannot parse the term {term.strip()!r} of {text!r}; {_HINT}")
         mul = 1 if m.group(1) is None else int(m.group(1))
         l = int(m.group(2))
         out.append(MulIr(mul, Irrep(l, {"e": 1, "o": -1, "y": (-1) ** l}[m.group(3)])))
@@ -320,9 +317,7 @@ class Irreps(tuple):
         try:
             from e3nn import o3 as e3nn_o3
         except ImportError as err:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "Irreps.to_e3nn: e3nn is not installed; run `pip install equikit[e3nn]`"
-            ) from err
+            raise ImportError("Irreps.to_e3nn: e3nn is not installed; run `pip install equikit[e3nn]`") from err
         return e3nn_o3.Irreps([(m.mul, (m.ir.l, m.ir.p)) for m in self])
 
     @classmethod
@@ -339,9 +334,7 @@ class Irreps(tuple):
         '1x0e+1x1o+1x2e+1x3o'
         """
         if isinstance(lmax, bool) or not isinstance(lmax, int) or lmax < 0:
-            raise ValueError(
-                f"Irreps.spherical_harmonics: `lmax` must be an int >= 0, got {lmax!r}"
-            )
+            raise ValueError(f"Irreps.spherical_harmonics: `lmax` must be an int >= 0, got {lmax!r}")
         if p not in (1, -1):
             raise ValueError(f"Irreps.spherical_harmonics: `p` must be +1 or -1, got {p!r}")
         return cls([(1, Irrep(l, p**l)) for l in range(lmax + 1)])

@@ -12,6 +12,7 @@ from equikit.groups.actions import Action, _require_tensor, align
 from equikit.groups.base import Group
 from equikit.groups.continuous import SO, O
 from equikit.o3._irreps import Irreps
+from equikit.o3._rotations import check_rotation
 from equikit.o3._wigner import irreps_D
 
 
@@ -48,6 +49,7 @@ class IrrepsRep(Action):
     def _act(self, g: torch.Tensor, x: Any) -> Any:
         where = "IrrepsRep"
         dim = self.irreps.dim
+        check_rotation(g, "g", where, proper=True if self.group == SO(3) else None)
 
         def act(leaf):
             leaf = _require_tensor(leaf, where)

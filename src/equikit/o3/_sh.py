@@ -143,17 +143,11 @@ def _parse_ls(ls, where: str) -> list[int]:
         return list(range(ls + 1))
     if hasattr(ls, "ls") and hasattr(ls, "num_irreps"):  # Irreps
         ls = [m.ir.l for m in ls for _ in range(m.mul)]
-    if (
-        isinstance(ls, Sequence)
-        and ls
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in ls)
-    ):
+    if isinstance(ls, Sequence) and ls and all(isinstance(v, int) and not isinstance(v, bool) for v in ls):
         if min(ls) < 0:
             raise ValueError(f"{where}: every degree must be >= 0, got {list(ls)}")
         return list(ls)
-    raise TypeError(
-        f"{where}: `l` must be lmax (an int), a non-empty list of degrees or Irreps, got {ls!r}"
-    )
+    raise TypeError(f"{where}: `l` must be lmax (an int), a non-empty list of degrees or Irreps, got {ls!r}")
 
 
 def spherical_harmonics(
@@ -190,14 +184,9 @@ def spherical_harmonics(
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{where}: `x` must be a torch.Tensor (..., 3), got {type(x).__name__}")
     if not x.is_floating_point() or x.ndim == 0 or x.shape[-1] != 3:
-        raise ValueError(
-            f"{where}: `x` must be a floating tensor of shape (..., 3), got {x.dtype} "
-            f"{tuple(x.shape)}"
-        )
+        raise ValueError(f"{where}: `x` must be a floating tensor of shape (..., 3), got {x.dtype} {tuple(x.shape)}")
     if normalization not in _NORMALIZATIONS:
-        raise ValueError(
-            f"{where}: `normalization` must be one of {_NORMALIZATIONS}, got {normalization!r}"
-        )
+        raise ValueError(f"{where}: `normalization` must be one of {_NORMALIZATIONS}, got {normalization!r}")
     if backend not in _BACKENDS:
         raise ValueError(f"{where}: `backend` must be one of {_BACKENDS}, got {backend!r}")
     lmax = max(ls)
@@ -212,9 +201,7 @@ def spherical_harmonics(
         y = torch.cat(_solid_harmonics_std(xp, lmax), -1)
     factors = normalization_factors(lmax, normalization)
     if normalization != "integral":
-        scale = torch.cat(
-            [torch.full((2 * k + 1,), factors[k], dtype=y.dtype) for k in range(lmax + 1)]
-        )
+        scale = torch.cat([torch.full((2 * k + 1,), factors[k], dtype=y.dtype) for k in range(lmax + 1)])
         y = y * scale.to(y.device)
     if ls != list(range(lmax + 1)):
         y = torch.cat([y[..., k * k : (k + 1) ** 2] for k in ls], -1)
