@@ -194,17 +194,6 @@ def _to_transform(leaves, transform_dtype):
     return [t.to(transform_dtype) if t.is_floating_point() else t for t in leaves]
 
 
-def _row_max(leaves: list[torch.Tensor], n_rows: int) -> torch.Tensor:
-    """Max |entry| per row over all leaves, float64, shape (n_rows,)."""
-    out = torch.zeros(n_rows, dtype=torch.float64)
-    for t in leaves:
-        a = t.detach().to(torch.float64).abs().cpu()
-        a = a.reshape(n_rows, -1) if n_rows > 1 else a.reshape(1, -1)
-        if a.shape[1]:
-            out = torch.maximum(out, a.max(dim=1).values)
-    return out
-
-
 def _rows(in_leaves, out_leaves, batched: bool | None) -> int:
     def lead(leaves):
         sizes = {t.shape[0] if t.ndim else None for t in leaves}
@@ -234,19 +223,6 @@ def _eval_mode(f, no_grad: bool):
     finally:
         if was_training:
             f.train()
-
-
-def _repeat_batch(leaves, k):
-    """(N, ...) -> (k*N, ...) with the block structure [x; x; ...]."""
-    return [t.unsqueeze(0).expand(k, *t.shape).reshape(k * t.shape[0], *t.shape[1:]) for t in leaves]
-
-
-def _repeat_elements(group: Group, g: Element, n: int) -> Element:
-    """(k, *e) -> (k*n, *e), each element repeated n times consecutively."""
-    def rep(t):
-        return t.repeat_interleave(n, dim=0)
-
-    return tuple(rep(t) for t in g) if isinstance(g, tuple) else rep(g)
 
 
 # ----------------------------------------------------------------------------- main entry
@@ -282,8 +258,10 @@ def equivariance_error(
         transform_dtype: dtype in which actions are applied and errors computed.
         vectorize: evaluate ``chunk_size`` elements in one call of ``f`` by stacking copies of
             ``x`` along the leading batch dim (``f`` must treat batch entries independently);
-            otherwise one call per element.
-        chunk_size: elements per call when vectorising (default: all).
+            otherwise one call of ``f`` per element. Either way the actions are applied to a
+            whole chunk of elements at once where the action allows it.
+        chunk_size: elements per chunk (default: as many as keep the transformed copies of
+            ``x`` within ~256 MB).
         batched: whether the leading dim of inputs and outputs indexes independent inputs
             (default: inferred from the shapes).
         no_grad: run ``f`` under ``torch.no_grad()``; set False for models that differentiate
@@ -321,13 +299,14 @@ def equivariance_error(
                 "equivariance_error: `elements` must be a batch with one batch dim, got batch "
                 f"shape {group.batch_shape(elements)}"
             )
-        elements = group._cast(elements, transform_dtype, None)
     n_el = group.batch_shape(elements)[0]
     if n_el == 0:
         raise ValueError("equivariance_error: `elements` is an empty batch")
-    device = in_leaves[0].device
-    elements = group._cast(elements, transform_dtype, device)
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"equivariance_error: `chunk_size` must be an int >= 1 or None, got {chunk_size!r}")
+    elements = group._cast(elements, transform_dtype, in_leaves[0].device)
     x_t = _to_transform(in_leaves, transform_dtype)
+    chunk = chunk_size or _default_chunk(x_t, n_el)
 
     with _eval_mode(f, no_grad):
         y = f(x)
@@ -341,51 +320,77 @@ def equivariance_error(
                 "but inputs and outputs of f do not share one; pass vectorize=False"
             )
         outs, refs, moved = [], [], []
-        chunk = n_el if (not vectorize or chunk_size is None) else chunk_size
-        starts = range(0, n_el, chunk) if vectorize else range(n_el)
-        for start in starts:
+        for start in range(0, n_el, chunk):
+            k = min(chunk, n_el - start)
+            g = group.take(elements, slice(start, start + k))
+            gx_leaves = _act_chunk(in_action, g, x_t, in_structure, k, "in_action")
+            gx_cast = _cast_leaves(gx_leaves, in_dtypes)
             if vectorize:
-                k = min(chunk, n_el - start)
-                g = group.take(elements, slice(start, start + k))
-                g_rep = _repeat_elements(group, g, n_rows)
-                gx = in_action(g_rep, tree_unflatten(_repeat_batch(x_t, k), in_structure))
-                gy = None if out_action is None else out_action(
-                    g_rep, tree_unflatten(_repeat_batch(y_t, k), y_structure))
+                merged = [t.reshape(k * t.shape[1], *t.shape[2:]) for t in gx_cast]
+                shapes = [(k * s[0], *s[1:]) for s in y_shapes]
+                out_leaves, _ = _check_output(f(tree_unflatten(merged, in_structure)), y_structure, shapes, "f(g x)")
+                out_leaves = [t.reshape(k, *s) for t, s in zip(out_leaves, y_shapes)]
             else:
-                k = 1
-                g = group.take(elements, start)
-                gx = in_action(g, tree_unflatten(x_t, in_structure))
-                gy = None if out_action is None else out_action(g, tree_unflatten(y_t, y_structure))
-            gx_leaves, gx_structure = tree_flatten(gx)
-            if gx_structure != in_structure:
-                raise ValueError("equivariance_error: `in_action` changed the structure of `x`")
-            f_gx = f(tree_unflatten(_cast_leaves(gx_leaves, in_dtypes), in_structure))
-            shapes = y_shapes if not vectorize else [(k * s[0], *s[1:]) for s in y_shapes]
-            out_leaves, _ = _check_output(f_gx, y_structure, shapes, "f(g x)")
-            ref_leaves = (
-                _repeat_batch(y_t, k) if (vectorize and gy is None)
-                else y_t if gy is None else tree_flatten(gy)[0]
-            )
-            for j in range(k):
-                sl = slice(j * n_rows, (j + 1) * n_rows) if vectorize else slice(None)
-                outs.append([t[sl].detach().to(transform_dtype) for t in out_leaves])
-                refs.append([t[sl] for t in ref_leaves])
-                moved.append([t[sl] for t in gx_leaves])
+                per = [
+                    _check_output(f(tree_unflatten([t[j] for t in gx_cast], in_structure)), y_structure,
+                                  y_shapes, "f(g x)")[0]
+                    for j in range(k)
+                ]
+                out_leaves = [torch.stack([p[i] for p in per]) for i in range(len(y_shapes))]
+            outs.append([t.detach().to(transform_dtype) for t in out_leaves])
+            if out_action is None:
+                refs.append([t.unsqueeze(0).expand(k, *t.shape) for t in y_t])
+            else:
+                refs.append(_act_chunk(out_action, g, y_t, y_structure, k, "out_action"))
+            moved.append(_displacement(gx_leaves, x_t, k, n_rows))
+    outs = [torch.cat([o[i] for o in outs]) for i in range(len(y_shapes))]
+    refs = [torch.cat([r[i] for r in refs]) for i in range(len(y_shapes))]
     return _summarise(
-        group, elements, x_t, outs, refs, moved, n_rows, y_leaves[0].dtype if y_leaves else None,
+        group, elements, x_t, outs, refs, torch.cat(moved), n_rows, y_leaves[0].dtype,
         out_action is None, seed, y_leaves, consistency,
     )
+
+
+def _default_chunk(x_t: list[torch.Tensor], n_el: int, budget_bytes: int = 1 << 28) -> int:
+    """Elements per chunk so that the transformed copies of ``x`` stay within ~256 MB."""
+    size = sum(t.numel() * t.element_size() for t in x_t)
+    return max(1, min(n_el, budget_bytes // max(size, 1)))
+
+
+def _act_chunk(action: Action, g: Element, leaves, structure, k: int, name: str) -> list[torch.Tensor]:
+    """Apply ``k`` elements to ``k`` copies of the data: one batched call when the action can
+    take element batches, else one call per element. Returns leaves with a leading ``k``."""
+    if action.batchable:
+        expanded = [t.unsqueeze(0).expand(k, *t.shape) for t in leaves]
+        out = action(g, tree_unflatten(expanded, structure))
+        out_leaves, out_structure = tree_flatten(out)
+    else:
+        per = [tree_flatten(action(action.group.take(g, j), tree_unflatten(leaves, structure))) for j in range(k)]
+        out_structure = per[0][1]
+        out_leaves = [torch.stack([p[0][i] for p in per]) for i in range(len(per[0][0]))]
+    if out_structure != structure:
+        raise ValueError(f"equivariance_error: `{name}` changed the structure of the data it acts on")
+    for i, (a, b) in enumerate(zip(out_leaves, leaves)):
+        if tuple(a.shape[1:]) != tuple(b.shape):
+            raise ValueError(
+                f"equivariance_error: `{name}` changed the shape of leaf {i} from {tuple(b.shape)} to "
+                f"{tuple(a.shape[1:])}"
+            )
+    return out_leaves
 
 
 def _summarise(
     group, elements, x_t, outs, refs, moved, n_rows, out_dtype, invariance, seed, y_leaves,
     want_consistency,
 ):
-    n_el = len(outs)
-    abs_err = torch.stack(
-        [_row_max([o - r for o, r in zip(out, ref)], n_rows) for out, ref in zip(outs, refs)]
-    )  # (n_el, n_rows)
-    ref_scale = torch.stack([_row_max(ref, n_rows) for ref in refs]).amax(dim=0)
+    """``outs``/``refs``: per output leaf, ``(n_el, *shape)`` in the transform dtype;
+    ``moved``: ``(n_el, n_rows)`` displacement of the input rows."""
+    n_el = outs[0].shape[0]
+    abs_err = torch.zeros(n_el, n_rows, dtype=torch.float64)
+    ref_scale = torch.zeros(n_rows, dtype=torch.float64)
+    for out_i, ref_i in zip(outs, refs):
+        abs_err = torch.maximum(abs_err, _per_row_max(out_i - ref_i, n_el, n_rows))
+        ref_scale = torch.maximum(ref_scale, _per_row_max(ref_i, n_el, n_rows).amax(dim=0))
     mean_scale = float(ref_scale.mean())
     scale = torch.clamp(ref_scale, min=1e-3 * mean_scale)
     rel = torch.where(scale > 0, abs_err / scale, torch.where(abs_err > 0, math.inf, 0.0))
@@ -405,11 +410,13 @@ def _summarise(
             f"(..., classes) with classes >= 2, got shapes {[tuple(t.shape) for t in y_leaves]}"
         )
     if logits and (want_consistency or (want_consistency is None and invariance)):
-        agree = [(o[0].argmax(-1) == r[0].argmax(-1)).double().mean() for o, r in zip(outs, refs)]
-        consistency = float(torch.stack(agree).mean())
+        consistency = float((outs[0].argmax(-1) == refs[0].argmax(-1)).double().mean())
 
     degenerate = _count_degenerate(group, elements, x_t, moved, n_rows)
-    worst_out = (_row(outs[worst_k], worst_r, n_rows), _row(refs[worst_k], worst_r, n_rows))
+    worst_out = (
+        _row([t[worst_k] for t in outs], worst_r, n_rows),
+        _row([t[worst_k] for t in refs], worst_r, n_rows),
+    )
     return EquivarianceReport(
         abs_max=float(abs_err.max()),
         abs_mean=float(abs_err.mean()),
@@ -434,32 +441,52 @@ def _summarise(
     )
 
 
+def _per_row_max(a: torch.Tensor, n_el: int, n_rows: int) -> torch.Tensor:
+    """(n_el, *shape) -> (n_el, n_rows): max |entry| over each row (float64, CPU)."""
+    a = a.reshape(n_el, n_rows, -1)
+    if a.shape[-1] == 0:
+        return torch.zeros(n_el, n_rows, dtype=torch.float64)
+    return torch.linalg.vector_norm(a, ord=math.inf, dim=-1).to(torch.float64).cpu()
+
+
 def _row(leaves, r, n_rows):
     flat = [t.reshape(n_rows, -1)[r] if n_rows > 1 else t.reshape(-1) for t in leaves]
     return torch.cat(flat) if flat else torch.zeros(0)
 
 
+def _displacement(gx_leaves, x_t, k: int, n_rows: int) -> torch.Tensor:
+    """Per-row max ``|g x - x|`` over the floating leaves, shape ``(k, n_rows)``, float64."""
+    idx = [i for i, t in enumerate(x_t) if t.is_floating_point()] or list(range(len(x_t)))
+    out = torch.zeros(k, n_rows, dtype=torch.float64)
+    for i in idx:
+        if gx_leaves[i].numel() != k * x_t[i].numel():
+            raise ValueError(
+                f"equivariance_error: `in_action` changed the shape of input leaf {i} from "
+                f"{tuple(x_t[i].shape)} to {tuple(gx_leaves[i].shape)}"
+            )
+        moved = gx_leaves[i].to(torch.float64).reshape(k, *x_t[i].shape)
+        out = torch.maximum(out, _per_row_max(moved - x_t[i].to(torch.float64), k, n_rows))
+    return out
+
+
 def _count_degenerate(group, elements, x_t, moved, n_rows) -> int:
     """Rows of ``x`` left (numerically) unchanged by every sampled non-identity element."""
-    ident = group.identity(None, dtype=torch.float64)
-    nontrivial = []
-    for k in range(len(moved)):
-        g = group.take(elements, k)
-        g64 = group._cast(g, torch.float64, "cpu")
-        if not group.allclose(g64, ident, atol=0.0):
-            nontrivial.append(k)
-    float_idx = [i for i, t in enumerate(x_t) if t.is_floating_point()] or list(range(len(x_t)))
-    x_sel = [x_t[i].to(torch.float64) for i in float_idx]
-    scale = torch.clamp(_row_max(x_sel, n_rows), min=torch.finfo(torch.float64).tiny)
-    if not nontrivial:
+    n_el = moved.shape[0]
+    ident = group.identity(n_el, dtype=torch.float64)
+    parts = elements if isinstance(elements, tuple) else (elements,)
+    iparts = ident if isinstance(ident, tuple) else (ident,)
+    is_ident = torch.ones(n_el, dtype=torch.bool)
+    for p, e in zip(parts, iparts):
+        same = p.detach().cpu().to(e.dtype) == e
+        is_ident &= same.reshape(n_el, -1).all(dim=1)
+    if bool(is_ident.all()):
         return n_rows
-    fixed = torch.ones(n_rows, dtype=torch.bool)
-    for k in nontrivial:
-        diff = [moved[k][i].to(torch.float64) - x_t[i].to(torch.float64) for i in float_idx]
-        if any(d.shape != x.shape for d, x in zip(diff, x_sel)):
-            return 0
-        fixed &= _row_max(diff, n_rows) <= DEGENERATE_TOL * scale
-    return int(fixed.sum())
+    idx = [i for i, t in enumerate(x_t) if t.is_floating_point()] or list(range(len(x_t)))
+    scale = torch.zeros(n_rows, dtype=torch.float64)
+    for i in idx:
+        scale = torch.maximum(scale, _per_row_max(x_t[i].to(torch.float64).unsqueeze(0), 1, n_rows)[0])
+    diff = moved[~is_ident].amax(dim=0)
+    return int((diff <= DEGENERATE_TOL * scale).sum())
 
 
 # ----------------------------------------------------------------------------- assertion

@@ -9,6 +9,7 @@ output actions. ``expect_equivariant`` says what the checker must find.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,9 +17,9 @@ import torch
 from torch import nn
 
 from equikit.groups import (
-    E,
     Action,
     Compose,
+    E,
     ImageRot90,
     ImageShift,
     NodePermutation,
@@ -34,7 +35,7 @@ IMAGE = 12
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(nn.SiLU())

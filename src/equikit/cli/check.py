@@ -10,6 +10,7 @@ applies the same action to the output, otherwise invariance is checked.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import json
 from collections.abc import Callable
@@ -77,7 +78,7 @@ def register(subparsers) -> None:
 
 
 def _load_target(spec: str, factory: bool):
-    if ":" not in spec:
+    if ":" not in spec or spec.startswith(":") or spec.endswith(":"):
         raise SystemExit(f"equikit check: target must look like package.module:callable, got {spec!r}")
     module_name, attr = spec.split(":", 1)
     module = importlib.import_module(module_name)
@@ -113,15 +114,15 @@ def _rows(args) -> list[dict]:
         cases = [(entry.model(dt), entry.input(dt), entry.in_action, entry.out_action, name)
                  for name, dt in _dtypes(args)]
     else:
+        f = _load_target(args.target, args.factory)
         if not args.action or not args.input:
             raise SystemExit("equikit check: --action and --input are required for a user target")
-        f = _load_target(args.target, args.factory)
         x = _load_input(args.input, args.seed)
         action = ACTIONS[args.action][1](tuple(x.shape))
         out_action = action if args.equivariant else None
         cases = []
         for name, dt in _dtypes(args):
-            model = f.to(dt) if isinstance(f, torch.nn.Module) else f
+            model = copy.deepcopy(f).to(dt) if isinstance(f, torch.nn.Module) else f
             cases.append((model, x.to(dt), action, out_action, name))
     rows = []
     for model, x, action, out_action, name in cases:

@@ -1,7 +1,8 @@
 """``equikit`` command: one subcommand per capability.
 
-Subcommands register themselves through a ``register(subparsers)`` function; capabilities
-that are not installed in this checkout are skipped.
+Each subcommand lives in a module exposing ``register(subparsers)``. Only the module of the
+command being run is imported (fast start-up, and one capability's import error never breaks
+another); ``equikit --help`` imports them all to list them.
 """
 
 from __future__ import annotations
@@ -10,34 +11,41 @@ import argparse
 import importlib
 import sys
 
-# module paths exposing register(subparsers); imported lazily so a missing one never breaks
-# the others
-SUBCOMMANDS = (
-    "equikit.cli.check",
-    "equikit.cli.demo",
-    "equikit.groups.cayley._cli",
-    "equikit.o3._cli",
-)
+# command name -> module exposing register(subparsers)
+COMMANDS = {
+    "check": "equikit.cli.check",
+    "demo": "equikit.cli.demo",
+    "cayley": "equikit.groups.cayley._cli",
+    "bench": "equikit.cli.bench",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _register(sub, module_name: str) -> bool:
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name is not None and module_name.startswith(err.name):
+            return False  # that capability is not part of this checkout
+        raise
+    module.register(sub)
+    return True
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="equikit", description="Symmetry for deep learning: check, demo and benchmarks."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name is not None and name.startswith(err.name):
-                continue  # that capability is not part of this checkout
-            raise
-        module.register(sub)
+    wanted = next((a for a in (argv or []) if not a.startswith("-")), None)
+    modules = [COMMANDS[wanted]] if wanted in COMMANDS else list(COMMANDS.values())
+    for name in modules:
+        _register(sub, name)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

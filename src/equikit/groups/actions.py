@@ -31,6 +31,8 @@ class Action(abc.ABC):
     """Base class: subclasses set ``group`` and implement ``_act(g, x)``."""
 
     group: Group
+    #: whether a batch of elements can act on data in one call (see the batching rule)
+    batchable: bool = True
 
     def __call__(self, g: Element, x: Any) -> Any:
         self.group.check_element(g, "g", type(self).__name__)
@@ -62,6 +64,24 @@ def align(t: torch.Tensor, elem_ndim: int, data: torch.Tensor, event_ndim: int, 
             )
     pad = len(d_batch) - len(g_batch)
     return t.reshape(*g_batch, *([1] * pad), *t.shape[t.ndim - elem_ndim :])
+
+
+def apply_matrix(m: torch.Tensor, data: torch.Tensor, where: str) -> torch.Tensor:
+    """``data -> m data`` on the last dim, with ``m`` of shape ``(*gB, d, d)`` aligned from the
+    left with the batch dims of ``data (..., d)``. Done as one (batched) GEMM, ``data @ m^T``,
+    rather than many broadcast 3x3 products."""
+    nb = m.ndim - 2
+    align(m, 2, data, 1, where)  # validates the batch dims
+    lead = data.shape[:nb]
+    rows = data.reshape(*lead, -1, data.shape[-1])
+    d = data.shape[-1]
+    if nb and d <= 4:
+        # tiny inner dim: d fused multiply-adds beat a batched GEMM
+        out = rows[..., 0:1] * m[..., None, :, 0]
+        for j in range(1, d):
+            out = torch.addcmul(out, rows[..., j : j + 1], m[..., None, :, j])
+        return out.reshape(data.shape)
+    return (rows @ m.transpose(-1, -2)).reshape(data.shape)
 
 
 def _require_tensor(x: Any, where: str, name: str = "x") -> torch.Tensor:
@@ -148,8 +168,7 @@ class MatrixRep(Action):
                     f"{where}: data's last dim must be the representation dimension {dim}, "
                     f"got shape {tuple(leaf.shape)}"
                 )
-            r = align(rho.to(leaf.dtype), 2, leaf, 1, where)
-            return (r @ leaf.unsqueeze(-1)).squeeze(-1)
+            return apply_matrix(rho.to(leaf.dtype), leaf, where)
 
         return tree_map(act, x)
 
@@ -200,12 +219,11 @@ class PointCloud(Action):
                 f"{tuple(leaf.shape)}"
             )
         a, t = self._affine(g, leaf.shape[-1], leaf.dtype)
-        a = align(a, 2, leaf, 1, where)
-        out = (a @ leaf.unsqueeze(-1)).squeeze(-1)
+        out = apply_matrix(a, leaf, where)
         if kind == "positions":
             out = out + align(t, 1, leaf, 1, where)
         elif kind == "pseudovectors":
-            out = out * torch.linalg.det(a).unsqueeze(-1)
+            out = out * align(torch.linalg.det(a), 0, leaf, 1, where).unsqueeze(-1)
         return out
 
     def _act(self, g, x):
@@ -270,7 +288,14 @@ class NodePermutation(Action):
             nodes = (nodes,)
         if not isinstance(nodes, Mapping):
             nodes = {k: -2 for k in nodes}
-        object.__setattr__(self, "nodes", tuple(sorted(dict(nodes).items())))
+        nodes = dict(nodes)
+        for key, dim in [*nodes.items(), ("node_dim", self.node_dim)]:
+            if isinstance(dim, bool) or not isinstance(dim, int) or dim >= 0:
+                raise ValueError(
+                    f"NodePermutation: node dims count from the end (negative ints, e.g. -2 for "
+                    f"(..., n, C)) so that leading batch dims can be added; got {key}={dim!r}"
+                )
+        object.__setattr__(self, "nodes", tuple(sorted(nodes.items())))
         for name in ("adjacency", "invariant"):
             if isinstance(getattr(self, name), str):
                 object.__setattr__(self, name, (getattr(self, name),))
@@ -278,6 +303,10 @@ class NodePermutation(Action):
     @property
     def group(self) -> Permutation:  # type: ignore[override]
         return Permutation(self.n)
+
+    @property
+    def batchable(self) -> bool:  # type: ignore[override]
+        return self.edge_index is None  # relabelling an edge list takes one element at a time
 
     def _act(self, g, x):
         where = "NodePermutation"
@@ -324,6 +353,10 @@ class FeaturePermutation(Action):
 
     def __post_init__(self) -> None:
         check_int(self.n, "n", "FeaturePermutation", minimum=1)
+        if isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim >= 0:
+            raise ValueError(
+                f"FeaturePermutation: `dim` must be negative (counted from the end), got {self.dim!r}"
+            )
 
     @property
     def group(self) -> Permutation:  # type: ignore[override]
@@ -495,6 +528,10 @@ class Compose(Action):
     def group(self) -> DirectProduct:  # type: ignore[override]
         return DirectProduct(*(a.group for a in self.actions))
 
+    @property
+    def batchable(self) -> bool:  # type: ignore[override]
+        return all(a.batchable for a in self.actions)
+
     def _act(self, g, x):
         for action, gk in reversed(list(zip(self.actions, g))):
             x = action._act(gk, x)
@@ -528,6 +565,10 @@ class OnKeys(Action):
     @property
     def group(self) -> Group:  # type: ignore[override]
         return self.actions[0][1].group
+
+    @property
+    def batchable(self) -> bool:  # type: ignore[override]
+        return all(a.batchable for _, a in self.actions)
 
     def _act(self, g, x):
         x = _require_mapping(x, "OnKeys")

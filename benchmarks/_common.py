@@ -1,0 +1,66 @@
+"""Shared benchmark plumbing: interleaved timing, environment record, result files.
+
+Performance is a ratio measured side by side in one process: candidates run interleaved
+(A B A B ...) after warm-up, and we report medians. Every result records the torch threads,
+the load average and the machine, because the machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def environment() -> dict:
+    """What a reader needs to judge a timing: threads, load, CPU, versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            names = [line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "loadavg": os.getloadavg(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "device": "cpu",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def interleaved(candidates: dict[str, Callable[[], object]], repeats: int = 25, warmup: int = 3) -> dict:
+    """Time each candidate ``repeats`` times, interleaved; return per-candidate lists and medians."""
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: {"median_s": statistics.median(ts), "times_s": ts} for name, ts in times.items()}
+
+
+def write_results(name: str, payload: dict, table_md: str) -> tuple[Path, Path]:
+    """Write ``results/<name>.json`` and ``results/<name>.md`` atomically."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = RESULTS / f"{name}.json", RESULTS / f"{name}.md"
+    for path, text in ((json_path, json.dumps(payload, indent=2)), (md_path, table_md)):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return json_path, md_path
