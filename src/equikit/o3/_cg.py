@@ -131,8 +131,8 @@ def clebsch_gordan(
     ``z_c = sum_ab C_abc x_a y_b`` is equivariant: ``x -> D_l1 x, y -> D_l2 y`` gives
     ``z -> D_l3 z``. All zeros when the triangle condition fails. Cached.
 
-    >>> C = clebsch_gordan(1, 1, 0, dtype=torch.float64)  # the dot product / sqrt(3)
-    >>> torch.allclose(C[..., 0], torch.eye(3, dtype=torch.float64) / 3**0.5)
+    >>> C = clebsch_gordan(1, 1, 0, dtype=torch.float64)  # minus the dot product / sqrt(3)
+    >>> torch.allclose(C[..., 0], -torch.eye(3, dtype=torch.float64) / 3**0.5)
     True
     """
     _check_triple(l1, l2, l3, "clebsch_gordan")

@@ -29,8 +29,8 @@ class IrrepsRep(Action):
     with the leading batch dims of the data.
 
     >>> act = IrrepsRep("0e + 1o")
-    >>> act(-torch.eye(3, dtype=torch.float64), torch.ones(4, dtype=torch.float64)).tolist()
-    [1.0, -1.0, -1.0, -1.0]
+    >>> act(-torch.eye(3, dtype=torch.float64), torch.ones(4, dtype=torch.float64)).round(decimals=12)
+    tensor([ 1., -1., -1., -1.], dtype=torch.float64)
     """
 
     irreps: Irreps

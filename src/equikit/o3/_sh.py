@@ -191,7 +191,7 @@ def spherical_harmonics(
         raise ValueError(f"{where}: `backend` must be one of {_BACKENDS}, got {backend!r}")
     lmax = max(ls)
     backend = _resolve_backend(backend, x)
-    xp = x[..., [2, 0, 1]]  # our basis: S(z, x, y)
+    xp = torch.stack([x[..., 2], x[..., 0], x[..., 1]], -1)  # our basis: S(z, x, y)
     if backend == "sphericart":
         flat = xp.reshape(-1, 3)
         y = _sphericart_calculator(lmax, not normalize)(flat).reshape(*x.shape[:-1], -1)
@@ -199,10 +199,21 @@ def spherical_harmonics(
         if normalize:
             xp = xp / torch.linalg.norm(xp, dim=-1, keepdim=True)
         y = torch.cat(_solid_harmonics_std(xp, lmax), -1)
-    factors = normalization_factors(lmax, normalization)
+    return _rescale(y, lmax, normalization, ls)
+
+
+def _rescale(y: torch.Tensor, lmax: int, normalization: str, ls: list[int]) -> torch.Tensor:
+    """Integral -> ``normalization`` (in place when autograd does not need ``y``), then pick
+    the requested degrees."""
     if normalization != "integral":
-        scale = torch.cat([torch.full((2 * k + 1,), factors[k], dtype=y.dtype) for k in range(lmax + 1)])
-        y = y * scale.to(y.device)
+        factors = normalization_factors(lmax, normalization)
+        if normalization == "component":
+            scale = factors[0]  # one scalar for every l: the cheapest pass
+        else:
+            scale = torch.cat([torch.full((2 * k + 1,), factors[k], dtype=y.dtype) for k in range(lmax + 1)]).to(
+                y.device
+            )
+        y = y * scale if y.requires_grad else y.mul_(scale)
     if ls != list(range(lmax + 1)):
         y = torch.cat([y[..., k * k : (k + 1) ** 2] for k in ls], -1)
     return y

@@ -59,6 +59,7 @@ def wigner_D(l: int, R: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(..., 2l + 1, 2l + 1)``, orthogonal, ``D_l(R1 R2) = D_l(R1) D_l(R2)``, ``D_1(R) = R``.
 
+    >>> from equikit.o3 import random_rotation
     >>> R = random_rotation(1, generator=0, dtype=torch.float64)[0]
     >>> torch.allclose(wigner_D(1, R), R)
     True
@@ -80,7 +81,7 @@ def irrep_D(ir, g: torch.Tensor) -> torch.Tensor:
     orthogonal, ``det = +-1``): ``p^{[det g < 0]} D_l(det(g) g)``.
 
     >>> g = -torch.eye(3, dtype=torch.float64)
-    >>> irrep_D("1o", g)[0, 0].item(), irrep_D("1e", g)[0, 0].item()
+    >>> round(irrep_D("1o", g)[0, 0].item(), 12), round(irrep_D("1e", g)[0, 0].item(), 12)
     (-1.0, 1.0)
     """
     ir = irrep(ir)
@@ -95,8 +96,8 @@ def irreps_D(irreps, g: torch.Tensor) -> torch.Tensor:
     """Block-diagonal representation matrix ``(..., irreps.dim, irreps.dim)`` of ``g in O(3)``
     on features with the given irreps (``mul`` copies of each ``irrep_D``).
 
-    >>> irreps_D("2x0e + 1o", -torch.eye(3, dtype=torch.float64)).diagonal().tolist()
-    [1.0, 1.0, -1.0, -1.0, -1.0]
+    >>> irreps_D("2x0e + 1o", -torch.eye(3, dtype=torch.float64)).diagonal().round(decimals=12)
+    tensor([ 1.,  1., -1., -1., -1.], dtype=torch.float64)
     """
     irreps = Irreps(irreps)
     s, R = _split_improper(g, "irreps_D")
