@@ -1,0 +1,110 @@
+"""Weight-space symmetry: permutation specifications, alignment and merging of networks,
+linear mode connectivity, and equivariant encryption of hidden representations.
+
+See ``docs/weights.md`` for the conventions, the experiments and the threat model.
+"""
+
+from equikit.weights.analysis import LayerAlignment, l2_distance, layer_alignment, svd_alignment
+from equikit.weights.encryption import (
+    EncryptionKey,
+    activation_statistics_attack,
+    encrypt,
+    generate_key,
+    load_key,
+    save_key,
+)
+from equikit.weights.interpolation import (
+    Curve,
+    MergeConfig,
+    average,
+    barrier,
+    interpolate,
+    interpolation_curve,
+    merge_models,
+    reset_batchnorm,
+)
+from equikit.weights.matching import (
+    Matching,
+    MatchingConfig,
+    STEConfig,
+    activation_matching,
+    collect_activations,
+    ste_matching,
+    weight_matching,
+)
+from equikit.weights.nets import (
+    CNN,
+    MLP,
+    ResNet,
+    Transformer,
+    cnn_spec,
+    mlp_spec,
+    resnet_spec,
+    transformer_spec,
+)
+from equikit.weights.permute import (
+    WeightSpaceAction,
+    check_perms,
+    identity_perms,
+    inverse,
+    permute,
+    random_perms,
+)
+from equikit.weights.spec import (
+    PermAxis,
+    PermutationSpec,
+    Site,
+    Units,
+    in_axis,
+    out_axis,
+    plain_axis,
+)
+
+__all__ = [
+    "CNN",
+    "MLP",
+    "Curve",
+    "EncryptionKey",
+    "LayerAlignment",
+    "Matching",
+    "MatchingConfig",
+    "MergeConfig",
+    "PermAxis",
+    "PermutationSpec",
+    "ResNet",
+    "STEConfig",
+    "Site",
+    "Transformer",
+    "Units",
+    "WeightSpaceAction",
+    "activation_matching",
+    "activation_statistics_attack",
+    "average",
+    "barrier",
+    "check_perms",
+    "cnn_spec",
+    "collect_activations",
+    "encrypt",
+    "generate_key",
+    "identity_perms",
+    "in_axis",
+    "interpolate",
+    "interpolation_curve",
+    "inverse",
+    "l2_distance",
+    "layer_alignment",
+    "load_key",
+    "merge_models",
+    "mlp_spec",
+    "out_axis",
+    "permute",
+    "plain_axis",
+    "random_perms",
+    "reset_batchnorm",
+    "resnet_spec",
+    "save_key",
+    "ste_matching",
+    "svd_alignment",
+    "transformer_spec",
+    "weight_matching",
+]
