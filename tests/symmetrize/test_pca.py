@@ -66,7 +66,7 @@ def test_frame_sizes_and_elements():
         flat = rot.reshape(k, 8, -1).transpose(0, 1)
         assert (torch.cdist(flat, flat) + torch.eye(k) > 1e-6).all()
     # E(3) frames translate by the centroid
-    a, t = E(3).as_affine(PCAFrame(E(3))(x).elements)
+    _a, t = E(3).as_affine(PCAFrame(E(3))(x).elements)
     assert torch.allclose(t, x.mean(1).expand(8, -1, -1))
 
 
@@ -74,12 +74,12 @@ def test_degenerate_inputs_are_flagged():
     cube = torch.tensor([[i, j, k] for i in (-1.0, 1.0) for j in (-1.0, 1.0) for k in (-1.0, 1.0)], dtype=torch.float64)
     x = torch.stack([cube[:6] * 0 + _points(torch.float64, b=1)[0], cube[:6]])  # second: tied spectrum
     x[1] = torch.tensor([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
-    c, v, lam, deg = principal_axes(x)
+    _c, _v, _lam, deg = principal_axes(x)
     assert deg.tolist() == [False, True]
     net = Symmetrize(mlp(18, 2, torch.float64), PCAFrame(O(3)), PointCloud(O(3)))
     net(x)
     assert net.last_degenerate.tolist() == [False, True]
-    with pytest.raises(ValueError, match="PCAFrame.*tied covariance eigenvalues"):
+    with pytest.raises(ValueError, match=r"PCAFrame.*tied covariance eigenvalues"):
         PCAFrame(O(3), on_degenerate="raise")(x)
 
 

@@ -36,14 +36,16 @@ def _as_matrix(v: torch.Tensor, name: str, where: str, n: int | None = None) -> 
     return check_finite(v, name, where)
 
 
-def centered_distances(v: torch.Tensor) -> torch.Tensor:
-    """Double-centred Euclidean distance matrix ``A_kl = a_kl - a_k. - a_.l + a_..`` of ``v (n, p)``.
+def _distances(v: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances of ``v (n, p)`` with a zero (not NaN) gradient at coincident samples."""
+    sq = (v[:, None, :] - v[None, :, :]).pow(2).sum(-1)
+    pos = sq > 0
+    return torch.where(pos, torch.where(pos, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
 
-    The distance is computed with a tiny floor inside the square root so that gradients stay
-    finite at coincident samples.
-    """
-    diff = v[:, None, :] - v[None, :, :]
-    a = (diff.pow(2).sum(-1) + 1e-12).sqrt()
+
+def centered_distances(v: torch.Tensor) -> torch.Tensor:
+    """Double-centred Euclidean distance matrix ``A_kl = a_kl - a_k. - a_.l + a_..`` of ``v (n, p)``."""
+    a = _distances(v)
     return a - a.mean(0, keepdim=True) - a.mean(1, keepdim=True) + a.mean()
 
 
@@ -69,14 +71,15 @@ def distance_covariance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def joint_distance_covariance(xs: Sequence[torch.Tensor], c: float = 1.0) -> torch.Tensor:
     """Joint distance covariance of ``d >= 2`` variables (Chakraborty & Zhang 2019),
-    ``JdCov^2 = mean_kl prod_i (A^i_kl + c) - c^d``, with ``A^i`` the double-centred distances
+    ``JdCov^2 = mean_kl prod_i (c - A^i_kl) - c^d``, with ``A^i`` the double-centred distances
     of variable ``i`` (each scaled by its mean distance so that units do not matter). Zero in
     the population iff the variables are mutually independent.
 
     Example:
         >>> import torch
         >>> a, b = torch.randn(100, dtype=torch.float64), torch.randn(100, dtype=torch.float64)
-        >>> bool(joint_distance_covariance([a, b, a + b]) > joint_distance_covariance([a, b, torch.randn(100, dtype=torch.float64)]))
+        >>> c = torch.randn(100, dtype=torch.float64)
+        >>> bool(joint_distance_covariance([a, b, a + b]) > joint_distance_covariance([a, b, c]))
         True
     """
     where = "joint_distance_covariance"
@@ -86,11 +89,10 @@ def joint_distance_covariance(xs: Sequence[torch.Tensor], c: float = 1.0) -> tor
     mats = [_as_matrix(v, f"xs[{i}]", where, xs[0].shape[0]) for i, v in enumerate(xs)]
     prod = None
     for m in mats:
-        diff = m[:, None, :] - m[None, :, :]
-        a = (diff.pow(2).sum(-1) + 1e-12).sqrt()
+        a = _distances(m)
         a = a / a.mean().clamp_min(1e-12)
         cent = a - a.mean(0, keepdim=True) - a.mean(1, keepdim=True) + a.mean()
-        term = cent.to(mats[0].dtype) + c
+        term = c - cent.to(mats[0].dtype)  # U = -A: the positive-definite (kernel) form
         prod = term if prod is None else prod * term
     return prod.mean() - c ** len(mats)
 
@@ -119,11 +121,14 @@ def concatenated_distance_covariance(y: torch.Tensor, attrs: Sequence[torch.Tens
     return distance_covariance(y, torch.cat(blocks, dim=1))
 
 
-def one_hot(labels: torch.Tensor, num_classes: int | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def one_hot(
+    labels: torch.Tensor, num_classes: int | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """One-hot encode an integer categorical attribute ``(n,)`` -> ``(n, classes)`` (scaled by
     ``1/sqrt(2)`` so that two different categories are at distance 1)."""
     if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.ndim != 1:
-        raise TypeError(f"one_hot: `labels` must be an integer tensor (n,), got {getattr(labels, 'dtype', type(labels))}")
+        got = getattr(labels, "dtype", type(labels))
+        raise TypeError(f"one_hot: `labels` must be an integer tensor (n,), got {got}")
     return torch.nn.functional.one_hot(labels, num_classes or int(labels.max()) + 1).to(dtype) / 2**0.5
 
 

@@ -77,17 +77,18 @@ class LearnedCanonicalizer(Frame):
 
     def forward(self, x: Any) -> FrameOutput:
         s = self.scores(x)
-        k, b = s.shape
+        _k, b = s.shape
         if self.training:
             g = expand_elements(self.group, self.group.elements(device=s.device), b)
-            return FrameOutput(g, torch.softmax(s / self.temperature, dim=0), torch.zeros(b, dtype=torch.bool, device=s.device))
+            w = torch.softmax(s / self.temperature, dim=0)
+            return FrameOutput(g, w, torch.zeros(b, dtype=torch.bool, device=s.device))
         return self._argmax(s)
 
     def canonical(self, x: Any) -> FrameOutput:
         return self._argmax(self.scores(x))
 
     def _argmax(self, s: torch.Tensor) -> FrameOutput:
-        k, b = s.shape
+        _k, b = s.shape
         best = s.argmax(dim=0)
         top = s.max(dim=0).values
         deg = (s == top).sum(dim=0) > 1

@@ -137,7 +137,7 @@ class PCAFrame(Frame):
 
     def _axes(self, x: Any, where: str):
         pos = self._positions(x, where)
-        c, vec, lam, deg = principal_axes(pos, center=self.translates, tol=self.tol)
+        c, vec, _lam, deg = principal_axes(pos, center=self.translates, tol=self.tol)
         if self.on_degenerate == "raise" and bool(deg.any()):
             raise ValueError(
                 f"{where}: {int(deg.sum())} input(s) have tied covariance eigenvalues (relative gap <= "

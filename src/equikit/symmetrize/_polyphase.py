@@ -111,7 +111,8 @@ class PolyphaseFrame(Frame):
         batch_size(x, where)
         img = select(x, self.key, where)
         if img.ndim < 3 or tuple(img.shape[-2:]) != self.shape:
-            raise ValueError(f"{where}: images must be (B, ..., {self.shape[0]}, {self.shape[1]}), got {tuple(img.shape)}")
+            h, w = self.shape
+            raise ValueError(f"{where}: images must be (B, ..., {h}, {w}), got {tuple(img.shape)}")
         check_finite(img, "image", where)
         return polyphase_energy(img, self.stride)
 

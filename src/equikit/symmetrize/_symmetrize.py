@@ -120,7 +120,8 @@ class Symmetrize(nn.Module):
         _check_action(in_action, "in_action", frame)
         if out_action is not None:
             _check_action(out_action, "out_action", frame)
-        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        bad_chunk = isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        if chunk_size is not None and bad_chunk:
             raise ValueError(f"{where}: `chunk_size` must be an int >= 1 or None, got {chunk_size!r}")
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
             raise ValueError(f"{where}: `n_samples` must be an int >= 1, got {n_samples!r}")
@@ -159,7 +160,7 @@ class Symmetrize(nn.Module):
                 check_finite(leaf, f"x (leaf {i})", "Symmetrize")
         fr = self.frame_of(x)
         self.last_degenerate = fr.degenerate
-        k, b = fr.weights.shape
+        k, _b = fr.weights.shape
         step = self.chunk_size or k
         total = None
         for start in range(0, k, step):
@@ -186,7 +187,8 @@ class Symmetrize(nn.Module):
                 )
         y_leaves = [t.reshape(k, b, *t.shape[1:]) for t in y_leaves]
         if self.out_action is not None:
-            y_leaves, _ = tree_flatten(self.out_action(_cast(g, y_leaves), tree_unflatten(y_leaves, self._out_structure)))
+            moved = self.out_action(_cast(g, y_leaves), tree_unflatten(y_leaves, self._out_structure))
+            y_leaves, _ = tree_flatten(moved)
         return [(t * w.to(t.dtype).reshape(k, b, *([1] * (t.ndim - 2)))).sum(dim=0) for t in y_leaves]
 
 
