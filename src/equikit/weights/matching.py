@@ -284,8 +284,8 @@ def ste_matching(spec: PermutationSpec, model: nn.Module, params_a: Params, para
         mid = {k: (params_a[k] + pb[k] + tilde[k] - tilde[k].detach()) / 2 if k in tilde else params_a[k]
                for k in params_a}
         loss = loss_fn(_Functional(model, mid), step)
-        if float(loss) < best_loss:
-            best_loss, best.perms = float(loss), perms
+        if float(loss.detach()) < best_loss:
+            best_loss, best.perms = float(loss.detach()), perms
         opt.zero_grad()
         loss.backward()
         opt.step()
