@@ -12,6 +12,41 @@ from equikit.check import equivariance_error, zoo
 from equikit.cli.check import format_table
 
 
+class _Harmonics(torch.nn.Module):
+    """Spherical harmonics as a model: ``Y(R x) = D(R) Y(x)`` under O(3)."""
+
+    def __init__(self, lmax: int):
+        super().__init__()
+        self.lmax = lmax
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from equikit.o3 import spherical_harmonics
+
+        return spherical_harmonics(self.lmax, x)
+
+
+def _o3_entries() -> list[zoo.ZooEntry]:
+    """Entries of the O(3) layer: harmonics with the right irreps, and with the parity wrong."""
+    try:
+        from equikit.groups import O, PointCloud
+        from equikit.o3 import Irreps, IrrepsRep
+    except ImportError:  # the o3 layer is not part of this checkout
+        return []
+    lmax = 6
+    return [
+        zoo.ZooEntry("harmonics", f"spherical harmonics l <= {lmax}", lambda: _Harmonics(lmax), (64, 3),
+                     PointCloud(O(3)), IrrepsRep(Irreps.spherical_harmonics(lmax)), True),
+        zoo.ZooEntry("harmonics+wrong-parity", "the same, declared as all-even irreps",
+                     lambda: _Harmonics(lmax), (64, 3), PointCloud(O(3)),
+                     IrrepsRep(Irreps.spherical_harmonics(lmax, p=1)), False, "harmonics"),
+    ]
+
+
+def entries() -> list[zoo.ZooEntry]:
+    """What the demo audits: the check zoo plus one pair per capability that has landed."""
+    return zoo.zoo() + _o3_entries()
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="audit the example zoo (what `make demo` runs)")
     p.add_argument("--samples", type=int, default=16, help="group elements per check (16)")
@@ -21,7 +56,7 @@ def register(subparsers) -> None:
 def audit(n_samples: int = 16) -> list[dict]:
     """One row per zoo entry with the relative error in float32 and float64."""
     rows = []
-    for entry in zoo.zoo():
+    for entry in entries():
         row = {"entry": entry, "rel": {}, "passed": {}}
         for dt in (torch.float32, torch.float64):
             report = equivariance_error(

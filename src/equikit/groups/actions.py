@@ -181,6 +181,19 @@ class PointCloud(Action):
     Works for every group with ``as_affine`` (Translation, Scaling, SO, O, GLPlus, SL, E, SE,
     Affine). Data is either a tensor of positions ``(..., d)`` or a dict whose every key is
     declared as ``pos``, one of ``vectors``, ``pseudovectors`` or ``scalars``.
+
+    Example:
+        >>> import torch
+        >>> from equikit.groups import E, PointCloud
+        >>> act = PointCloud(E(3), vectors=("vel",), scalars=("charge",))
+        >>> data = {"pos": torch.randn(5, 3), "vel": torch.randn(5, 3), "charge": torch.ones(5)}
+        >>> g = E(3).take(E(3).sample(1, generator=0), 0)
+        >>> moved = act(g, data)
+        >>> A, t = E(3).as_affine(g)
+        >>> bool(torch.allclose(moved["pos"], data["pos"] @ A.T + t, atol=1e-6))
+        True
+        >>> bool(torch.allclose(moved["vel"], data["vel"] @ A.T, atol=1e-6))
+        True
     """
 
     group: Group
@@ -272,6 +285,15 @@ class NodePermutation(Action):
 
     ``nodes`` maps each node-level key to its node dim (a tuple of keys means dim ``-2``, the
     ``(..., n, C)`` layout). For a plain tensor, ``node_dim`` is used.
+
+    Example:
+        >>> import torch
+        >>> from equikit.groups import NodePermutation
+        >>> act = NodePermutation(3, nodes={"x": -2}, edge_index="edge_index")
+        >>> data = {"x": torch.tensor([[1.0], [2.0], [3.0]]), "edge_index": torch.tensor([[0, 1], [1, 2]])}
+        >>> out = act(torch.tensor([2, 0, 1]), data)  # node 0 -> 2, 1 -> 0, 2 -> 1
+        >>> out["x"].flatten().tolist(), out["edge_index"].tolist()
+        ([2.0, 3.0, 1.0], [[2, 0], [0, 1]])
     """
 
     n: int

@@ -76,7 +76,17 @@ class _MatrixGroup(Group):
 
 @dataclass(frozen=True, repr=False)
 class SO(_MatrixGroup):
-    """Rotations of R^d: orthogonal matrices with determinant +1."""
+    """Rotations of R^d: orthogonal matrices with determinant +1.
+
+    Example:
+        >>> import torch
+        >>> from equikit.groups import SO
+        >>> R = SO(3).sample(5, generator=0, dtype=torch.float64)
+        >>> bool(torch.allclose(R @ SO(3).inverse(R), SO(3).identity(5, dtype=torch.float64)))
+        True
+        >>> torch.linalg.det(R).round(decimals=6).tolist()
+        [1.0, 1.0, 1.0, 1.0, 1.0]
+    """
 
     d: int
 
@@ -257,7 +267,18 @@ class _AffineGroup(Group):
 
 @dataclass(frozen=True, repr=False)
 class E(_AffineGroup):
-    """Euclidean group E(d) = T(d) x| O(d): rotations, reflections and translations."""
+    """Euclidean group E(d) = T(d) x| O(d): rotations, reflections and translations.
+
+    Example:
+        >>> import torch
+        >>> from equikit.groups import E
+        >>> g = E(3).sample(2, generator=1, dtype=torch.float64)
+        >>> A, t = E(3).as_affine(g)
+        >>> A.shape, t.shape
+        (torch.Size([2, 3, 3]), torch.Size([2, 3]))
+        >>> bool(torch.allclose(E(3).compose(g, E(3).inverse(g)), E(3).identity(2, dtype=torch.float64)))
+        True
+    """
 
     d: int
     translation_std: float = 1.0

@@ -36,7 +36,20 @@ def _enumerable(order: int, name: str) -> None:
 
 @dataclass(frozen=True, repr=False)
 class Permutation(Group):
-    """The symmetric group S_n acting on ``n`` items (nodes, set elements, hidden units)."""
+    """The symmetric group S_n acting on ``n`` items (nodes, set elements, hidden units).
+
+    Example:
+        >>> import torch
+        >>> from equikit.groups import Permutation
+        >>> S3 = Permutation(3)
+        >>> g, h = torch.tensor([1, 2, 0]), torch.tensor([0, 2, 1])
+        >>> S3.compose(g, h)  # (g h)(i) = g(h(i))
+        tensor([1, 0, 2])
+        >>> S3.inverse(g)
+        tensor([2, 0, 1])
+        >>> S3.order, S3.elements().shape
+        (6, torch.Size([6, 3]))
+    """
 
     n: int
     discrete = True
@@ -111,7 +124,16 @@ class Cyclic(Group):
 
 @dataclass(frozen=True, repr=False)
 class Dihedral(Group):
-    """The dihedral group D_n of order 2n: rotations ``r^k`` and reflections ``r^k f``."""
+    """The dihedral group D_n of order 2n: rotations ``r^k`` and reflections ``r^k f``.
+
+    Example:
+        >>> import torch
+        >>> from equikit.groups import Dihedral
+        >>> D4 = Dihedral(4)
+        >>> r, f = torch.tensor([1, 0]), torch.tensor([0, 1])
+        >>> D4.compose(D4.compose(f, r), f).tolist()  # f r f = r^-1 = r^3
+        [3, 0]
+    """
 
     n: int
     discrete = True

@@ -15,6 +15,13 @@ class DirectProduct(Group):
 
     Example: ``DirectProduct(Permutation(10), E(3))`` for point clouds of 10 points, whose
     symmetries are relabelling the points and moving the cloud rigidly.
+
+    Example:
+        >>> from equikit.groups import DirectProduct, Permutation, E
+        >>> G = DirectProduct(Permutation(10), E(3))
+        >>> perm, motion = G.sample(4, generator=0)
+        >>> perm.shape, motion.shape
+        (torch.Size([4, 10]), torch.Size([4, 4, 4]))
     """
 
     factors: tuple[Group, ...]
