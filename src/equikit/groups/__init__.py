@@ -19,12 +19,12 @@ from equikit.groups.base import Element, Group
 from equikit.groups.continuous import (
     SE,
     SL,
+    SO,
     Affine,
     E,
     GLPlus,
     O,
     Scaling,
-    SO,
     Translation,
     haar_orthogonal,
 )
