@@ -104,6 +104,21 @@ def test_double_backward(backend):
     assert torch.autograd.gradgradcheck(f, (x,))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_in_place_rescale_keeps_gradients(backend):
+    """The normalisation is multiplied in place (one pass); its gradient must still be right."""
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    for norm in ("norm", "component"):
+        f = lambda v, n=norm: spherical_harmonics(2, v, normalization=n, backend=backend)  # noqa: E731
+        assert torch.autograd.gradcheck(f, (x,))
+    w = torch.randn(25, dtype=torch.float64)
+    y = spherical_harmonics(4, x, normalization="norm", backend=backend)
+    ref = e3nn_o3.spherical_harmonics(list(range(5)), x, True, normalization="norm")
+    (g,) = torch.autograd.grad((y @ w).sum(), x)
+    (g_ref,) = torch.autograd.grad((ref @ w).sum(), x)
+    assert rel(g, g_ref) < 1e-12
+
+
 def test_backends_agree_on_second_derivatives(dtype):
     if len(BACKENDS) < 2:
         pytest.skip("sphericart-torch not installed")

@@ -202,18 +202,24 @@ def spherical_harmonics(
     return _rescale(y, lmax, normalization, ls)
 
 
+@functools.cache
+def _scale_vector(lmax: int, normalization: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The ``(dim,)`` factor integral -> ``normalization`` (``norm``: one value per ``l``), cached."""
+    f = normalization_factors(lmax, normalization)
+    return torch.tensor([f[k] for k in range(lmax + 1) for _ in range(2 * k + 1)], dtype=dtype, device=device)
+
+
 def _rescale(y: torch.Tensor, lmax: int, normalization: str, ls: list[int]) -> torch.Tensor:
-    """Integral -> ``normalization`` (in place when autograd does not need ``y``), then pick
-    the requested degrees."""
-    if normalization != "integral":
-        factors = normalization_factors(lmax, normalization)
-        if normalization == "component":
-            scale = factors[0]  # one scalar for every l: the cheapest pass
-        else:
-            scale = torch.cat([torch.full((2 * k + 1,), factors[k], dtype=y.dtype) for k in range(lmax + 1)]).to(
-                y.device
-            )
-        y = y * scale if y.requires_grad else y.mul_(scale)
+    """Integral -> ``normalization`` in one in-place pass over ``y``, then pick the requested
+    degrees.
+
+    In place is safe under autograd too: neither sphericart's backward nor ``cat``'s saves its
+    output, and the multiply's own backward needs only the constant factor.
+    """
+    if normalization == "component":
+        y = y.mul_(math.sqrt(4 * math.pi))  # one scalar for every l: the cheapest pass
+    elif normalization == "norm":
+        y = y.mul_(_scale_vector(lmax, normalization, y.dtype, y.device))
     if ls != list(range(lmax + 1)):
         y = torch.cat([y[..., k * k : (k + 1) ** 2] for k in ls], -1)
     return y
