@@ -1,6 +1,6 @@
 """Clebsch-Gordan table construction time: equikit vs e3nn's wigner_3j (cold caches).
 
-Writes results/o3_cg.json, results/o3_cg.md and results/o3_cg.png.
+Writes results/o3_cg_threads<N>.json, .md and .png.
 
     python benchmarks/o3_cg.py [--threads 2] [--repeats 20]
 """
@@ -41,8 +41,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     payload = bench_cg(repeats=args.repeats, threads=args.threads)
     table = cg_table(payload)
-    write_results("o3_cg", payload, "# Clebsch-Gordan table construction\n\n" + table)
-    plot(payload, RESULTS / "o3_cg.png")
+    stem = f"o3_cg_threads{args.threads}"  # one result file per thread count
+    write_results(stem, payload, "# Clebsch-Gordan table construction\n\n" + table)
+    plot(payload, RESULTS / f"{stem}.png")
     print(table)
     return 0
 

@@ -2,7 +2,7 @@
 
 lmax 2, 4, 8; 100k float32 vectors; forward and forward+backward; interleaved, median of
 >= 20 calls after warm-up; threads set explicitly and recorded with the load average.
-Writes results/o3_sh.json, results/o3_sh.md and results/o3_sh.png.
+Writes results/o3_sh_threads<N>.json, .md and .png.
 
     python benchmarks/o3_sh.py [--threads 2] [--repeats 25] [--n 100000]
 """
@@ -50,8 +50,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     payload = bench_sh(n=args.n, repeats=args.repeats, threads=args.threads)
     table = sh_table(payload)
-    write_results("o3_sh", payload, "# Spherical harmonics throughput\n\n" + table)
-    plot(payload, RESULTS / "o3_sh.png")
+    stem = f"o3_sh_threads{args.threads}"  # one result file per thread count
+    write_results(stem, payload, "# Spherical harmonics throughput\n\n" + table)
+    plot(payload, RESULTS / f"{stem}.png")
     print(table)
     return 0
 
