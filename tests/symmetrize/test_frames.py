@@ -114,11 +114,29 @@ def test_polyphase_stride_with_token_invariant_backbone(dtype):
 def test_polyphase_ties_enumerated():
     x = torch.zeros(1, 4, 4)
     x[0, 0, 0] = x[0, 1, 1] = 1.0  # two phases with equal energy
-    fr = PolyphaseFrame((4, 4), stride=2)(x)
+    fr = PolyphaseFrame((4, 4), stride=2, tiebreak=0)(x)
     assert fr.weights[:, 0].tolist() == [0.5, 0.5]
     assert sorted(map(tuple, fr.elements[:, 0].tolist())) == [(0, 0), (1, 1)]
-    assert PolyphaseFrame((4, 4), stride=2).canonical(x).degenerate.tolist() == [True]
+    assert PolyphaseFrame((4, 4), stride=2, tiebreak=0).canonical(x).degenerate.tolist() == [True]
     assert polyphase_energy(x, (2, 2))[0].tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    # the random-filter keys break this tie; a periodic image keeps it
+    assert PolyphaseFrame((4, 4), stride=2).canonical(x).degenerate.tolist() == [False]
+    periodic = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).repeat(2, 2)[None]
+    assert PolyphaseFrame((4, 4)).canonical(periodic).degenerate.tolist() == [True]
+    assert PolyphaseFrame((4, 4))(periodic).weights.shape[0] == 4
+
+
+def test_polyphase_quantised_images_canonical(dtype):
+    """Digit-like images (few grey levels, many tied pixels): canonicalisation stays exact
+    thanks to the tie-breaking keys, and is not exact without them."""
+    g = torch.Generator().manual_seed(4)
+    x = (torch.randint(0, 3, (8, 1, 8, 8), generator=g) * (torch.rand(8, 1, 8, 8, generator=g) < 0.4)).to(dtype)
+    act = ImageShift((8, 8))
+    net = Symmetrize(mlp(64, 3, dtype), PolyphaseFrame((8, 8)), act, mode="canonicalize")
+    assert equivariance_error(net, x, act, n_samples=12).passed()
+    weak = Symmetrize(mlp(64, 3, dtype), PolyphaseFrame((8, 8), tiebreak=0), act, mode="canonicalize")
+    assert not equivariance_error(weak, x, act, n_samples=12).passed()
+    assert bool(weak.frame_of(x).degenerate.any())
 
 
 def test_anchor_leaves_whole_stride_shifts():

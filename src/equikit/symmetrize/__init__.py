@@ -23,7 +23,7 @@ from equikit.symmetrize._dcov import (
 from equikit.symmetrize._frame import Frame, FrameOutput, GroupAverage
 from equikit.symmetrize._learned import LearnedCanonicalizer
 from equikit.symmetrize._pca import MDSCanonicalizer, PCAFrame, classical_mds, principal_axes
-from equikit.symmetrize._polyphase import AnchoredPatchEmbed, PolyphaseFrame, anchor, polyphase_energy
+from equikit.symmetrize._polyphase import AnchoredPatchEmbed, PolyphaseFrame, anchor, phase_keys, polyphase_energy
 from equikit.symmetrize._regularizers import (
     EquivarianceRegularizer,
     LatentAlignmentLoss,
@@ -57,6 +57,7 @@ __all__ = [
     "joint_distance_covariance",
     "lexsort",
     "one_hot",
+    "phase_keys",
     "polyphase_energy",
     "principal_axes",
 ]

@@ -53,11 +53,47 @@ def polyphase_energy(x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
     return t.pow(2).sum(dim=(1, 2, 4))
 
 
-def _best_phases(energy: torch.Tensor, rtol: float) -> torch.Tensor:
-    """``(B, s0*s1)`` mask of phases within ``rtol`` of the largest energy."""
-    flat = energy.reshape(energy.shape[0], -1)
-    top = flat.max(dim=-1, keepdim=True).values
-    return flat >= top - rtol * top.abs()
+def _tiebreak_filters(n: int, channels: int) -> torch.Tensor:
+    """``n`` fixed random 3x3 filters (seeded), ``(n, channels, 3, 3)`` float64."""
+    g = torch.Generator().manual_seed(20230501)
+    return torch.randn(n, channels, 3, 3, generator=g, dtype=torch.float64)
+
+
+def _circular_filter(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W) -> (B, H, W)``: circular 3x3 correlation as a sum of rolls, so every
+    output pixel is computed by the same operations in the same order wherever it sits (the
+    result moves with circular shifts bit for bit)."""
+    out = torch.zeros(x.shape[0], *x.shape[-2:], dtype=torch.float64, device=x.device)
+    for i in range(3):
+        for j in range(3):
+            rolled = torch.roll(x, (1 - i, 1 - j), (-2, -1))
+            out = out + (rolled * w[:, i, j, None, None].to(x.device)).sum(1)
+    return out
+
+
+def phase_keys(x: torch.Tensor, stride: tuple[int, int], tiebreak: int) -> list[torch.Tensor]:
+    """Shift-covariant keys of the polyphase phases, most significant first: the energy of each
+    component of ``x`` and then of ``tiebreak`` fixed random 3x3 circular filterings of ``x``
+    (which break the ties of quantised images, e.g. many pixels at the maximum)."""
+    x64 = x.to(torch.float64).reshape(x.shape[0], -1, *x.shape[-2:])
+    keys = [polyphase_energy(x64, stride)]
+    if tiebreak:
+        filters = _tiebreak_filters(tiebreak, x64.shape[1])
+        keys += [polyphase_energy(_circular_filter(x64, w), stride) for w in filters]
+    return keys
+
+
+def _best_phases(keys: list[torch.Tensor], rtol: float) -> torch.Tensor:
+    """``(B, s0*s1)`` mask of the phases that maximise the keys lexicographically, counting
+    values within ``rtol`` of the best as equal."""
+    alive = None
+    for energy in keys:
+        flat = energy.reshape(energy.shape[0], -1)
+        masked = flat if alive is None else torch.where(alive, flat, torch.full_like(flat, -torch.inf))
+        top = masked.max(dim=-1, keepdim=True).values
+        best = masked >= top - rtol * top.abs()
+        alive = best if alive is None else alive & best
+    return alive
 
 
 class PolyphaseFrame(Frame):
@@ -76,6 +112,9 @@ class PolyphaseFrame(Frame):
         stride: ``(s0, s1)`` dividing ``(H, W)``; default ``shape``.
         key: dict key of the image for dict inputs.
         rtol: relative energy gap counted as a tie.
+        tiebreak: number of fixed random 3x3 circular filters whose polyphase energies break
+            ties of the plain energy (0: energy only). Ties left after them (periodic images)
+            are kept in the frame (``forward``) or flagged (``canonical``).
 
     Shapes: images ``(B, ..., H, W)``; elements ``(K, B, 2)`` int64.
 
@@ -96,6 +135,7 @@ class PolyphaseFrame(Frame):
         *,
         key: str | None = None,
         rtol: float = 1e-9,
+        tiebreak: int = 2,
     ) -> None:
         super().__init__()
         where = "PolyphaseFrame"
@@ -106,21 +146,22 @@ class PolyphaseFrame(Frame):
                 raise ValueError(f"{where}: `stride` {self.stride} must divide `shape` {self.shape}")
         self.group = CyclicShift(self.shape)
         self.key, self.rtol = key, float(rtol)
+        self.tiebreak = check_int(tiebreak, "tiebreak", where, minimum=0)
 
-    def _energy(self, x: Any, where: str) -> torch.Tensor:
+    def _keys(self, x: Any, where: str) -> list[torch.Tensor]:
         batch_size(x, where)
         img = select(x, self.key, where)
         if img.ndim < 3 or tuple(img.shape[-2:]) != self.shape:
             h, w = self.shape
             raise ValueError(f"{where}: images must be (B, ..., {h}, {w}), got {tuple(img.shape)}")
         check_finite(img, "image", where)
-        return polyphase_energy(img, self.stride)
+        return phase_keys(img, self.stride, self.tiebreak)
 
     def _phases(self, idx: torch.Tensor) -> torch.Tensor:
         return torch.stack([idx // self.stride[1], idx % self.stride[1]], dim=-1)
 
     def forward(self, x: Any) -> FrameOutput:
-        best = _best_phases(self._energy(x, "PolyphaseFrame"), self.rtol)  # (B, P)
+        best = _best_phases(self._keys(x, "PolyphaseFrame"), self.rtol)  # (B, P)
         b = best.shape[0]
         counts = best.sum(-1)
         k = int(counts.max())
@@ -135,7 +176,7 @@ class PolyphaseFrame(Frame):
 
     def canonical(self, x: Any) -> FrameOutput:
         """The first (row-major) phase of largest energy; ties are flagged as degenerate."""
-        best = _best_phases(self._energy(x, "PolyphaseFrame.canonical"), self.rtol)
+        best = _best_phases(self._keys(x, "PolyphaseFrame.canonical"), self.rtol)
         idx = best.to(torch.int8).argmax(dim=-1)
         deg = best.sum(-1) > 1
         w = torch.ones(1, best.shape[0], dtype=_float(x), device=best.device)
@@ -151,11 +192,13 @@ def _float(x: Any) -> torch.dtype:
     return torch.get_default_dtype()
 
 
-def anchor(x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
+def anchor(x: torch.Tensor, stride: tuple[int, int], *, tiebreak: int = 2, rtol: float = 1e-9) -> torch.Tensor:
     """Circularly shift each image so its max-energy polyphase component sits at phase (0, 0).
 
     ``anchor(shift_t x) = shift_{m s} anchor(x)`` for some integer ``m``: after anchoring only
-    whole-stride shifts remain. Ties take the first phase in row-major order.
+    whole-stride shifts remain. Ties of the energy are broken by ``tiebreak`` fixed random
+    filterings (:func:`phase_keys`); remaining ties (periodic images) take the first phase in
+    row-major order.
 
     Args:
         x: ``(B, C, H, W)``.
@@ -170,7 +213,7 @@ def anchor(x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
     s = _pair(stride, "stride", "anchor")
     if x.ndim != 4 or x.shape[-2] % s[0] or x.shape[-1] % s[1]:
         raise ValueError(f"anchor: `x` must be (B, C, H, W) with the stride {s} dividing (H, W), got {tuple(x.shape)}")
-    best = polyphase_energy(x, s).reshape(x.shape[0], -1).argmax(dim=-1)
+    best = _best_phases(phase_keys(x, s, tiebreak), rtol).to(torch.int8).argmax(dim=-1)
     p0, p1 = best // s[1], best % s[1]
     h, w = x.shape[-2:]
     rows = (torch.arange(h, device=x.device)[None] + p0[:, None]) % h  # (B, H)
@@ -193,6 +236,7 @@ class AnchoredPatchEmbed(nn.Module):
     Args:
         in_channels, dim, patch: channels in, embedding width, patch size.
         anchoring: use polyphase anchoring.
+        tiebreak: tie-breaking filters for the anchor (see :func:`anchor`).
 
     Shapes: ``(B, C, H, W) -> (B, H/p, W/p, dim)``.
 
@@ -205,10 +249,11 @@ class AnchoredPatchEmbed(nn.Module):
         True
     """
 
-    def __init__(self, in_channels: int, dim: int, patch: int, *, anchoring: bool = True) -> None:
+    def __init__(self, in_channels: int, dim: int, patch: int, *, anchoring: bool = True, tiebreak: int = 2) -> None:
         super().__init__()
         check_int(patch, "patch", "AnchoredPatchEmbed", minimum=1)
         self.patch, self.anchoring = patch, bool(anchoring)
+        self.tiebreak = check_int(tiebreak, "tiebreak", "AnchoredPatchEmbed", minimum=0)
         self.proj = nn.Conv2d(in_channels, dim, patch, stride=patch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -218,5 +263,5 @@ class AnchoredPatchEmbed(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         if self.anchoring:
-            x = anchor(x, (self.patch, self.patch))
+            x = anchor(x, (self.patch, self.patch), tiebreak=self.tiebreak)
         return self.proj(x).permute(0, 2, 3, 1)
