@@ -25,7 +25,7 @@ def test_check_user_callable_by_path(capsys):
     code = main(["check", "equikit.check.zoo:DistanceInvariant", "--action", "e-perm",
                  "--input", "4x12x3", "--samples", "4"])
     assert code == 0 and "PASS" in capsys.readouterr().out
-    code = main(["check", "equikit.check.zoo:FlatMLP", "--action", "e-perm", "--input", "4x12x3",
+    code = main(["check", "equikit.check.zoo:FlatMLP", "--group", "e-perm", "--input", "4x12x3",
                  "--samples", "4", "--dtype", "float64"])
     assert code == 1
 
@@ -53,9 +53,11 @@ def test_check_bad_arguments(argv, match):
         main(argv)
 
 
-def test_check_unknown_zoo_entry():
-    with pytest.raises(ValueError, match="unknown entry"):
-        main(["check", "zoo:nothing"])
+def test_check_errors_from_the_library_are_reported_without_traceback(capsys):
+    assert main(["check", "zoo:nothing"]) == 2
+    assert "unknown entry" in capsys.readouterr().err
+    assert main(["check", "equikit.check.zoo:WeightedCentroid", "--group", "e3", "--input", "4x12x2"]) == 2
+    assert "R^3" in capsys.readouterr().err
 
 
 def test_demo_prints_the_audit(capsys):

@@ -1,5 +1,7 @@
 """``equikit check MODULE:CALLABLE --action e3 --input 64x100x3``: audit any callable.
 
+(``--group`` is a synonym of ``--action``; ``e3`` is ``e`` on 3D points.)
+
 The target is ``package.module:attribute`` (a class is instantiated without arguments; with
 ``--factory`` a function is called without arguments to build the model) or ``zoo:NAME`` for
 a built-in example. The input is a shape such as ``64x100x3`` (standard normal, seeded) or a
@@ -13,6 +15,7 @@ import argparse
 import copy
 import importlib
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,6 +61,12 @@ ACTIONS: dict[str, tuple[str, Callable[[tuple[int, ...]], Action]]] = {
     "flip": ("left-right mirror of images (..., H, W)", lambda s: ImageFlip()),
     "seqshift": ("circular shifts of sequences (..., L, C)", lambda s: SequenceShift(s[-2])),
 }
+# the usual names with the dimension spelled out: e3 = e on (..., 3), ...
+for _name, _group in (("so", SO), ("o", O), ("e", E), ("se", SE)):
+    ACTIONS[f"{_name}3"] = (
+        ACTIONS[_name][0].replace("(..., d)", "(..., 3)"),
+        lambda s, _g=_group: PointCloud(_g(3)),
+    )
 
 
 def register(subparsers) -> None:
@@ -66,7 +75,8 @@ def register(subparsers) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("target", help="package.module:callable, or zoo:NAME")
-    p.add_argument("--action", choices=sorted(ACTIONS), help="how the group moves the input")
+    p.add_argument("--action", "--group", dest="action", choices=sorted(ACTIONS),
+                   help="how the group moves the input: " + "; ".join(f"{k}: {v[0]}" for k, v in ACTIONS.items()))
     p.add_argument("--input", help="shape like 64x100x3, or a .pt file with a tensor")
     p.add_argument("--equivariant", action="store_true", help="apply the action to outputs too")
     p.add_argument("--factory", action="store_true", help="call the target to build the model")
@@ -148,7 +158,11 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def run(args) -> int:
-    rows = _rows(args)
+    try:
+        rows = _rows(args)
+    except (ValueError, TypeError) as err:  # bad target/input/action: say so without a traceback
+        print(f"equikit check: error: {err}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
