@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint bench bench-check venv clean
+.PHONY: demo test test-all test-gpu lint bench bench-check venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,7 +24,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m ''
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m 'not gpu'
+
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m gpu
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check src tests benchmarks
