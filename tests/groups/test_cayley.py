@@ -341,11 +341,18 @@ def test_peak_memory_is_reported_and_estimated():
     assert res.layer_sizes == growth(graph, backend="torch").layer_sizes  # chunking is exact
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
-def test_growth_on_gpu_matches_cpu():
-    graph = CayleyGraph.family("lrx", 8)
-    assert growth(graph, device="cuda", backend="torch").layer_sizes == growth(
-        graph, backend="torch").layer_sizes
+@pytest.mark.gpu
+@pytest.mark.parametrize(("family", "n"), [("lrx", 8), ("pancake", 8),
+                                           ("cyclic_transposition", 7)])
+def test_growth_on_gpu_matches_python_bfs(family, n):
+    # selected with `-m gpu`; without CUDA this must fail, never skip
+    assert torch.cuda.is_available(), "test marked `gpu` but torch sees no CUDA device"
+    graph = CayleyGraph.family(family, n)
+    sizes, _ = python_bfs(graph.generators.tolist(), tuple(range(n)))
+    res = growth(graph, device="cuda", backend="torch", chunk_size=5000)
+    assert res.layer_sizes == sizes and res.complete
+    far = res.last_layer[0]
+    assert len(shortest_word(graph, far)) == len(sizes) - 1
 
 
 # ---- bad input ---------------------------------------------------------------------------------
