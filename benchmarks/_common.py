@@ -36,7 +36,7 @@ def environment() -> dict:
         "loadavg": os.getloadavg(),
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "device": "cpu",
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -55,10 +55,10 @@ def interleaved(candidates: dict[str, Callable[[], object]], repeats: int = 25, 
     return {name: {"median_s": statistics.median(ts), "times_s": ts} for name, ts in times.items()}
 
 
-def write_results(name: str, payload: dict, table_md: str) -> tuple[Path, Path]:
-    """Write ``results/<name>.json`` and ``results/<name>.md`` atomically."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = RESULTS / f"{name}.json", RESULTS / f"{name}.md"
+def write_results(name: str, payload: dict, table_md: str, out_dir: Path = RESULTS) -> tuple[Path, Path]:
+    """Write ``<out_dir>/<name>.json`` and ``<out_dir>/<name>.md`` atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
     for path, text in ((json_path, json.dumps(payload, indent=2)), (md_path, table_md)):
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(text)

@@ -20,10 +20,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, environment, interleaved, write_results  # noqa: E402
-
-from equikit.check import equivariance_error  # noqa: E402
-from equikit.groups import E, PointCloud  # noqa: E402
+from _common import RESULTS, environment, interleaved, write_results
+from equikit.check import equivariance_error
+from equikit.groups import E, PointCloud
 
 
 def make_model(n_points: int) -> nn.Module:
@@ -48,13 +47,17 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=25)
     p.add_argument("--samples", type=int, default=16)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--out", default=None, help="results directory (default benchmarks/results)")
     args = p.parse_args(argv)
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
-    model = Flat(100).to(dtype).eval()
+    model = Flat(100).to(dtype=dtype, device=device).eval()
     n_params = sum(q.numel() for q in model.parameters())
-    x = torch.randn(64, 100, 3, dtype=dtype)
+    x = torch.randn(64, 100, 3, dtype=dtype, device=device)
     action = PointCloud(E(3))
     n = args.samples
 
@@ -62,9 +65,10 @@ def main(argv=None) -> int:
         with torch.no_grad():
             for _ in range(n):
                 model(x)
+        sync()
 
     def check_loop():
-        return equivariance_error(model, x, action, n_samples=n)
+        return equivariance_error(model, x, action, n_samples=n)  # ends with .cpu(): synchronises
 
     def check_vec():
         return equivariance_error(model, x, action, n_samples=n, vectorize=True)
@@ -82,6 +86,7 @@ def main(argv=None) -> int:
         "model": f"MLP on flattened coordinates, {n_params} parameters",
         "input": list(x.shape),
         "dtype": args.dtype,
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "n_samples": n,
         "first_call_s": first_call,
         "results": {k: {"median_s": v["median_s"], "ratio_vs_plain": ratios[k]} for k, v in res.items()},
@@ -93,7 +98,7 @@ def main(argv=None) -> int:
         "# Checker overhead",
         "",
         f"`equivariance_error` with {n} elements of E(3) vs {n} plain forward passes; {payload['model']}, "
-        f"input {tuple(x.shape)} {args.dtype}; median of {args.repeats} interleaved runs.",
+        f"input {tuple(x.shape)} {args.dtype} on {payload['device']}; median of {args.repeats} interleaved runs.",
         f"torch {env['torch']}, {env['threads']} threads, load average {env['loadavg'][0]:.2f}, {env['cpu']}.",
         "",
         "| mode | median time (ms) | ratio vs plain forwards |",
@@ -103,7 +108,9 @@ def main(argv=None) -> int:
         f"Target: ratio < 1.2. The check makes {n + 1} forward passes ({(n + 1) / n:.3f}x by construction).",
         "",
     ])
-    json_path, md_path = write_results("check_overhead", payload, md)
+    name = "check_overhead" if device.type == "cpu" else "check_overhead_cuda"
+    out_dir = Path(args.out) if args.out else RESULTS
+    json_path, md_path = write_results(name, payload, md, out_dir)
     try:
         import matplotlib
 
@@ -119,7 +126,7 @@ def main(argv=None) -> int:
         ax.set_title(f"checker overhead ({env['threads']} threads)")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(RESULTS / "check_overhead.png", dpi=120)
+        fig.savefig(out_dir / f"{name}.png", dpi=120)
     except ImportError:
         print("matplotlib missing: no plot (pip install 'equikit[bench]')")
     print(md)
