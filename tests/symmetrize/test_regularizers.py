@@ -44,7 +44,7 @@ def test_projection_regularizer_separates_symmetries():
     reg.train()
     reg(f, x)
     lam = reg.strengths()
-    assert lam["rotation"] > 100 * lam["scale"]
+    assert lam["rotation"] == pytest.approx(1 / reg.floor) and lam["rotation"] > 5 * lam["scale"]
     assert reg.levels()["rotation"] < 1e-20 < reg.levels()["scale"]
 
 

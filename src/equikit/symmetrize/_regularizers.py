@@ -119,12 +119,15 @@ class ProjectionRegularizer(nn.Module):
     Math: for symmetry ``i`` with group ``G_i`` the projection of ``f`` onto equivariant
     functions is ``(P_i f)(x) = E_{g in G_i} rho_out(g) f(rho_in(g)^-1 x)`` (estimated with
     ``n_samples`` elements, or the whole group when it is that small). The regulariser is the
-    relative distance to it, ``R_i = mean |f - P_i f|^2 / Var f``, and the loss is
-    ``weight * sum_i lambda_i R_i``. The strengths are tuned, not chosen: ``lambda_i = 1 /
-    (floor + r_i)`` with ``r_i`` a running mean of ``R_i`` (the MAP precision of a Gaussian
-    model of the non-equivariant part), so a symmetry that the data respects is enforced ever
-    more strongly while a broken one is left alone; ``r_i`` estimates the share of the
-    output's variance that breaks symmetry ``i`` -- the discovered approximation level.
+    squared distance to it, ``R_i = mean |f - P_i f|^2`` (in output units: standardise the
+    targets), and the loss is ``weight * sum_i lambda_i R_i``. The strengths are tuned, not
+    chosen: ``lambda_i = 1 / (floor + r_i)`` with ``r_i`` a running mean of ``R_i`` (the MAP
+    precision of a Gaussian model of the non-equivariant part), so a symmetry that the data
+    respects is enforced ever more strongly (up to ``1/floor``) while a broken one is left
+    alone; ``r_i`` estimates how much of the output breaks symmetry ``i`` -- the discovered
+    approximation level. Dividing ``R_i`` by the model's own output variance instead is a
+    trap: at initialisation that variance is tiny, the penalty's gradient huge, and training
+    collapses to a constant (observed in ``benchmarks/symmetrize_soft.py``).
 
     Args:
         symmetries: ``{name: (in_action, out_action or None)}``.
@@ -144,7 +147,7 @@ class ProjectionRegularizer(nn.Module):
     """
 
     def __init__(self, symmetries: Mapping[str, tuple[Action, Action | None]], *, n_samples: int = 4,
-                 weight: float = 1.0, momentum: float = 0.9, floor: float = 1e-3,
+                 weight: float = 1.0, momentum: float = 0.9, floor: float = 1e-2,
                  generator: torch.Generator | int | None = None) -> None:
         super().__init__()
         where = "ProjectionRegularizer"
@@ -164,12 +167,11 @@ class ProjectionRegularizer(nn.Module):
         self.register_buffer("running", torch.full((len(self.symmetries),), float("nan"), dtype=torch.float64))
 
     def residuals(self, f: Callable[[Any], Any], x: Any, y: Any = None) -> dict[str, torch.Tensor]:
-        """``{name: R_i}``: relative squared distance of ``f`` to its projection, per symmetry."""
+        """``{name: R_i}``: mean squared distance of ``f`` to its projection, per symmetry."""
         b = batch_size(x, "ProjectionRegularizer")
         like = tree_flatten(x)[0][0]
         y = f(x) if y is None else y
         y_leaves, structure = tree_flatten(y)
-        var = sum((t - t.mean(0)).pow(2).mean() for t in y_leaves).detach().clamp_min(1e-12)
         out = {}
         for name, (ain, aout) in self.symmetries.items():
             g = _sample_elements(ain.group, self.n_samples, b, self.generator, like)
@@ -179,7 +181,7 @@ class ProjectionRegularizer(nn.Module):
             if aout is not None:
                 fy = tree_flatten(aout(_cast(g, fy), tree_unflatten(fy, structure)))[0]
             proj = [t.mean(0) for t in fy]
-            out[name] = sum((yl - p).pow(2).mean() for yl, p in zip(y_leaves, proj)) / var
+            out[name] = sum((yl - p).pow(2).mean() for yl, p in zip(y_leaves, proj))
         return out
 
     def strengths(self) -> dict[str, float]:
@@ -188,7 +190,7 @@ class ProjectionRegularizer(nn.Module):
         return {name: float(1.0 / (self.floor + r[i])) for i, name in enumerate(self.symmetries)}
 
     def levels(self) -> dict[str, float]:
-        """Running estimates ``r_i`` of how far each symmetry is broken (0: exact)."""
+        """Running estimates ``r_i`` of how far each symmetry is broken (0: exact), in squared output units."""
         return {name: float(self.running[i]) for i, name in enumerate(self.symmetries)}
 
     def forward(self, f: Callable[[Any], Any], x: Any, y: Any = None) -> torch.Tensor:
