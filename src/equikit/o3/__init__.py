@@ -1,5 +1,5 @@
 """O(3): irreps, rotations, real spherical harmonics, Wigner D, Clebsch-Gordan and Gaunt
-coefficients, sphere grids, and the :class:`IrrepsRep` action.
+coefficients, sphere grids, the :class:`IrrepsRep` action and :class:`IrrepsTensor`.
 
 One basis everywhere, the same as e3nn's: ``Y_l^m(x, y, z) = S_l^m(z, x, y)`` with ``S`` the
 textbook real harmonics (z polar, no Condon-Shortley phase), so ``l = 1`` features are plain
@@ -16,6 +16,7 @@ from equikit.o3._cg import (
 )
 from equikit.o3._grid import SphereGrid, default_resolution, from_grid, sphere_grid, to_grid
 from equikit.o3._irreps import Irrep, Irreps, MulIr, irrep
+from equikit.o3._irreps_tensor import IrrepsTensor, concatenate
 from equikit.o3._rep import IrrepsRep
 from equikit.o3._rotations import (
     axis_angle_to_matrix,
@@ -41,6 +42,7 @@ __all__ = [
     "Irrep",
     "Irreps",
     "IrrepsRep",
+    "IrrepsTensor",
     "MulIr",
     "SphereGrid",
     "axis_angle_to_matrix",
@@ -48,6 +50,7 @@ __all__ = [
     "check_rotation",
     "clebsch_gordan",
     "clebsch_gordan_table",
+    "concatenate",
     "count_nonzero",
     "default_resolution",
     "euler_to_matrix",

@@ -152,7 +152,9 @@ class Irreps(tuple):
         if isinstance(irreps, Irreps):
             return irreps
         where = "equikit.o3.Irreps"
-        if isinstance(irreps, str):
+        if type(irreps) in (list, tuple):  # first: the path torch.compile traces inside IrrepsTensor
+            items = tuple(_as_mul_ir(item, where) for item in irreps)
+        elif isinstance(irreps, str):
             items = _parse(irreps)
         elif isinstance(irreps, Irrep):
             items = (MulIr(1, irreps),)

@@ -191,15 +191,24 @@ def spherical_harmonics(
         raise ValueError(f"{where}: `backend` must be one of {_BACKENDS}, got {backend!r}")
     lmax = max(ls)
     backend = _resolve_backend(backend, x)
-    xp = torch.stack([x[..., 2], x[..., 0], x[..., 1]], -1)  # our basis: S(z, x, y)
+    xp = _permute(x)
     if backend == "sphericart":
-        flat = xp.reshape(-1, 3)
-        y = _sphericart_calculator(lmax, not normalize)(flat).reshape(*x.shape[:-1], -1)
+        y = _sphericart_calculator(lmax, not normalize)(xp.reshape(-1, 3)).reshape(*x.shape[:-1], -1)
     else:
         if normalize:
             xp = xp / torch.linalg.norm(xp, dim=-1, keepdim=True)
         y = torch.cat(_solid_harmonics_std(xp, lmax), -1)
     return _rescale(y, lmax, normalization, ls)
+
+
+_SQRT_4PI = math.sqrt(4 * math.pi)
+
+
+def _permute(x: torch.Tensor) -> torch.Tensor:
+    """``(x, y, z) -> (z, x, y)``: our basis is ``S(z, x, y)``. One gather over ``(..., 3)``; it
+    cannot move to the output, where the relabelling is a rotation (a dense ``D_l`` per ``l``,
+    not an index map)."""
+    return torch.stack([x[..., 2], x[..., 0], x[..., 1]], -1)
 
 
 @functools.cache
@@ -217,7 +226,7 @@ def _rescale(y: torch.Tensor, lmax: int, normalization: str, ls: list[int]) -> t
     output, and the multiply's own backward needs only the constant factor.
     """
     if normalization == "component":
-        y = y.mul_(math.sqrt(4 * math.pi))  # one scalar for every l: the cheapest pass
+        y = y.mul_(_SQRT_4PI)  # one scalar for every l: the cheapest pass
     elif normalization == "norm":
         y = y.mul_(_scale_vector(lmax, normalization, y.dtype, y.device))
     if ls != list(range(lmax + 1)):
