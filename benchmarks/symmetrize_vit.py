@@ -29,11 +29,10 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, environment, write_results  # noqa: E402
-
-from equikit.check import equivariance_error  # noqa: E402
-from equikit.groups import ImageShift  # noqa: E402
-from equikit.symmetrize import AnchoredPatchEmbed, PolyphaseFrame, Symmetrize  # noqa: E402
+from _common import RESULTS, environment, write_results
+from equikit.check import equivariance_error
+from equikit.groups import ImageShift
+from equikit.symmetrize import AnchoredPatchEmbed, PolyphaseFrame, Symmetrize
 
 SIZE, PATCH = 16, 4
 GRID = SIZE // PATCH
