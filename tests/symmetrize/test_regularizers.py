@@ -158,3 +158,12 @@ def test_node_permutation_regularizer_zero_for_deepsets():
     x = torch.randn(4, 6, 2, dtype=torch.float64)
     reg = EquivarianceRegularizer(NodePermutation(6), None, n_samples=3)
     assert float(reg(lambda z: z.sum(-2), x)) < 1e-24
+
+
+def test_projection_regularizer_equivariant_outputs(dtype):
+    x = torch.randn(8, 5, 3, dtype=dtype)
+    reg = ProjectionRegularizer({"o3": (PointCloud(O(3)), PointCloud(O(3)))}, n_samples=3, generator=0)
+    tol = 1e-20 if dtype == torch.float64 else 1e-9
+    assert float(reg.residuals(lambda p: p.mean(-2), x)["o3"]) < tol
+    shear = torch.tensor([[1.0, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 2.0]], dtype=dtype)
+    assert float(reg.residuals(lambda p: p.mean(-2) @ shear.T, x)["o3"]) > 1e-3
