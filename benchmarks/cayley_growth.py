@@ -1,14 +1,23 @@
-"""Growth of permutation Cayley graphs: equikit vs CayleyPy, side by side in one process.
+"""Growth of permutation Cayley graphs: equikit (bitset C kernel, torch) vs CayleyPy.
 
-For each case the calls are interleaved (CayleyPy, equikit bitset, equikit torch, repeat)
-after one warm-up call each (which also covers compilation: the C kernel build / numba);
-the median wall time and the peak resident-memory increase during the call (sampled from
-/proc every 2 ms by a thread) are recorded, with torch threads and the load average. The
-growth tables of all implementations must agree (asserted). GAP is not installed here, so no
-GAP column. Writes benchmarks/results/cayley_growth.{json,md,png}.
+Each implementation runs in its own long-lived worker process (CayleyPy, equikit bitset,
+equikit torch), warmed up once per family at n = 6 (numba / kernel load, ``warmup_s``). For
+each call the worker returns freed heap to the OS (``malloc_trim``, fixed mmap threshold),
+resets the kernel's peak-RSS mark (``/proc/self/clear_refs``), times one full breadth-first
+growth and reports its peak RSS above the RSS just before it, which is what a fresh
+process would show without paying 10-15 s of imports per call on this loaded machine.
+Calls are interleaved (CayleyPy, bitset, torch, CayleyPy, ...); we quote medians over the
+repeats and the ratio of the medians, with the torch/OpenMP threads and the 1-minute load
+average before and after every call. The growth tables of all implementations must agree.
+The C kernel's one-off build time (cached per machine afterwards) is measured separately
+in a throw-away cache folder. GAP is not installed on this machine, so there is no GAP
+column and the issue's "100x over GAP" claim is not tested here.
 
-    .venv/bin/python benchmarks/cayley_growth.py            # ~5-8 min on 2 cores
-    .venv/bin/python benchmarks/cayley_growth.py --quick    # n <= 9, seconds
+    .venv/bin/python benchmarks/cayley_growth.py           # ~8-10 min on 2 loaded cores
+    .venv/bin/python benchmarks/cayley_growth.py --quick   # n <= 9, a few minutes
+    .venv/bin/python benchmarks/cayley_growth.py --full    # + coxeter 10/11, pancake 11, ...
+
+Writes benchmarks/results/cayley_growth{,_quick,_full}.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -16,162 +25,214 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
-import threading
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from equikit.groups.cayley import CayleyGraph, growth, native
-
-RESULTS = Path(__file__).parent / "results"
-CASES = [  # (family, n, repeats)
-    ("lrx", 10, 2),
-    ("coxeter", 10, 2),
-    ("pancake", 10, 2),
-    ("all_transpositions", 9, 3),
+RESULTS = Path(__file__).resolve().parent / "results"
+ALL = ("cayleypy", "equikit_bitset", "equikit_torch")
+NO_TORCH = ("cayleypy", "equikit_bitset")
+# (family, n, repeats, implementations)
+DEFAULT = [
+    ("lrx", 10, 2, ALL),
+    ("pancake", 10, 2, ALL),
+    ("all_transpositions", 9, 2, ALL),
+    ("lrx", 11, 1, NO_TORCH),
 ]
-FULL = [("all_transpositions", 10, 1), ("lrx", 11, 1), ("pancake", 11, 1), ("coxeter", 11, 1)]
-QUICK = [("lrx", 9, 3), ("coxeter", 9, 3), ("pancake", 9, 3), ("all_transpositions", 8, 3)]
+FULL = [*DEFAULT, ("coxeter", 10, 2, ALL), ("pancake", 11, 1, NO_TORCH),
+        ("coxeter", 11, 1, NO_TORCH), ("all_transpositions", 10, 1, NO_TORCH)]
+QUICK = [("lrx", 9, 3, ALL), ("pancake", 9, 3, ALL), ("coxeter", 9, 3, ALL),
+         ("all_transpositions", 8, 3, ALL)]
 
 
-class PeakRSS:
-    """Peak RSS increase (bytes) over the baseline while the block runs."""
-
-    def __init__(self, period: float = 0.002) -> None:
-        self.period, self.peak, self._stop = period, 0, threading.Event()
-
-    @staticmethod
-    def rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss() - self.base)
-            time.sleep(self.period)
-
-    def __enter__(self):
-        self.base = self.rss()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.rss() - self.base)
+# ---- workers: one long-lived process per implementation --------------------------------------
+def _rss_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field))
 
 
-def run_cayleypy(family: str, n: int) -> list[int]:
-    from cayleypy import CayleyGraph as CPGraph
-    from cayleypy import PermutationGroups
+def _reset_peak() -> int:
+    """Give freed heap back to the OS, reset the peak-RSS mark (VmHWM); return RSS bytes."""
+    import ctypes
 
-    graph = CPGraph(getattr(PermutationGroups, family)(n), device="cpu")
-    return list(graph.bfs(max_layer_size_to_store=0).layer_sizes)
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _rss_kb("VmRSS:") * 1024
 
 
-def run_equikit(family: str, n: int, backend: str) -> list[int]:
+def _call(impl: str, family: str, n: int) -> list[int]:
+    if impl == "cayleypy":
+        from cayleypy import CayleyGraph as CPGraph
+        from cayleypy import PermutationGroups
+
+        graph = CPGraph(getattr(PermutationGroups, family)(n), device="cpu")
+        return [int(x) for x in graph.bfs(max_layer_size_to_store=0).layer_sizes]
+    from equikit.groups.cayley import CayleyGraph, growth
+
+    backend = impl.removeprefix("equikit_")
     return growth(CayleyGraph.family(family, n), backend=backend).layer_sizes
 
 
-def timed(fn) -> tuple[float, int, list[int]]:
-    with PeakRSS() as mem:
+def measure(impl: str, family: str, n: int, warmed: set) -> dict:
+    """One timed call; its peak RSS above the RSS just before it (fresh-process equivalent:
+    the workers run with a fixed mmap threshold, so large blocks go back to the OS)."""
+    warmup = None
+    if family not in warmed:
         t = time.perf_counter()
-        sizes = fn()
-        dt = time.perf_counter() - t
-    return dt, mem.peak, sizes
+        _call(impl, family, 6)
+        warmup = time.perf_counter() - t
+        warmed.add(family)
+    load0 = os.getloadavg()[0]
+    base = _reset_peak()
+    t = time.perf_counter()
+    sizes = _call(impl, family, n)
+    seconds = time.perf_counter() - t
+    peak = _rss_kb("VmHWM:") * 1024 - base
+    return {"seconds": seconds, "peak_rss_mb": peak / 2**20, "warmup_s": warmup,
+            "layer_sizes": sizes, "loadavg": [load0, os.getloadavg()[0]],
+            "threads": torch.get_num_threads()}
 
 
-_MEMORY_SCRIPT = """
-import resource, sys, torch
-torch.set_num_threads({threads})
-sys.path[:0] = {path!r}
-import cayley_growth as b
-import cayleypy, equikit.groups.cayley
-def rss():
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * 4096
-base = rss()
-{call}
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
-"""
+def serve(impl: str, threads: int) -> None:
+    """Worker loop: read ``family n`` lines from stdin, answer ``RESULT <json>`` lines."""
+    torch.set_num_threads(threads)
+    if impl == "cayleypy":
+        import cayleypy  # noqa: F401
+    else:
+        import equikit.groups.cayley  # noqa: F401
+    warmed: set = set()
+    print("READY", flush=True)
+    for line in sys.stdin:
+        family, n = line.split()
+        print("RESULT " + json.dumps(measure(impl, family, int(n), warmed)), flush=True)
 
 
-def fresh_peak_mb(call: str) -> float:
-    """Peak RSS above the post-import baseline of a fresh process running ``call``."""
-    import subprocess
-    import sys
+class Worker:
+    """A ``serve`` process for one implementation, driven line by line."""
 
-    code = _MEMORY_SCRIPT.format(threads=torch.get_num_threads(), call=call,
-                                 path=[str(Path(__file__).parent), *sys.path])
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
-    return int(out.stdout.split()[-1]) / 2**20
+    def __init__(self, impl: str, threads: int) -> None:
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+        cmd = [sys.executable, __file__, "--serve", impl, "--threads", str(threads)]
+        self.impl = impl
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env)
+        self._read("READY")
+
+    def _read(self, prefix: str) -> str:
+        for line in self.proc.stdout:
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+        raise RuntimeError(f"worker {self.impl} exited with {self.proc.wait()}")
+
+    def run(self, family: str, n: int) -> dict:
+        self.proc.stdin.write(f"{family} {n}\n")
+        self.proc.stdin.flush()
+        return json.loads(self._read("RESULT "))
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
-def bench_case(family: str, n: int, repeats: int) -> dict:
-    impls = {"cayleypy": lambda: run_cayleypy(family, n)}
-    if native.available():
-        impls["equikit_bitset"] = lambda: run_equikit(family, n, "bitset")
-    impls["equikit_torch"] = lambda: run_equikit(family, n, "torch")
-    first = {}
-    for name, fn in impls.items():  # warm-up: first call incl. compile/import
-        first[name] = timed(fn)
-    tables = {name: first[name][2] for name in impls}
-    assert all(t == tables["cayleypy"] for t in tables.values()), (family, n, tables)
-    times = {name: [] for name in impls}
-    mems = {name: [] for name in impls}
-    load = [os.getloadavg()[0]]
+def kernel_build_seconds() -> float | None:
+    """Wall time of one build of the C kernel into an empty cache folder."""
+    if shutil.which(os.environ.get("CC", "cc")) is None:
+        return None
+    code = ("import time; t = time.perf_counter(); from equikit.groups.cayley import native; "
+            "ok = native.available(); print(time.perf_counter() - t if ok else -1)")
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "EQUIKIT_CACHE": tmp}
+        env.pop("EQUIKIT_NO_NATIVE", None)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env, check=True)
+    value = float(out.stdout.split()[-1])
+    return None if value < 0 else value
+
+
+# ---- driver -------------------------------------------------------------------------------------
+def bench_case(family: str, n: int, repeats: int, impls: tuple[str, ...], threads: int,
+               workers: dict[str, Worker]) -> dict:
+    runs = {name: [] for name in impls}
     for _ in range(repeats):
-        for name, fn in impls.items():  # interleaved A B C A B C
-            dt, peak, sizes = timed(fn)
-            assert sizes == tables["cayleypy"]
-            times[name].append(dt)
-            mems[name].append(peak)
-        load.append(os.getloadavg()[0])
-    row = {"family": family, "n": n, "repeats": repeats, "layer_sizes": tables["cayleypy"],
-           "diameter": len(tables["cayleypy"]) - 1, "loadavg_1min": load,
-           "threads": torch.get_num_threads()}
-    for name in impls:
-        row[name] = {"median_s": statistics.median(times[name]), "times_s": times[name],
-                     "first_call_s": first[name][0],
-                     "peak_rss_increase_mb": max(mems[name]) / 2**20}
-    calls = {"cayleypy": f"b.run_cayleypy({family!r}, {n})",
-             "equikit_bitset": f"b.run_equikit({family!r}, {n}, 'bitset')",
-             "equikit_torch": f"b.run_equikit({family!r}, {n}, 'torch')"}
-    for name in impls:  # fresh process each: the allocator of a warm one hides the peak
-        row[name]["peak_rss_fresh_mb"] = fresh_peak_mb(calls[name])
+        for name in impls:  # interleaved A B C A B C
+            runs[name].append(workers[name].run(family, n))
+    tables = {name: r[0]["layer_sizes"] for name, r in runs.items()}
+    for name, rs in runs.items():
+        for r in rs:
+            if r["layer_sizes"] != tables["cayleypy"]:
+                raise AssertionError(f"{family} n={n}: {name} growth differs from cayleypy")
+    row = {"family": family, "n": n, "repeats": repeats, "threads": threads,
+           "layer_sizes": tables["cayleypy"], "diameter": len(tables["cayleypy"]) - 1,
+           "order": sum(tables["cayleypy"]),
+           "loadavg_1min": [x for rs in runs.values() for r in rs for x in r["loadavg"]]}
+    for name, rs in runs.items():
+        row[name] = {"median_s": statistics.median(r["seconds"] for r in rs),
+                     "times_s": [r["seconds"] for r in rs],
+                     "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+                     "warmup_s": rs[0]["warmup_s"]}
+    cp = row["cayleypy"]
+    for name in impls[1:]:
+        row[name]["speedup_vs_cayleypy"] = cp["median_s"] / row[name]["median_s"]
+        row[name]["memory_ratio_vs_cayleypy"] = row[name]["peak_rss_mb"] / cp["peak_rss_mb"]
     return row
 
 
+def _fmt(row: dict, name: str, key: str, spec: str) -> str:
+    return format(row[name][key], spec) if name in row else "-"
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
+    build = meta["kernel_build_s"]
     lines = [
         "# Cayley graph growth: equikit vs CayleyPy",
         "",
-        f"Machine: {meta['cpu_count']} CPUs, torch {meta['torch']} (threads {meta['threads']}), "
-        f"cayleypy {meta['cayleypy']}. GAP: {meta['gap']}.",
-        "Median wall time of the interleaved repeats after one warm-up call (first call, "
-        "with compilation, in the JSON); MB = peak RSS above the post-import baseline of a "
-        "fresh process running one call; load average "
-        "(1 min) during the case. All implementations produced identical growth tables.",
+        f"Machine: {meta['cpu']} ({meta['cores']} cores, shared), torch {meta['torch']}, "
+        f"threads {meta['threads']} (torch and OpenMP), cayleypy {meta['cayleypy']}, load "
+        f"average (1 min) {meta['loadavg_start']:.1f} at the start, "
+        f"{meta['loadavg_end']:.1f} at the end; total {meta['total_s']:.0f} s. "
+        f"GAP: {meta['gap']}.",
         "",
-        "| graph | n | diameter | cayleypy s | bitset s | torch s | speedup bitset | speedup "
-        "torch | cayleypy MB | bitset MB | torch MB | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "One worker process per implementation, warmed up at n = 6; calls interleaved; "
+        "s = median wall time over the repeats, x = cayleypy median / equikit median, "
+        "MB = peak RSS of the call above the RSS just before it (largest over the repeats), "
+        "mem = equikit MB / cayleypy MB. All implementations produced identical growth "
+        "tables. C kernel build (once per machine, then cached): "
+        + (f"{build:.1f} s." if build is not None else "no compiler."),
+        "",
+        "| graph | n | diam. | reps | cayleypy s | bitset s | torch s | bitset x | torch x "
+        "| cayleypy MB | bitset MB | torch MB | bitset mem | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        cp, bs, tt = r["cayleypy"], r.get("equikit_bitset"), r["equikit_torch"]
-        bs_t = f"{bs['median_s']:.3f}" if bs else "-"
-        bs_x = f"{cp['median_s'] / bs['median_s']:.1f}x" if bs else "-"
-        bs_m = f"{bs['peak_rss_fresh_mb']:.0f}" if bs else "-"
+        load = r["loadavg_1min"]
         lines.append(
-            f"| {r['family']} | {r['n']} | {r['diameter']} | {cp['median_s']:.3f} | {bs_t} | "
-            f"{tt['median_s']:.3f} | {bs_x} | {cp['median_s'] / tt['median_s']:.1f}x | "
-            f"{cp['peak_rss_fresh_mb']:.0f} | {bs_m} | {tt['peak_rss_fresh_mb']:.0f} | "
-            f"{min(r['loadavg_1min']):.1f}-{max(r['loadavg_1min']):.1f} |"
+            f"| {r['family']} | {r['n']} | {r['diameter']} | {r['repeats']} | "
+            f"{r['cayleypy']['median_s']:.2f} | {_fmt(r, 'equikit_bitset', 'median_s', '.2f')} | "
+            f"{_fmt(r, 'equikit_torch', 'median_s', '.2f')} | "
+            f"{_fmt(r, 'equikit_bitset', 'speedup_vs_cayleypy', '.1f')} | "
+            f"{_fmt(r, 'equikit_torch', 'speedup_vs_cayleypy', '.1f')} | "
+            f"{r['cayleypy']['peak_rss_mb']:.0f} | {_fmt(r, 'equikit_bitset', 'peak_rss_mb', '.0f')} | "
+            f"{_fmt(r, 'equikit_torch', 'peak_rss_mb', '.0f')} | "
+            f"{_fmt(r, 'equikit_bitset', 'memory_ratio_vs_cayleypy', '.2f')} | "
+            f"{min(load):.1f}-{max(load):.1f} |"
         )
+    lines += ["", "Targets of issue 9: bitset >= 10x faster than cayleypy with <= 1/3 of its "
+              "peak memory at n = 10-11; >= 100x faster than GAP at n = 10 (not testable: no "
+              "GAP here).", ""]
+    for r in rows:
+        if "equikit_bitset" in r:
+            b = r["equikit_bitset"]
+            ok = b["speedup_vs_cayleypy"] >= 10 and b["memory_ratio_vs_cayleypy"] <= 1 / 3
+            lines.append(f"- {r['family']} n={r['n']}: {b['speedup_vs_cayleypy']:.1f}x, "
+                         f"memory {b['memory_ratio_vs_cayleypy']:.2f} of cayleypy -> "
+                         f"{'meets' if ok else 'misses'} the target")
     return "\n".join(lines) + "\n"
 
 
@@ -181,51 +242,79 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [n for n in ("cayleypy", "equikit_bitset", "equikit_torch") if n in rows[0]]
-    fig, ax = plt.subplots(figsize=(8, 4))
-    width = 0.8 / len(names)
-    for i, name in enumerate(names):
-        ax.bar([j + i * width for j in range(len(rows))], [r[name]["median_s"] for r in rows],
-               width, label=name)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rows))])
-    ax.set_xticklabels([f"{r['family']}\nn={r['n']}" for r in rows], fontsize=8)
-    ax.set_yscale("log")
-    ax.set_ylabel("median wall time (s)")
-    ax.set_title("Full BFS growth of S_n Cayley graphs (CPU)")
-    ax.legend()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / len(ALL)
+    for i, name in enumerate(ALL):
+        xs = [j + i * width for j, r in enumerate(rows) if name in r]
+        ax.bar(xs, [r[name]["median_s"] for r in rows if name in r], width, label=name)
+        bx.bar(xs, [max(r[name]["peak_rss_mb"], 0.1) for r in rows if name in r], width,
+               label=name)
+    for a, label in ((ax, "median wall time (s)"), (bx, "peak RSS of the call (MB)")):
+        a.set_xticks([j + width for j in range(len(rows))])
+        a.set_xticklabels([f"{r['family']}\nn={r['n']}" for r in rows], fontsize=7)
+        a.set_yscale("log")
+        a.set_ylabel(label)
+    ax.legend(fontsize=8)
+    fig.suptitle(f"Full BFS growth of S_n Cayley graphs, CPU, {rows[0]['threads']} threads")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return next(line.split(":", 1)[1].strip() for line in fh
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown CPU"
+
+
+def _dist_version(name: str) -> str:
+    from importlib.metadata import version
+
+    return version(name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--full", action="store_true", help="also n = 11 (and transpositions 10)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true")
+    mode.add_argument("--full", action="store_true")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--serve", metavar="IMPL", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    import cayleypy
-
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(), "cayleypy": getattr(cayleypy, "__version__", "0.2.0"),
-            "gap": "not installed on this machine (no GAP column)",
-            "native_available": native.available()}
+    if args.serve:
+        serve(args.serve, args.threads)
+        return
+    t0 = time.perf_counter()
+    meta = {"torch": torch.__version__, "threads": args.threads, "cores": os.cpu_count(),
+            "cpu": _cpu_name(), "cayleypy": _dist_version("cayleypy"),
+            "loadavg_start": os.getloadavg()[0],
+            "gap": "not installed on this machine (no `gap` executable), no GAP column"
+            if shutil.which("gap") is None else "installed but not benchmarked",
+            "kernel_build_s": kernel_build_seconds()}
+    cases = QUICK if args.quick else FULL if args.full else DEFAULT
+    workers = {name: Worker(name, args.threads) for name in ALL}
     rows = []
-    cases = QUICK if args.quick else CASES + (FULL if args.full else [])
-    for family, n, repeats in cases:
-        row = bench_case(family, n, repeats)
-        rows.append(row)
-        print(json.dumps({k: row[k] for k in ("family", "n", "diameter")}),
-              {k: round(v["median_s"], 3) for k, v in row.items() if isinstance(v, dict)},
-              flush=True)
+    try:
+        for family, n, repeats, impls in cases:
+            row = bench_case(family, n, repeats, impls, args.threads, workers)
+            rows.append(row)
+            print(family, n, {k: round(v["median_s"], 2) for k, v in row.items()
+                              if isinstance(v, dict)}, flush=True)
+    finally:
+        for w in workers.values():
+            w.close()
+    meta["loadavg_end"] = os.getloadavg()[0]
+    meta["total_s"] = time.perf_counter() - t0
     RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = "_quick" if args.quick else ""
-    tmp = RESULTS / f"cayley_growth{suffix}.json.tmp"
+    stem = "cayley_growth" + ("_quick" if args.quick else "_full" if args.full else "")
+    tmp = RESULTS / f"{stem}.json.tmp"
     tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    os.replace(tmp, RESULTS / f"cayley_growth{suffix}.json")
-    (RESULTS / f"cayley_growth{suffix}.md").write_text(markdown(rows, meta))
-    plot(rows, RESULTS / f"cayley_growth{suffix}.png")
+    os.replace(tmp, RESULTS / f"{stem}.json")
+    (RESULTS / f"{stem}.md").write_text(markdown(rows, meta))
+    plot(rows, RESULTS / f"{stem}.png")
     print(markdown(rows, meta))
 
 

@@ -125,7 +125,9 @@ int64_t eq_bfs_layer(int n, int G, const uint8_t *gens, const uint64_t *F, uint6
     int64_t total = 0;
     int64_t per_block = 1024;
     int64_t nblocks = (nwords + per_block - 1) / per_block;
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : total) num_threads(threads)
+    /* one block (n <= 8) runs serially: waking threads costs more than the layer */
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : total) num_threads(threads) \
+    if (nblocks > 1)
     for (int64_t blk = 0; blk < nblocks; blk++) {
         uint8_t p[16], q[16];
         uint64_t img[EQ_BATCH];
