@@ -105,7 +105,13 @@ def main() -> int:
     ap.add_argument("--weight", type=float, default=0.01)
     ap.add_argument("--floor", type=float, default=0.05)
     ap.add_argument("--only", default=None, help="run only the models whose name contains this")
+    ap.add_argument("--replot", action="store_true", help="redraw the PNG from the JSON results")
     args = ap.parse_args()
+    if args.replot:
+        import json
+
+        plot(json.loads((RESULTS / "symmetrize_soft.json").read_text())["rows"])
+        return 0
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
     x_tr = torch.randn(1000, N, 2, generator=g, dtype=torch.float64)
@@ -175,7 +181,7 @@ def plot(rows):
     names = list(soft["levels"])
     ax[1].bar(range(len(names)), [max(soft["levels"][k], 1e-12) for k in names])
     ax[1].set_xticks(range(len(names)), [n.replace(" (", "\n(") for n in names])
-    ax[1].set_yscale("log")
+    ax[1].set_ylim(0, None)
     ax[1].set_ylabel("discovered level r")
     fig.tight_layout()
     fig.savefig(RESULTS / "symmetrize_soft.png", dpi=120)
