@@ -154,20 +154,26 @@ class ZooEntry:
 
     name: str
     description: str
-    make_model: Callable[[], nn.Module]
+    make_model: Callable[[], Callable]
     input_shape: tuple[int, ...]
     in_action: Action
     out_action: Action | None
     expect_equivariant: bool
     control_of: str | None = None
+    #: builds a non-tensor input (e.g. a state_dict) from (dtype, generator); else Gaussian
+    make_input: Callable[[torch.dtype, torch.Generator], object] | None = None
 
-    def model(self, dtype: torch.dtype = torch.float64, seed: int = 0) -> nn.Module:
+    def model(self, dtype: torch.dtype = torch.float64, seed: int = 0) -> Callable:
+        """A fresh model (seeded); modules are cast to ``dtype`` and put in eval mode."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self.make_model().to(dtype).eval()
+            model = self.make_model()
+        return model.to(dtype).eval() if isinstance(model, nn.Module) else model
 
-    def input(self, dtype: torch.dtype = torch.float64, seed: int = 1) -> torch.Tensor:
+    def input(self, dtype: torch.dtype = torch.float64, seed: int = 1):
         gen = torch.Generator().manual_seed(seed)
+        if self.make_input is not None:
+            return self.make_input(dtype, gen)
         return torch.randn(self.input_shape, generator=gen, dtype=torch.float64).to(dtype)
 
     @property

@@ -42,9 +42,37 @@ def _o3_entries() -> list[zoo.ZooEntry]:
     ]
 
 
+def _weights_entries() -> list[zoo.ZooEntry]:
+    """Weight space: an MLP's output, as a function of its weights, is invariant under
+    relabelling the hidden units (``WeightSpaceAction``); reading unit 0 by index is not."""
+    try:
+        from equikit.weights import MLP, WeightSpaceAction, mlp_spec
+    except ImportError:
+        return []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = MLP(6, (24, 24), 3)
+    x = torch.randn(16, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    action = WeightSpaceAction(mlp_spec(net), "h1")
+
+    def output(sd):
+        return torch.func.functional_call(net, sd, (x.to(sd["layers.0.weight"].dtype),))
+
+    def make_input(dtype, gen):
+        return {k: v.detach().to(dtype) for k, v in net.state_dict().items()}
+
+    return [
+        zoo.ZooEntry("mlp-weight-space", "MLP output as a function of its weights",
+                     lambda: output, (), action, None, True, make_input=make_input),
+        zoo.ZooEntry("mlp-weight-space+unit0", "the same plus hidden unit 0's bias read by index",
+                     lambda: lambda sd: output(sd) + sd["layers.1.bias"][0], (), action, None, False,
+                     "mlp-weight-space", make_input=make_input),
+    ]
+
+
 def entries() -> list[zoo.ZooEntry]:
     """What the demo audits: the check zoo plus one pair per capability that has landed."""
-    return zoo.zoo() + _o3_entries()
+    return zoo.zoo() + _o3_entries() + _weights_entries()
 
 
 def register(subparsers) -> None:
@@ -61,7 +89,7 @@ def audit(n_samples: int = 16) -> list[dict]:
         for dt in (torch.float32, torch.float64):
             report = equivariance_error(
                 entry.model(dt), entry.input(dt), entry.in_action, entry.out_action,
-                n_samples=n_samples,
+                n_samples=n_samples, batched=False if entry.make_input else None,
             )
             row["rel"][dt] = report.rel_max
             row["passed"][dt] = report.passed()
