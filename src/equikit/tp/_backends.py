@@ -1,0 +1,299 @@
+"""Backends: ``nn.Module`` executors that run a :class:`TensorProductDescriptor`.
+
+Every executor takes ``forward(x1, x2, weight)`` with ``x1 (..., irreps1.dim)``, ``x2 (...,
+irreps2.dim)`` (ignored for a square: pass ``x1`` or ``None``), ``weight`` ``(weight_numel,)``
+shared or ``(..., weight_numel)`` per sample (``None`` when the descriptor has no weights),
+leading dims broadcasting, and returns ``(..., irreps_out.dim)``.
+
+- ``naive``: one dense ``einsum`` over the full Clebsch-Gordan block per path. Slow, obviously
+  correct: the oracle every other backend is tested against.
+- ``sparse_cg`` (default): contracts only the nonzero Clebsch-Gordan entries. Per path the
+  nonzeros ``(i, j, k, c)`` are sorted by ``k`` and padded to ``(d_out, n_max)`` (pads have
+  ``c = 0``); the operands are gathered with ``index_select``, multiplied (weights contracted
+  by a matmul) and the ``n_max`` terms of each ``k`` summed by a reshape. No scatter, so the
+  backward is gathers and index-adds and double backward works. Pure PyTorch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from equikit.o3 import clebsch_gordan
+from equikit.tp._descriptor import Mode, Path, TensorProductDescriptor
+
+
+# ---------------------------------------------------------------------------------- inputs
+def _prepare(desc: TensorProductDescriptor, x1, x2, weight, where: str):
+    """Validate and flatten: returns ``x1 (B, d1)``, ``x2 (B, d2)``, ``weight`` ``(n,)`` or
+    ``(B, n)`` or None, the batch shape and whether the weights are shared."""
+    if not isinstance(x1, torch.Tensor):
+        raise TypeError(f"{where}: `x1` must be a torch.Tensor, got {type(x1).__name__}")
+    if desc.square:
+        if x2 is not None and x2 is not x1:
+            raise ValueError(f"{where}: the descriptor is a tensor square; pass x2=None (or x2 = x1)")
+        x2 = x1
+    elif not isinstance(x2, torch.Tensor):
+        raise TypeError(f"{where}: `x2` must be a torch.Tensor, got {type(x2).__name__}")
+    if not x1.is_floating_point() or x1.dtype != x2.dtype:
+        raise TypeError(f"{where}: `x1` and `x2` must be floating tensors of one dtype, got {x1.dtype} and {x2.dtype}")
+    for name, x, irreps in (("x1", x1, desc.irreps1), ("x2", x2, desc.irreps2)):
+        if x.ndim == 0 or x.shape[-1] != irreps.dim:
+            raise ValueError(
+                f"{where}: `{name}` must have shape (..., {irreps.dim}) for irreps '{irreps}', got {tuple(x.shape)}"
+            )
+    shapes = [x1.shape[:-1], x2.shape[:-1]]
+    n = desc.weight_numel
+    shared = True
+    if n == 0:
+        if weight is not None and weight.numel() != 0:
+            raise ValueError(f"{where}: the descriptor has no weights, got `weight` of shape {tuple(weight.shape)}")
+        weight = None
+    else:
+        if not isinstance(weight, torch.Tensor):
+            raise TypeError(
+                f"{where}: `weight` must be a tensor of shape ({n},) or (..., {n}), got {type(weight).__name__}"
+            )
+        if weight.ndim == 0 or weight.shape[-1] != n:
+            raise ValueError(f"{where}: `weight` must have shape ({n},) or (..., {n}), got {tuple(weight.shape)}")
+        if weight.dtype != x1.dtype:
+            raise TypeError(f"{where}: `weight` must have dtype {x1.dtype} like the inputs, got {weight.dtype}")
+        shared = weight.ndim == 1
+        if not shared:
+            shapes.append(weight.shape[:-1])
+    try:
+        batch = torch.broadcast_shapes(*shapes)
+    except RuntimeError:
+        raise ValueError(
+            f"{where}: leading dims do not broadcast: x1 {tuple(x1.shape)}, x2 {tuple(x2.shape)}, "
+            f"weight {None if weight is None else tuple(weight.shape)}"
+        ) from None
+    x1 = x1.expand(*batch, x1.shape[-1]).reshape(-1, x1.shape[-1])
+    x2 = x2.expand(*batch, x2.shape[-1]).reshape(-1, x2.shape[-1])
+    if weight is not None and not shared:
+        weight = weight.expand(*batch, n).reshape(-1, n)
+    return x1, x2, weight, batch, shared
+
+
+def _assemble(desc: TensorProductDescriptor, parts: list[list[torch.Tensor]], like: torch.Tensor) -> torch.Tensor:
+    """Sum the per-path outputs ``(B, mul, d)`` of each output block and concatenate."""
+    blocks = []
+    for (mul, ir), ps in zip(desc.irreps_out, parts):
+        if ps:
+            y = ps[0]
+            for p in ps[1:]:
+                y = y + p
+        else:
+            y = like.new_zeros(like.shape[0], mul, ir.dim)
+        blocks.append(y.reshape(like.shape[0], mul * ir.dim))
+    if not blocks:
+        return like.new_zeros(like.shape[0], 0)
+    return torch.cat(blocks, dim=-1)
+
+
+def _path_weight(desc, p: Path, sl, weight, shared: bool, like: torch.Tensor) -> torch.Tensor:
+    shape = desc.weight_shape(p) if p.weighted else _unweighted_shape(desc, p)
+    if not p.weighted:
+        return like.new_ones(shape)
+    w = weight[..., sl]
+    return w.reshape(shape) if shared else w.reshape(-1, *shape)
+
+
+def _unweighted_shape(desc, p: Path) -> tuple[int, ...]:
+    m1, m2, mo = desc.irreps1[p.i1].mul, desc.irreps2[p.i2].mul, desc.irreps_out[p.i_out].mul
+    return {Mode.UVW: (m1, m2, mo), Mode.UVU: (m1, m2), Mode.UUU: (m1,)}[p.mode]
+
+
+# ---------------------------------------------------------------------------------- registry
+class Executor(nn.Module):
+    """Base of the backends: holds a descriptor, declares what it can express."""
+
+    name: ClassVar[str] = ""
+    modes: ClassVar[frozenset[Mode]] = frozenset(Mode)
+
+    def __init__(self, descriptor: TensorProductDescriptor) -> None:
+        super().__init__()
+        if not isinstance(descriptor, TensorProductDescriptor):
+            got = type(descriptor).__name__
+            raise TypeError(f"{type(self).__name__}: `descriptor` must be a TensorProductDescriptor, got {got}")
+        bad = [p for p in descriptor.paths if not self.can_express(descriptor, p)]
+        if bad:
+            raise ValueError(
+                f"backend {self.name!r} cannot express {len(bad)} path(s) of the descriptor, e.g. {bad[0]!r} "
+                f"({self.why_not(descriptor, bad[0])}); use backend='sparse_cg' or 'naive', or drop those paths"
+            )
+        self.descriptor = descriptor
+
+    @classmethod
+    def can_express(cls, descriptor: TensorProductDescriptor, path: Path) -> bool:
+        return path.mode in cls.modes
+
+    @classmethod
+    def why_not(cls, descriptor: TensorProductDescriptor, path: Path) -> str:
+        return f"mode '{path.mode.value}' is not one of {sorted(m.value for m in cls.modes)}"
+
+    def extra_repr(self) -> str:
+        d = self.descriptor
+        return f"{d.irreps1} x {d.irreps2} -> {d.irreps_out}, {len(d.paths)} paths"
+
+
+BACKENDS: dict[str, type[Executor]] = {}
+
+
+def register_backend(cls: type[Executor]) -> type[Executor]:
+    """Register an :class:`Executor` subclass under ``cls.name`` (usable as a decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, Executor)) or not cls.name:
+        raise TypeError(f"register_backend: expected an Executor subclass with a `name`, got {cls!r}")
+    BACKENDS[cls.name] = cls
+    return cls
+
+
+def get_backend(name: Any) -> type[Executor]:
+    """The executor class registered as ``name``."""
+    if not isinstance(name, str):
+        raise TypeError(f"equikit.tp: `backend` must be a string, got {type(name).__name__} {name!r}")
+    if name not in BACKENDS:
+        raise ValueError(f"equikit.tp: unknown backend {name!r}; available: {sorted(BACKENDS)}")
+    return BACKENDS[name]
+
+
+def make_executor(descriptor: TensorProductDescriptor, backend: str = "sparse_cg") -> Executor:
+    """Build the executor module of ``backend`` for ``descriptor``."""
+    return get_backend(backend)(descriptor)
+
+
+# ---------------------------------------------------------------------------------- naive
+@register_backend
+class NaiveExecutor(Executor):
+    """Dense einsum over the full Clebsch-Gordan block, one path at a time: the oracle."""
+
+    name = "naive"
+    _EQ: ClassVar[dict[Mode, str]] = {
+        Mode.UVW: "zui,zvj,ijk,{}uvw->zwk",
+        Mode.UVU: "zui,zvj,ijk,{}uv->zuk",
+        Mode.UUU: "zui,zuj,ijk,{}u->zuk",
+    }
+
+    def __init__(self, descriptor: TensorProductDescriptor) -> None:
+        super().__init__(descriptor)
+        for n, p in enumerate(descriptor.paths):
+            ir1, ir2, iro = descriptor.irreps_of(p)
+            c = clebsch_gordan(ir1.l, ir2.l, iro.l, dtype=torch.float64) * descriptor.coefficient(n)
+            self.register_buffer(f"cg{n}", c, persistent=False)
+
+    def forward(self, x1, x2=None, weight=None):
+        d = self.descriptor
+        x1, x2, weight, batch, shared = _prepare(d, x1, x2, weight, "tp backend 'naive'")
+        s1, s2 = d.irreps1.slices(), d.irreps2.slices()
+        parts: list[list[torch.Tensor]] = [[] for _ in d.irreps_out]
+        for n, (p, sl) in enumerate(zip(d.paths, d.weight_slices())):
+            (m1, ir1), (m2, ir2) = d.irreps1[p.i1], d.irreps2[p.i2]
+            a = x1[:, s1[p.i1]].reshape(-1, m1, ir1.dim)
+            b = x2[:, s2[p.i2]].reshape(-1, m2, ir2.dim)
+            w = _path_weight(d, p, sl, weight, shared, x1)
+            eq = self._EQ[p.mode].format("" if shared or not p.weighted else "z")
+            parts[p.i_out].append(torch.einsum(eq, a, b, getattr(self, f"cg{n}").to(x1.dtype), w))
+        return _assemble(d, parts, x1).reshape(*batch, d.irreps_out.dim)
+
+
+# ---------------------------------------------------------------------------------- sparse
+def _sparse_entries(c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Nonzeros of ``c (d1, d2, d3)`` as ``(I, J, V)`` of length ``d3 * n_max``, grouped by
+    output index ``k`` and padded with zero coefficients."""
+    d3 = c.shape[2]
+    per_k = [np.argwhere(c[:, :, k] != 0) for k in range(d3)]
+    n_max = max(1, max(len(e) for e in per_k))
+    I = np.zeros((d3, n_max), dtype=np.int64)
+    J = np.zeros((d3, n_max), dtype=np.int64)
+    V = np.zeros((d3, n_max))
+    for k, e in enumerate(per_k):
+        I[k, : len(e)], J[k, : len(e)] = e[:, 0], e[:, 1]
+        V[k, : len(e)] = c[e[:, 0], e[:, 1], k]
+    return I.ravel(), J.ravel(), V.ravel(), n_max
+
+
+@register_backend
+class SparseCGExecutor(Executor):
+    """Contracts only the nonzero Clebsch-Gordan entries (see the module docs). The default."""
+
+    name = "sparse_cg"
+
+    def __init__(self, descriptor: TensorProductDescriptor) -> None:
+        super().__init__(descriptor)
+        self._n_max: list[int] = []
+        for n, p in enumerate(descriptor.paths):
+            ir1, ir2, iro = descriptor.irreps_of(p)
+            c = clebsch_gordan(ir1.l, ir2.l, iro.l, dtype=torch.float64).numpy() * descriptor.coefficient(n)
+            I, J, V, n_max = _sparse_entries(c)
+            self.register_buffer(f"i{n}", torch.from_numpy(I), persistent=False)
+            self.register_buffer(f"j{n}", torch.from_numpy(J), persistent=False)
+            self.register_buffer(f"c{n}", torch.from_numpy(V), persistent=False)
+            self._n_max.append(n_max)
+
+    def forward(self, x1, x2=None, weight=None):
+        d = self.descriptor
+        x1, x2, weight, batch, shared = _prepare(d, x1, x2, weight, "tp backend 'sparse_cg'")
+        s1, s2 = d.irreps1.slices(), d.irreps2.slices()
+        B = x1.shape[0]
+        parts: list[list[torch.Tensor]] = [[] for _ in d.irreps_out]
+        for n, (p, sl) in enumerate(zip(d.paths, d.weight_slices())):
+            (m1, ir1), (m2, ir2), (mo, iro) = d.irreps1[p.i1], d.irreps2[p.i2], d.irreps_out[p.i_out]
+            a = x1[:, s1[p.i1]].reshape(B, m1, ir1.dim)
+            b = x2[:, s2[p.i2]].reshape(B, m2, ir2.dim)
+            I, J, c = getattr(self, f"i{n}"), getattr(self, f"j{n}"), getattr(self, f"c{n}").to(x1.dtype)
+            w = None
+            if p.weighted:
+                w = weight[..., sl]
+                w = w.reshape(d.weight_shape(p)) if shared else w.reshape(B, *d.weight_shape(p))
+            t = _contract(p.mode, a, b, I, J, c, w, shared, mo)  # (B, mul_out, d3 * n_max)
+            parts[p.i_out].append(t.reshape(B, mo, iro.dim, self._n_max[n]).sum(-1))
+        return _assemble(d, parts, x1).reshape(*batch, d.irreps_out.dim)
+
+
+def _contract(mode: Mode, a, b, I, J, c, w, shared: bool, mo: int) -> torch.Tensor:
+    """The gathered products of one path, ``(B, mul_out, nnz_padded)``; see the module docs."""
+    bj = b.index_select(2, J) * c  # (B, V, n)
+    if mode == Mode.UVU:
+        ai = a.index_select(2, I)  # (B, U, n)
+        if w is None:
+            return ai * bj.sum(1, keepdim=True)
+        return ai * (torch.matmul(w, bj) if shared else torch.bmm(w, bj))  # sum_v w[u, v] b[v, n]
+    if mode == Mode.UUU:
+        t = a.index_select(2, I) * bj
+        return t if w is None else t * (w[:, None] if shared else w[..., None])
+    # UVW: contract u with the weights before gathering (d1 <= nnz): q[z, v, w, i]
+    B, U, d1 = a.shape
+    V = b.shape[1]
+    if w is None:
+        t = a.sum(1).index_select(1, I) * bj.sum(1)
+        return t[:, None].expand(B, mo, t.shape[-1])
+    if shared:
+        q = torch.matmul(a.transpose(1, 2), w.reshape(U, V * mo))  # (B, d1, V*W)
+    else:
+        q = torch.bmm(a.transpose(1, 2), w.reshape(B, U, V * mo))
+    q = q.reshape(B, d1, V, mo).index_select(1, I)  # (B, n, V, W)
+    return torch.einsum("znvw,zvn->zwn", q, bj)
+
+
+def dense_flops(descriptor: TensorProductDescriptor) -> int:
+    """Multiply-adds of the dense CG contraction per row (for reports): ``sum_p d1 d2 d3 * (#uv terms)``."""
+    total = 0
+    for p in descriptor.paths:
+        ir1, ir2, iro = descriptor.irreps_of(p)
+        total += ir1.dim * ir2.dim * iro.dim * descriptor.num_elements(p) * descriptor.irreps_out[p.i_out].mul
+    return total
+
+
+def sparse_flops(descriptor: TensorProductDescriptor) -> int:
+    """The same counting only the nonzero CG entries."""
+    from equikit.o3 import count_nonzero
+
+    return sum(
+        count_nonzero(*(ir.l for ir in descriptor.irreps_of(p))) * descriptor.num_elements(p)
+        * descriptor.irreps_out[p.i_out].mul
+        for p in descriptor.paths
+    )
+
