@@ -172,8 +172,10 @@ def run_family(family: str, kwargs: dict, ns: range, device: str = "cpu") -> lis
     return rows
 
 
-def _group_name(order: int, n: int) -> str:
+def _group_name(order: int, n: int, family: str) -> str:
     full = math.factorial(n)
+    if family == "burnt_pancake":  # n pancakes, signed permutations: B_n, order 2^n n!
+        return "S_n" if order == 2**n * full else f"order {order}"
     return "S_n" if order == full else "A_n" if 2 * order == full else f"order {order}"
 
 
@@ -185,7 +187,7 @@ def summarise(family: str, rows: list[dict], n_fit_min: int) -> dict:
     out = {"family": family, "n_range": [min(diam), max(diam)], "diameters": diam,
            "source": SOURCES[family], "checked_against_known": sorted(set(diam) & set(known)),
            "mismatches": mismatches, "fit": fit,
-           "group": {r["n"]: _group_name(r["order"], r["n"]) for r in rows}}
+           "group": {r["n"]: _group_name(r["order"], r["n"], family) for r in rows}}
     if fit is not None:
         out["formula"] = formula(fit)
         published = family in ("lrx", "cyclic_transposition", "pancake", "burnt_pancake")
@@ -228,7 +230,8 @@ def markdown(summaries: list[dict], rows: list[dict], meta: dict) -> str:
                  else "no published values to compare")
         alt = [n for n, g in s["group"].items() if g == "A_n"]
         other = {n: g for n, g in s["group"].items() if g not in ("S_n", "A_n")}
-        group = "the generators give S_n" + (f" (A_n at n = {alt})" if alt else "") + (
+        full = "B_n (signed permutations)" if s["family"] == "burnt_pancake" else "S_n"
+        group = f"the generators give {full}" + (f" (A_n at n = {alt})" if alt else "") + (
             f", other groups at {other}" if other else "")
         lines.append(f"- **{s['family']}**: {check}; {group}.")
         fit = s["fit"]
