@@ -14,4 +14,5 @@ MODULES = [m.name for m in pkgutil.iter_modules(equikit.symmetrize.__path__, "eq
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, f"{name} has no docstring example"
     assert result.failed == 0, f"{result.failed} docstring example(s) failed in {name}"
