@@ -25,4 +25,4 @@ if [ -f benchmarks/cayley_gpu.py ]; then
 fi
 timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests > "$W/pytest_gpu.log" 2>&1
 tar czf "$OUT/device_results.tgz" -C "$W" . && rm -rf "$W"
-ls -la "$OUT"
+ls -la "$OUT"  # results: benchmarks/results/device_<kind>/
