@@ -203,6 +203,18 @@ def summarise(family: str, rows: list[dict], n_fit_min: int) -> dict:
     return out
 
 
+def verdict(s: dict) -> str:
+    """One line on a fit: refuted, supported, or only weakly supported by the data."""
+    fit = s["fit"]
+    if s.get("fit_fails_beyond"):
+        return f"refuted by the published values at n = {s['fit_fails_beyond']}"
+    upto = max([fit["supported_up_to"], *s.get("fit_agrees_beyond", [])])
+    checks = len(fit["checked_on"]) + len(s.get("fit_agrees_beyond", []))
+    if fit["unchecked_classes"] and not s.get("fit_agrees_beyond"):
+        return f"weak: only {checks} check(s) and classes {fit['unchecked_classes']} unchecked"
+    return f"supported up to n = {upto} ({checks} values not used in the fit agree)"
+
+
 def markdown(summaries: list[dict], rows: list[dict], meta: dict) -> str:
     ns = sorted({r["n"] for r in rows})
     lines = [
@@ -241,8 +253,8 @@ def markdown(summaries: list[dict], rows: list[dict], meta: dict) -> str:
                          "computed range; more n are needed (e.g. `--big`) or the form fails.")
         else:
             lines.append(f"  Fit (period {fit['period']}, from n = {fit['n_min']}): "
-                         f"d(n) = {s['formula']}; checked on n = {fit['checked_on']}, so "
-                         f"supported up to n = {fit['supported_up_to']}"
+                         f"d(n) = {s['formula']}; reproduces the computed values it was not "
+                         f"fitted on, n = {fit['checked_on']}"
                          + (f" (classes {fit['unchecked_classes']} mod {fit['period']} only "
                             "fitted, not checked, on computed values)."
                             if fit["unchecked_classes"] else "."))
@@ -250,6 +262,8 @@ def markdown(summaries: list[dict], rows: list[dict], meta: dict) -> str:
                 lines.append(f"  Against published values beyond the computed range: agrees at "
                              f"n = {s['fit_agrees_beyond'] or 'none'}, fails at "
                              f"n = {s['fit_fails_beyond'] or 'none'}.")
+        if fit is not None:
+            lines.append(f"  Verdict: {verdict(s)}.")
         if "farthest_involution_holds_for" in s:
             lines.append("  Farthest element unique and equal to (0 1)(2 n-1)(3 n-2)...: holds "
                          f"for n = {s['farthest_involution_holds_for']}.")
@@ -306,7 +320,21 @@ def main() -> None:
     parser.add_argument("--families", nargs="*", default=list(FAMILIES))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--render", type=Path, metavar="JSON",
+                        help="only rewrite the .md and .png next to a results JSON")
     args = parser.parse_args()
+    if args.render:
+        data = json.loads(args.render.read_text())
+        for s in data["summaries"]:  # JSON made the integer keys strings
+            s["diameters"] = {int(k): v for k, v in s["diameters"].items()}
+            s["group"] = {r["n"]: _group_name(r["order"], r["n"], s["family"])
+                          for r in data["rows"] if r["family"] == s["family"]}
+            if s["fit"] is not None:
+                s["fit"]["polynomials"] = {int(k): v for k, v in s["fit"]["polynomials"].items()}
+        args.render.with_suffix(".md").write_text(
+            markdown(data["summaries"], data["rows"], data["meta"]))
+        plot(data["summaries"], args.render.with_suffix(".png"))
+        return
     torch.set_num_threads(args.threads)
     cuda = torch.device(args.device).type == "cuda"
     t0 = time.perf_counter()
