@@ -153,3 +153,19 @@ def test_backend_that_cannot_express_a_mode_refuses():
             make_executor(channelwise("1o", "1o"), "_test_only_uuu")
     finally:
         del BACKENDS["_test_only_uuu"]
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_edge_convolution_fast_path_matches_naive(shared):
+    """channelwise with one channel per x2 block (spherical harmonics) takes sparse_cg's fused
+    per-x1-block path; also with a given irreps_out where two paths share one output block."""
+    sh = Irreps.spherical_harmonics(4)
+    for d in (channelwise("3x0e + 2x1o + 3x2e + 2x3o + 1x4e", sh),
+              channelwise("2x1o + 2x2e", sh, "2x0e + 2x1o + 2x1e + 2x2e + 2x3o")):
+        assert all(m.mul == 1 for m in d.irreps2)
+        x1, x2, w = _inputs(d, batch=(5,), per_sample=not shared)
+        ref = make_executor(d, "naive")(x1, x2, w)
+        ex = make_executor(d, "sparse_cg")
+        assert ex._groups is not None  # the fused path is the one under test
+        out = ex(x1, x2, w)
+        assert (out - ref).abs().max() <= 1e-12 * ref.abs().max()
