@@ -36,8 +36,8 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, environment, write_results
-from equikit.groups import Cyclic, Dihedral, ImageRot90
-from equikit.symmetrize import GroupAverage, ImageDihedral
+from equikit.groups import Cyclic, Dihedral, ImageDihedral, ImageRot90
+from equikit.symmetrize import GroupAverage
 
 EPSILONS = [1.0, 3.0, 8.0, math.inf]
 DELTA, CLIP = 1e-5, 1.0

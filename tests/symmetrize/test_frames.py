@@ -3,11 +3,10 @@ import torch
 from torch import nn
 
 from equikit.check import equivariance_error
-from equikit.groups import SO, Cyclic, Dihedral, ImageRot90, ImageShift, NodePermutation, PointCloud
+from equikit.groups import SO, Cyclic, Dihedral, ImageDihedral, ImageRot90, ImageShift, NodePermutation, PointCloud
 from equikit.symmetrize import (
     AnchoredPatchEmbed,
     GroupAverage,
-    ImageDihedral,
     LearnedCanonicalizer,
     PolyphaseFrame,
     SortFrame,

@@ -23,7 +23,7 @@ import torch
 from equikit._utils import check_int, tree_map
 from equikit.groups.base import Element, Group
 from equikit.groups.continuous import Scaling
-from equikit.groups.finite import Cyclic, CyclicShift, Permutation
+from equikit.groups.finite import Cyclic, CyclicShift, Dihedral, Permutation
 from equikit.groups.product import DirectProduct
 
 
@@ -523,6 +523,34 @@ class ImageFlip(Action):
             if t.ndim < 2:
                 raise ValueError(f"ImageFlip: images must be (..., H, W), got {tuple(t.shape)}")
             return _select(g, [t, torch.flip(t, dims=(self.axis,))], t, "ImageFlip")
+
+        return tree_map(act, x)
+
+
+@dataclass(frozen=True)
+class ImageDihedral(Action):
+    """D4 on square images ``(..., H, H)``: ``(k, s) = r^k f^s`` acts as
+    ``rot90(flip(x, -1) if s else x, k)``, the mirror first, then ``k`` quarter turns.
+    An action of ``Dihedral(4)``, since a mirror conjugates a quarter turn to its inverse.
+
+    Example:
+        >>> import torch
+        >>> x = torch.arange(4.0).reshape(2, 2)
+        >>> ImageDihedral()(torch.tensor([1, 1]), x).tolist()
+        [[0.0, 2.0], [1.0, 3.0]]
+    """
+
+    @property
+    def group(self) -> Dihedral:  # type: ignore[override]
+        return Dihedral(4)
+
+    def _act(self, g, x):
+        def act(t):
+            t = _require_tensor(t, "ImageDihedral")
+            if t.ndim < 2 or t.shape[-1] != t.shape[-2]:
+                raise ValueError(f"ImageDihedral: images must be square (..., H, H), got {tuple(t.shape)}")
+            options = [torch.rot90(torch.flip(t, (-1,)) if s else t, k, (-2, -1)) for s in (0, 1) for k in range(4)]
+            return _select(g[..., 1] * 4 + g[..., 0], options, t, "ImageDihedral")
 
         return tree_map(act, x)
 

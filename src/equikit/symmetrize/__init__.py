@@ -12,7 +12,6 @@ equivariance regularisers (DESIGN §2).
   :class:`DependenceRegularizer` (dCov, JdCov, CCdCov).
 """
 
-from equikit.symmetrize._actions import ImageDihedral
 from equikit.symmetrize._dcov import (
     DependenceRegularizer,
     concatenated_distance_covariance,
@@ -40,7 +39,6 @@ __all__ = [
     "Frame",
     "FrameOutput",
     "GroupAverage",
-    "ImageDihedral",
     "LatentAlignmentLoss",
     "LearnedCanonicalizer",
     "LearnedLatentAction",
