@@ -70,9 +70,28 @@ def _weights_entries() -> list[zoo.ZooEntry]:
     ]
 
 
+def _symmetrize_entries() -> list[zoo.ZooEntry]:
+    """Frame averaging makes the non-invariant flat MLP exactly E(3)-invariant; the same
+    wrapper with an SE(3) frame (no reflections) is caught when reflections are sampled."""
+    try:
+        from equikit.groups import SE, E, PointCloud
+        from equikit.symmetrize import PCAFrame, Symmetrize
+    except ImportError:
+        return []
+    shape = (16, zoo.N_POINTS, 3)
+    return [
+        zoo.ZooEntry("flat-mlp+frame-avg", "flat MLP averaged over its PCA frame",
+                     lambda: Symmetrize(zoo.FlatMLP(), PCAFrame(E(3)), PointCloud(E(3))), shape,
+                     PointCloud(E(3)), None, True),
+        zoo.ZooEntry("flat-mlp+se3-frame", "the same with an SE(3) frame (no mirrors)",
+                     lambda: Symmetrize(zoo.FlatMLP(), PCAFrame(SE(3)), PointCloud(SE(3))), shape,
+                     PointCloud(E(3)), None, False, "flat-mlp+frame-avg"),
+    ]
+
+
 def entries() -> list[zoo.ZooEntry]:
     """What the demo audits: the check zoo plus one pair per capability that has landed."""
-    return zoo.zoo() + _o3_entries() + _weights_entries()
+    return zoo.zoo() + _o3_entries() + _weights_entries() + _symmetrize_entries()
 
 
 def register(subparsers) -> None:
