@@ -94,14 +94,19 @@ def run_bitset(family: str, n: int) -> dict:
     return {"seconds": time.perf_counter() - t, "layer_sizes": res.layer_sizes}
 
 
-def guarded(fn, *args) -> dict:
-    """Run one implementation; out-of-memory becomes a recorded result, not a crash."""
+def guarded(fn, *args, optional: bool = False) -> dict:
+    """Run one implementation; out-of-memory (and, for the optional CayleyPy, any error)
+    becomes a recorded result, not a crash."""
     try:
         return fn(*args)
     except torch.OutOfMemoryError as exc:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         return {"error": f"out of memory: {str(exc).splitlines()[0]}"}
+    except Exception as exc:
+        if not optional:
+            raise
+        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
 
 
 def check(row: dict) -> list[str]:
@@ -210,7 +215,7 @@ def main() -> None:
     for family in args.families:  # warm-up: kernels, allocator, CayleyPy's first call
         run_equikit(family, 7, args.device, args.chunk_size)
         if cp is not None:
-            guarded(run_cayleypy, cp, family, 7, args.device)
+            guarded(run_cayleypy, cp, family, 7, args.device, optional=True)
     t0 = time.perf_counter()
     for n in sorted(args.n):
         for family in args.families:
@@ -221,7 +226,8 @@ def main() -> None:
                    "equikit_torch": guarded(run_equikit, family, n, args.device,
                                             args.chunk_size)}
             if cp is not None:
-                row["cayleypy"] = guarded(run_cayleypy, cp, family, n, args.device)
+                row["cayleypy"] = guarded(run_cayleypy, cp, family, n, args.device,
+                                          optional=True)
             if native.available() and n <= args.reference_max_n:
                 row["equikit_bitset_cpu"] = run_bitset(family, n)
             row["problems"] = check(row)
