@@ -4,7 +4,9 @@
  * (Lehmer code). Three bitsets of n! bits hold the visited set V, the current layer F and
  * the next layer N. Each state of F is unranked, every generator is applied (q[i] = p[g[i]],
  * right multiplication), the image is ranked and its bit set in V and N with an atomic OR,
- * so threads never need a sort or a hash table. Written for equikit; compiled on first use.
+ * so threads never need a sort or a hash table. Unranking decodes the last 6 positions from
+ * a table and reuses the others between neighbouring ranks. Written for equikit; compiled
+ * on first use.
  */
 #include <stdint.h>
 #include <string.h>
@@ -44,6 +46,26 @@ static inline void unrank_perm(uint64_t r, int n, const uint64_t *fact, const do
         uint64_t high = (sh + 4 < 64) ? ((list >> (sh + 4)) << sh) : 0ull;
         list = low | high;
     }
+}
+
+/* Positions [0, m) of the permutation of rank r (they depend only on r / (n-m)!); returns
+ * the values not used there as a list of 4-bit entries in increasing order. */
+static inline uint64_t unrank_prefix(uint64_t r, int n, int m, const uint64_t *fact,
+                                     const double *inv, uint8_t *p) {
+    uint64_t list = 0xFEDCBA9876543210ull;
+    for (int i = 0; i < m; i++) {
+        uint64_t f = fact[n - 1 - i];
+        uint64_t d = (uint64_t)((double)r * inv[n - 1 - i]);
+        if (d * f > r) d--;
+        else if ((d + 1) * f <= r) d++;
+        r -= d * f;
+        int sh = 4 * (int)d;
+        p[i] = (uint8_t)((list >> sh) & 15u);
+        uint64_t low = sh ? (list & ((1ull << sh) - 1ull)) : 0ull;
+        uint64_t high = (sh + 4 < 64) ? ((list >> (sh + 4)) << sh) : 0ull;
+        list = low | high;
+    }
+    return list;
 }
 
 static void reciprocals(int n, const uint64_t *fact, double *inv) {
@@ -122,6 +144,21 @@ int64_t eq_bfs_layer(int n, int G, const uint8_t *gens, const uint64_t *F, uint6
     double inv[21];
     factorials(n, fact);
     reciprocals(n, fact, inv);
+    /* The last K positions of the permutation of rank r hold the K values left over by the
+     * first n-K, in the order of the (r mod K!)-th permutation of K items: a table of K!
+     * packed index lists. Each thread visits ranks in increasing order, so the first n-K
+     * positions are recomputed only when r / K! changes (unranking was half the time). */
+    int K = n < 6 ? n : 6;
+    uint64_t kf = fact[K];
+    double inv_kf = inv[K];
+    uint32_t tail[720];
+    for (uint64_t lo = 0; lo < kf; lo++) {
+        uint8_t t[16];
+        unrank_perm(lo, K, fact, inv, t);
+        uint32_t packed = 0;
+        for (int j = 0; j < K; j++) packed |= (uint32_t)t[j] << (4 * j);
+        tail[lo] = packed;
+    }
     int64_t total = 0;
     int64_t per_block = 1024;
     int64_t nblocks = (nwords + per_block - 1) / per_block;
@@ -131,6 +168,7 @@ int64_t eq_bfs_layer(int n, int G, const uint8_t *gens, const uint64_t *F, uint6
     for (int64_t blk = 0; blk < nblocks; blk++) {
         uint8_t p[16], q[16];
         uint64_t img[EQ_BATCH];
+        uint64_t cur_hi = UINT64_MAX, rest = 0;
         int m = 0;
         int64_t w_end = (blk + 1) * per_block < nwords ? (blk + 1) * per_block : nwords;
         for (int64_t w = blk * per_block; w < w_end; w++) {
@@ -138,7 +176,16 @@ int64_t eq_bfs_layer(int n, int G, const uint8_t *gens, const uint64_t *F, uint6
             while (bits) {
                 uint64_t r = (uint64_t)w * 64u + (uint64_t)__builtin_ctzll(bits);
                 bits &= bits - 1u;
-                unrank_perm(r, n, fact, inv, p);
+                uint64_t hi = (uint64_t)((double)r * inv_kf);
+                if (hi * kf > r) hi--;
+                else if ((hi + 1) * kf <= r) hi++;
+                if (hi != cur_hi) {
+                    rest = unrank_prefix(r, n, n - K, fact, inv, p);
+                    cur_hi = hi;
+                }
+                uint32_t pat = tail[r - hi * kf];
+                for (int j = 0; j < K; j++)
+                    p[n - K + j] = (uint8_t)((rest >> (4 * ((pat >> (4 * j)) & 15u))) & 15u);
                 for (int g = 0; g < G; g++) {
                     const uint8_t *gg = gens + (int64_t)g * n;
                     for (int i = 0; i < n; i++) q[i] = p[gg[i]];
