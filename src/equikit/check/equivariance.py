@@ -446,7 +446,7 @@ def _per_row_max(a: torch.Tensor, n_el: int, n_rows: int) -> torch.Tensor:
     a = a.reshape(n_el, n_rows, -1)
     if a.shape[-1] == 0:
         return torch.zeros(n_el, n_rows, dtype=torch.float64)
-    return torch.linalg.vector_norm(a, ord=math.inf, dim=-1).to(torch.float64).cpu()
+    return a.abs().amax(dim=-1).to(torch.float64).cpu()  # (vector_norm(inf) is ~6x slower here)
 
 
 def _row(leaves, r, n_rows):

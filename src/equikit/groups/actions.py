@@ -72,9 +72,16 @@ def apply_matrix(m: torch.Tensor, data: torch.Tensor, where: str) -> torch.Tenso
     rather than many broadcast 3x3 products."""
     nb = m.ndim - 2
     align(m, 2, data, 1, where)  # validates the batch dims
+    d = data.shape[-1]
+    if nb == 1 and data.ndim >= 2 and data.stride(0) == 0 and m.shape[0] == data.shape[0]:
+        # one sample broadcast over a batch of k elements (how the checker calls actions):
+        # a single GEMM (R, d) @ (d, k*d) instead of k small products
+        k = m.shape[0]
+        flat = data[0].reshape(-1, d)
+        out = flat @ m.permute(2, 0, 1).reshape(d, k * d)
+        return out.reshape(-1, k, d).transpose(0, 1).reshape(data.shape)
     lead = data.shape[:nb]
     rows = data.reshape(*lead, -1, data.shape[-1])
-    d = data.shape[-1]
     if nb and d <= 4:
         # tiny inner dim: d fused multiply-adds beat a batched GEMM
         out = rows[..., 0:1] * m[..., None, :, 0]
