@@ -71,6 +71,8 @@ def test_chunk_size_bounds_and_validation():
     act = PointCloud(E(3))
     full = equivariance_error(lambda p: p.mean(-2), x, act, act, n_samples=7)
     chunked = equivariance_error(lambda p: p.mean(-2), x, act, act, n_samples=7, chunk_size=3)
-    assert torch.equal(full.per_element_rel, chunked.per_element_rel)
+    # same elements, same errors up to the rounding of differently blocked GEMMs
+    assert torch.allclose(full.per_element_rel, chunked.per_element_rel, rtol=0, atol=1e-14)
+    assert full.passed() and chunked.passed()
     with pytest.raises(ValueError, match="chunk_size"):
         equivariance_error(lambda p: p, x, act, chunk_size=0)
