@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from equikit._utils import tree_map
-from equikit.groups.actions import Action, _require_tensor, align
+from equikit.groups.actions import Action, _require_tensor, apply_matrix
 from equikit.groups.base import Group
 from equikit.groups.continuous import SO, O
 from equikit.o3._irreps import Irreps
@@ -58,8 +58,6 @@ class IrrepsRep(Action):
                     f"{where}: features must have shape (..., {dim}) for irreps "
                     f"'{self.irreps}', got {tuple(leaf.shape)}; check the irreps string"
                 )
-            d = irreps_D(self.irreps, g.to(leaf.dtype))
-            d = align(d, 2, leaf, 1, where)
-            return (d @ leaf.unsqueeze(-1)).squeeze(-1)
+            return apply_matrix(irreps_D(self.irreps, g.to(leaf.dtype)), leaf, where)
 
         return tree_map(act, x)

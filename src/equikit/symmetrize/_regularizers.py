@@ -11,6 +11,7 @@ from torch import nn
 from equikit._utils import check_int, check_positive, resolve_generator, tree_flatten, tree_unflatten
 from equikit.groups import Action, Element, Group
 from equikit.symmetrize._frame import batch_size
+from equikit.symmetrize._symmetrize import _cast
 
 
 def _check_actions(in_action: Any, out_action: Any, where: str) -> None:
@@ -51,15 +52,6 @@ def _act_stacked(action: Action, g: Element, x: Any) -> tuple[Any, int, int]:
 
 def _unfold(y: Any, m: int, b: int) -> list[torch.Tensor]:
     return [t.reshape(m, b, *t.shape[1:]) for t in tree_flatten(y)[0]]
-
-
-def _cast(g: Element, leaves: list) -> Element:
-    dtype = next((t.dtype for t in leaves if isinstance(t, torch.Tensor) and t.is_floating_point()), None)
-    if dtype is None:
-        return g
-    if isinstance(g, tuple):
-        return tuple(t.to(dtype) if t.is_floating_point() else t for t in g)
-    return g.to(dtype) if g.is_floating_point() else g
 
 
 def _moved_outputs(out_action: Action | None, g: Element, y_leaves: list, structure: Any, m: int) -> list:
