@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all test-gpu lint bench bench-check venv clean
+.PHONY: demo test test-all test-gpu lint venv clean bench bench-deps bench-check bench-o3 bench-tp bench-cayley bench-weights bench-symmetrize bench-nbody
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,10 +32,37 @@ test-gpu: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/python -m ruff check src tests benchmarks
 
-bench-check: $(STAMP)
-	$(BIN)/python benchmarks/check_overhead.py
+# Benchmarks: each writes benchmarks/results/<name>.{json,md,png}; `make bench` runs them all
+# (hours on 2 cores). The cayley and symmetrize (DP-SGD) benchmarks need the bench extra.
+bench-deps: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
 
-bench: bench-check
+bench-check: $(STAMP)
+	$(BIN)/python benchmarks/check_overhead.py --threads 1
+
+bench-o3: $(STAMP)
+	$(BIN)/python benchmarks/o3_sh.py --threads 1
+	$(BIN)/python benchmarks/o3_cg.py --threads 1
+
+bench-tp: $(STAMP)
+	$(BIN)/python benchmarks/tp.py
+
+bench-cayley: bench-deps
+	$(BIN)/python benchmarks/cayley_growth.py
+	$(BIN)/python benchmarks/cayley_diameters.py
+
+bench-weights: $(STAMP)
+	$(BIN)/python benchmarks/weights_lmc.py
+	$(BIN)/python benchmarks/weights_merge.py
+	$(BIN)/python benchmarks/weights_encryption.py
+
+bench-symmetrize: bench-deps
+	for s in soft vit tinvnn fairness latent dpsgd; do $(BIN)/python benchmarks/symmetrize_$$s.py || exit 1; done
+
+bench-nbody: $(STAMP)
+	$(BIN)/python benchmarks/nbody.py
+
+bench: bench-check bench-o3 bench-tp bench-cayley bench-weights bench-symmetrize bench-nbody
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
