@@ -89,9 +89,38 @@ def _symmetrize_entries() -> list[zoo.ZooEntry]:
     ]
 
 
+def _dynamics_entries() -> list[zoo.ZooEntry]:
+    """EGNN predicts E(3)-equivariant positions of a charged 5-body system; a plain GNN on
+    coordinates does not."""
+    try:
+        from equikit.data.nbody import complete_edge_index
+        from equikit.groups import E, PointCloud
+        from equikit.models import EGNN, GNN
+    except ImportError:
+        return []
+    in_action = PointCloud(E(3), vectors=("vel",), scalars=("edge_index", "edge_attr"))
+
+    def make_input(dtype, gen):
+        charges = torch.randint(0, 2, (5, 1), generator=gen).to(torch.float64) * 2 - 1
+        ei = complete_edge_index(5)
+        return {"pos": torch.randn(5, 3, generator=gen, dtype=torch.float64).to(dtype),
+                "vel": 0.5 * torch.randn(5, 3, generator=gen, dtype=torch.float64).to(dtype),
+                "edge_index": ei, "edge_attr": (charges[ei[0]] * charges[ei[1]]).to(dtype)}
+
+    def wrap(model):
+        return lambda d: model.to(d["pos"].dtype)(d["pos"], d["vel"], d["edge_index"], d["edge_attr"])
+
+    return [
+        zoo.ZooEntry("egnn", "EGNN on a charged 5-body system", lambda: wrap(EGNN(hidden=32, n_layers=3)), (),
+                     in_action, PointCloud(E(3)), True, make_input=make_input),
+        zoo.ZooEntry("gnn", "a plain GNN on coordinates", lambda: wrap(GNN(hidden=32, n_layers=3)), (),
+                     in_action, PointCloud(E(3)), False, "egnn", make_input=make_input),
+    ]
+
+
 def entries() -> list[zoo.ZooEntry]:
     """What the demo audits: the check zoo plus one pair per capability that has landed."""
-    return zoo.zoo() + _o3_entries() + _weights_entries() + _symmetrize_entries()
+    return zoo.zoo() + _o3_entries() + _weights_entries() + _symmetrize_entries() + _dynamics_entries()
 
 
 def register(subparsers) -> None:
