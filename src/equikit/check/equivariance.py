@@ -187,7 +187,10 @@ def _check_output(out, ref_structure, ref_shapes, what: str):
 
 # ----------------------------------------------------------------------------- helpers
 def _cast_leaves(leaves: list[torch.Tensor], dtypes: list[torch.dtype]) -> list[torch.Tensor]:
-    return [t.to(d) if t.is_floating_point() else t for t, d in zip(leaves, dtypes)]
+    """Back to the input dtypes, contiguous (actions may return strided views, which slow down
+    the model under test and would bias the overhead)."""
+    fmt = torch.contiguous_format
+    return [t.to(d, memory_format=fmt) if t.is_floating_point() else t.contiguous() for t, d in zip(leaves, dtypes)]
 
 
 def _to_transform(leaves, transform_dtype):

@@ -79,7 +79,8 @@ def apply_matrix(m: torch.Tensor, data: torch.Tensor, where: str) -> torch.Tenso
         k = m.shape[0]
         flat = data[0].reshape(-1, d)
         out = flat @ m.permute(2, 0, 1).reshape(d, k * d)
-        return out.reshape(-1, k, d).transpose(0, 1).reshape(data.shape)
+        # contiguous: models downstream (flatten, linear layers) are slower on strided views
+        return out.reshape(-1, k, d).transpose(0, 1).contiguous().view(data.shape)
     lead = data.shape[:nb]
     rows = data.reshape(*lead, -1, data.shape[-1])
     if nb and d <= 4:
