@@ -50,6 +50,8 @@ bench-tp: $(STAMP)
 bench-cayley: bench-deps
 	$(BIN)/python benchmarks/cayley_growth.py
 	$(BIN)/python benchmarks/cayley_diameters.py
+	if command -v gap >/dev/null; then $(BIN)/python benchmarks/cayley_gap.py; \
+	else echo "no gap (apt-get install gap-core): skipping benchmarks/cayley_gap.py"; fi
 
 bench-weights: $(STAMP)
 	$(BIN)/python benchmarks/weights_lmc.py
