@@ -10,8 +10,8 @@ Calls are interleaved (CayleyPy, bitset, torch, CayleyPy, ...); we quote medians
 repeats and the ratio of the medians, with the torch/OpenMP threads and the 1-minute load
 average before and after every call. The growth tables of all implementations must agree.
 The C kernel's one-off build time (cached per machine afterwards) is measured separately
-in a throw-away cache folder. GAP is not installed on this machine, so there is no GAP
-column and the issue's "100x over GAP" claim is not tested here.
+in a throw-away cache folder. GAP is compared separately, in benchmarks/cayley_gap.py
+(needs `apt-get install gap-core`).
 
     .venv/bin/python benchmarks/cayley_growth.py           # ~8-10 min on 2 loaded cores
     .venv/bin/python benchmarks/cayley_growth.py --quick   # n <= 9, a few minutes
@@ -292,7 +292,7 @@ def main() -> None:
             "cpu": _cpu_name(), "cayleypy": _dist_version("cayleypy"),
             "loadavg_start": os.getloadavg()[0],
             "gap": "not installed on this machine (no `gap` executable), no GAP column"
-            if shutil.which("gap") is None else "installed but not benchmarked",
+            if shutil.which("gap") is None else "installed: see benchmarks/cayley_gap.py",
             "kernel_build_s": kernel_build_seconds()}
     cases = QUICK if args.quick else FULL if args.full else DEFAULT
     workers = {name: Worker(name, args.threads) for name in ALL}
