@@ -21,6 +21,7 @@ from equikit.symmetrize._dcov import (
 )
 from equikit.symmetrize._frame import Frame, FrameOutput, GroupAverage
 from equikit.symmetrize._learned import LearnedCanonicalizer
+from equikit.symmetrize._learned_frame import LearnedFrame
 from equikit.symmetrize._pca import MDSCanonicalizer, PCAFrame, classical_mds, principal_axes
 from equikit.symmetrize._polyphase import AnchoredPatchEmbed, PolyphaseFrame, anchor, phase_keys, polyphase_energy
 from equikit.symmetrize._regularizers import (
@@ -41,6 +42,7 @@ __all__ = [
     "GroupAverage",
     "LatentAlignmentLoss",
     "LearnedCanonicalizer",
+    "LearnedFrame",
     "LearnedLatentAction",
     "MDSCanonicalizer",
     "PCAFrame",
