@@ -47,12 +47,17 @@ def batches(ds: NBodyDataset, batch_size: int, shuffle: bool, gen: torch.Generat
         yield collate_nbody([ds[int(i)] for i in order[k : k + batch_size]])
 
 
-def evaluate(model, ds, batch_size=500) -> float:
+def predict_graph(model, b):
+    """A graph model's prediction for a collated batch."""
+    return model(b.pos, b.vel, b.edge_index, b.edge_attr)
+
+
+def evaluate(model, ds, batch_size=500, predict=predict_graph) -> float:
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
         for b in batches(ds, batch_size, False, torch.Generator()):
-            pred = model(b.pos, b.vel, b.edge_index, b.edge_attr)
+            pred = predict(model, b)
             total += float(torch.nn.functional.mse_loss(pred, b.target)) * b.num_graphs
             count += b.num_graphs
     model.train()
@@ -61,8 +66,13 @@ def evaluate(model, ds, batch_size=500) -> float:
 
 def train(name, data, budget_s, args) -> dict:
     torch.manual_seed(args.seed)
+    return fit(name, build(name), predict_graph, data, budget_s, args, PUBLISHED[name])
+
+
+def fit(name, model, predict, data, budget_s, args, published) -> dict:
+    """Adam on the MSE of ``predict(model, batch)`` for ``budget_s`` seconds of wall clock;
+    validation every ``args.eval_every`` epochs; test MSE at the best validation epoch."""
     gen = torch.Generator().manual_seed(args.seed)
-    model = build(name)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=1e-12)
     t0 = time.perf_counter()
     curve, best = [], {"val": float("inf"), "test": None, "epoch": None}
@@ -70,19 +80,20 @@ def train(name, data, budget_s, args) -> dict:
     while time.perf_counter() - t0 < budget_s:
         for b in batches(data["train"], args.batch, True, gen):
             opt.zero_grad()
-            loss = torch.nn.functional.mse_loss(model(b.pos, b.vel, b.edge_index, b.edge_attr), b.target)
+            loss = torch.nn.functional.mse_loss(predict(model, b), b.target)
             loss.backward()
             opt.step()
         epoch += 1
         if epoch % args.eval_every == 0 or time.perf_counter() - t0 >= budget_s:
-            val, test = evaluate(model, data["val"]), evaluate(model, data["test"])
+            val = evaluate(model, data["val"], predict=predict)
+            test = evaluate(model, data["test"], predict=predict)
             elapsed = time.perf_counter() - t0
             curve.append({"epoch": epoch, "seconds": round(elapsed, 2), "val": val, "test": test})
             if val < best["val"]:
                 best = {"val": val, "test": test, "epoch": epoch}
             print(f"{name:6s} epoch {epoch:4d} {elapsed:6.1f}s val {val:.5f} test {test:.5f}", flush=True)
     return {"epochs": epoch, "seconds": round(time.perf_counter() - t0, 1), "best_epoch": best["epoch"],
-            "best_val_mse": best["val"], "test_mse": best["test"], "published_test_mse": PUBLISHED[name],
+            "best_val_mse": best["val"], "test_mse": best["test"], "published_test_mse": published,
             "parameters": sum(p.numel() for p in model.parameters()), "curve": curve}
 
 

@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -38,7 +37,7 @@ from equikit.groups import E, PointCloud
 from equikit.models import GNN
 from equikit.symmetrize import PCAFrame, Symmetrize
 from nbody import PUBLISHED as NBODY_PUBLISHED
-from nbody import batches
+from nbody import fit, predict_graph
 
 # FA-GNN: Puny et al. 2022 (Frame Averaging), n-body table; EGNN, GNN: Satorras et al. 2021, Table 2
 PUBLISHED = {"fa_gnn": 0.0057, "egnn": NBODY_PUBLISHED["egnn"], "gnn": NBODY_PUBLISHED["gnn"]}
@@ -99,22 +98,6 @@ def _collate(ds, idx):
     return collate_nbody([ds[int(i)] for i in idx])
 
 
-def evaluate(model, predict, ds, batch_size=500) -> float:
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for b in batches(ds, batch_size, False, torch.Generator()):
-            pred = predict(model, b)
-            total += float(torch.nn.functional.mse_loss(pred, b.target)) * b.num_graphs
-            count += b.num_graphs
-    model.train()
-    return total / count
-
-
-def predict_gnn(model, b):
-    return model(b.pos, b.vel, b.edge_index, b.edge_attr)
-
-
 def predict_fa(model, b):
     model.mode = "sample" if model.training else "average"
     return model(dense(b)).reshape(-1, 3)
@@ -122,33 +105,13 @@ def predict_fa(model, b):
 
 def train(name, data, budget_s, args) -> dict:
     torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
     if name == "gnn":
-        model, predict = GNN(hidden=64, n_layers=4), predict_gnn
+        model, predict = GNN(hidden=64, n_layers=4), predict_graph
     else:
         model, predict = fa_gnn(generator=args.seed + 1), predict_fa
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=1e-12)
-    t0 = time.perf_counter()
-    curve, best = [], {"val": float("inf"), "test": None, "epoch": None}
-    epoch = 0
-    while time.perf_counter() - t0 < budget_s:
-        for b in batches(data["train"], args.batch, True, gen):
-            opt.zero_grad()
-            loss = torch.nn.functional.mse_loss(predict(model, b), b.target)
-            loss.backward()
-            opt.step()
-        epoch += 1
-        if epoch % args.eval_every == 0 or time.perf_counter() - t0 >= budget_s:
-            val, test = evaluate(model, predict, data["val"]), evaluate(model, predict, data["test"])
-            elapsed = time.perf_counter() - t0
-            curve.append({"epoch": epoch, "seconds": round(elapsed, 2), "val": val, "test": test})
-            if val < best["val"]:
-                best = {"val": val, "test": test, "epoch": epoch}
-            print(f"{name:6s} epoch {epoch:4d} {elapsed:6.1f}s val {val:.5f} test {test:.5f}", flush=True)
-    return {"epochs": epoch, "seconds": round(time.perf_counter() - t0, 1), "best_epoch": best["epoch"],
-            "best_val_mse": best["val"], "test_mse": best["test"], "published_test_mse": PUBLISHED[name],
-            "parameters": sum(p.numel() for p in model.parameters()), "loadavg_end": os.getloadavg(),
-            "curve": curve}
+    result = fit(name, model, predict, data, budget_s, args, PUBLISHED[name])
+    result["loadavg_end"] = os.getloadavg()
+    return result
 
 
 def render(payload: dict, out_dir: Path) -> None:
