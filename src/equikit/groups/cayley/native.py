@@ -12,60 +12,25 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import math
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from equikit._utils.native import load_library
+
 __all__ = ["available", "bitset_bytes", "rank", "unrank"]
 
 _SOURCE = Path(__file__).with_name("_bitset_bfs.c")
-_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
+_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 MAX_N = 16
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("EQUIKIT_CACHE") or os.path.join(Path.home(), ".cache", "equikit")
-    return Path(root) / "cayley"
-
-
-def _compile(target: Path) -> bool:
-    cc = shutil.which(os.environ.get("CC", "cc"))
-    if cc is None:
-        return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        proc = subprocess.run(
-            [cc, *_FLAGS, str(_SOURCE), "-o", tmp], capture_output=True, text=True, check=False
-        )
-        if proc.returncode != 0:
-            return False
-        os.replace(tmp, target)  # atomic: concurrent builds never see half a library
-        return True
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @functools.lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL | None:
-    if os.environ.get("EQUIKIT_NO_NATIVE"):
+    lib = load_library(_SOURCE, "cayley", _FLAGS)
+    if lib is None:
         return None
-    key = hashlib.sha256(
-        _SOURCE.read_bytes() + " ".join(_FLAGS).encode() + platform.node().encode()
-    ).hexdigest()[:16]
-    target = _cache_dir() / f"bitset_bfs_{key}.so"
-    if not target.exists() and not _compile(target):
-        return None
-    lib = ctypes.CDLL(str(target))
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.eq_bfs_layer.argtypes = [i32, i32, p, p, p, p, i64, i32]
     lib.eq_bfs_layer.restype = i64
