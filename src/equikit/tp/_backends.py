@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from equikit.o3 import clebsch_gordan
+from equikit.tp import _native
 from equikit.tp._descriptor import Mode, Path, TensorProductDescriptor
 
 
@@ -245,10 +246,14 @@ class SparseCGExecutor(Executor):
         for g, grp in enumerate(self._groups or ()):
             self.register_buffer(f"m{g}", torch.from_numpy(grp.pop("M")), persistent=False)
             self.register_buffer(f"widx{g}", torch.from_numpy(grp.pop("widx")), persistent=False)
+        # the C++ kernels (``_native``): CPU, float32/float64; None -> the PyTorch path below
+        self.native = _native.available() and len(descriptor.paths) > 0
 
     def forward(self, x1, x2=None, weight=None):
         d = self.descriptor
         x1, x2, weight, batch, shared = _prepare(d, x1, x2, weight, "tp backend 'sparse_cg'")
+        if self.native and x1.device.type == "cpu" and x1.dtype in (torch.float32, torch.float64):
+            return self._native_forward(x1, x2, weight, shared).reshape(*batch, d.irreps_out.dim)
         if self._groups is not None:
             return self._edge_conv(x1, x2, weight, shared).reshape(*batch, d.irreps_out.dim)
         s1, s2 = d.irreps1.slices(), d.irreps2.slices()
@@ -267,6 +272,10 @@ class SparseCGExecutor(Executor):
             parts[p.i_out].append(t.reshape(B, mo, iro.dim, self._n_max[n]).sum(-1))
         return _assemble(d, parts, x1).reshape(*batch, d.irreps_out.dim)
 
+
+    def _native_forward(self, x1, x2, weight, shared):
+        """All paths in one call of the C++ kernels (``_native``), differentiable to any order."""
+        return _native.contract(_native.plan(self.descriptor), x1, x2, weight, shared)
 
     def _edge_conv(self, x1, x2, weight, shared):
         """Channelwise with one channel per x2 block: ``Y[z] = sum_j C_ijk x2[z, j]`` for all

@@ -1,0 +1,347 @@
+// Sparse Clebsch-Gordan tensor-product kernels for equikit.tp (CPU, float and double).
+//
+// One 4-linear form per descriptor,
+//
+//     Phi(x1, x2, z, w) = sum_rows sum_paths sum_e c_e * W * x1[u, i_e] * x2[v, j_e] * z[., k_e]
+//
+// over the nonzero CG entries e = (i, j, k, c) of each path (c already holds the path's
+// normalisation). The forward product is dPhi/dz, and every gradient is dPhi/d(another
+// operand): `slot` picks which operand is computed from the other three
+// (0: z = output, 1: x1, 2: x2, 3: w). Because the derivative of slot s with respect to
+// operand r, contracted with the incoming gradient, is slot r with operand s replaced by that
+// gradient, this one kernel family serves the forward, the backward and every higher
+// derivative (the Python side wires it into autograd).
+//
+// Modes per path: 0 = uvw (fully connected, W[u, v, w]: per row the sparse bilinear part
+// T[k][u, v] first, then T times the weights with the output channels in registers),
+// 1 = uvu (channelwise, W[u, v]), 2 = uuu (elementwise, W[u]). Per row, every operand is transposed into a buffer with
+// layout [component][channel] per block (blocks of mul 1 are left as they are), so the inner
+// loops run over contiguous channels and vectorise; rows are split over OpenMP threads.
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include <omp.h>
+
+namespace {
+
+enum { F_MODE, F_U, F_V, F_K, F_D1, F_D2, F_D3, F_OFF1, F_OFF2, F_OFFO, F_WOFF, F_E0, F_E1, F_N };
+
+struct Operand {
+    const int64_t* blocks;  // (nblocks, 3): offset, mul, dim
+    int64_t nblocks;
+    int64_t dim;
+};
+
+template <typename T>
+void to_buffer(const T* row, T* buf, const Operand& op) {
+    for (int64_t b = 0; b < op.nblocks; ++b) {
+        const int64_t off = op.blocks[3 * b], mul = op.blocks[3 * b + 1], d = op.blocks[3 * b + 2];
+        const T* src = row + off;
+        T* dst = buf + off;
+        if (mul == 1 || d == 1) {
+            std::memcpy(dst, src, sizeof(T) * mul * d);
+            continue;
+        }
+        for (int64_t u = 0; u < mul; ++u)
+            for (int64_t i = 0; i < d; ++i) dst[i * mul + u] = src[u * d + i];
+    }
+}
+
+template <typename T>
+void from_buffer(const T* buf, T* row, const Operand& op) {
+    for (int64_t b = 0; b < op.nblocks; ++b) {
+        const int64_t off = op.blocks[3 * b], mul = op.blocks[3 * b + 1], d = op.blocks[3 * b + 2];
+        const T* src = buf + off;
+        T* dst = row + off;
+        if (mul == 1 || d == 1) {
+            std::memcpy(dst, src, sizeof(T) * mul * d);
+            continue;
+        }
+        for (int64_t u = 0; u < mul; ++u)
+            for (int64_t i = 0; i < d; ++i) dst[u * d + i] = src[i * mul + u];
+    }
+}
+
+// y[0:n] += a * x[0:n]
+template <typename T>
+inline void axpy(int64_t n, T a, const T* __restrict x, T* __restrict y) {
+#pragma omp simd
+    for (int64_t u = 0; u < n; ++u) y[u] += a * x[u];
+}
+
+// s[0:n] = w[0:n] * x[0:n]
+template <typename T>
+inline void mul(int64_t n, const T* __restrict w, const T* __restrict x, T* __restrict s) {
+#pragma omp simd
+    for (int64_t u = 0; u < n; ++u) s[u] = w[u] * x[u];
+}
+
+template <typename T>
+inline T dot(int64_t n, const T* __restrict x, const T* __restrict y) {
+    T acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t u = 0; u < n; ++u) acc += x[u] * y[u];
+    return acc;
+}
+
+template <typename T>
+struct Row {
+    T* x1;  // [d1] transposed blocks
+    T* x2;
+    T* z;
+    const T* w;  // weights of the row (or shared), e3nn layout
+    T* gw;       // weight gradient accumulator (slot 3)
+    T* s;        // scratch, max(d1, d3) * max channels
+    T* wv;       // scratch, max channels
+};
+
+// channelwise: z[u, k] += sum_v W[u, v] sum_e c x1[u, i] x2[v, j]
+template <typename T>
+void path_uvu(int slot, const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r) {
+    const int64_t U = p[F_U], V = p[F_V], d1 = p[F_D1], d3 = p[F_D3], woff = p[F_WOFF];
+    T* X = r.x1 + p[F_OFF1];
+    T* Y = r.x2 + p[F_OFF2];
+    T* Z = r.z + p[F_OFFO];
+    for (int64_t v = 0; v < V; ++v) {
+        const T* wv = nullptr;
+        if (woff >= 0 && slot != 3) {
+            for (int64_t u = 0; u < U; ++u) r.wv[u] = r.w[woff + u * V + v];
+            wv = r.wv;
+        }
+        if (slot == 0 || slot == 2) {  // S[i] = W[:, v] * X[i]
+            const T* S = X;
+            if (wv) {
+                for (int64_t i = 0; i < d1; ++i) mul(U, wv, X + i * U, r.s + i * U);
+                S = r.s;
+            }
+            for (int64_t e = p[F_E0]; e < p[F_E1]; ++e) {
+                const int64_t i = ei[3 * e], j = ei[3 * e + 1], k = ei[3 * e + 2];
+                if (slot == 0)
+                    axpy(U, ec[e] * Y[j * V + v], S + i * U, Z + k * U);
+                else
+                    Y[j * V + v] += ec[e] * dot(U, S + i * U, Z + k * U);
+            }
+        } else if (slot == 1) {  // S[k] = W[:, v] * Z[k]
+            const T* S = Z;
+            if (wv) {
+                for (int64_t k = 0; k < d3; ++k) mul(U, wv, Z + k * U, r.s + k * U);
+                S = r.s;
+            }
+            for (int64_t e = p[F_E0]; e < p[F_E1]; ++e) {
+                const int64_t i = ei[3 * e], j = ei[3 * e + 1], k = ei[3 * e + 2];
+                axpy(U, ec[e] * Y[j * V + v], S + k * U, X + i * U);
+            }
+        } else {  // slot 3: gw[u, v] += sum_e c x2[v, j] X[i][u] Z[k][u]
+            T* acc = r.s;
+            std::fill(acc, acc + U, T(0));
+            for (int64_t e = p[F_E0]; e < p[F_E1]; ++e) {
+                const int64_t i = ei[3 * e], j = ei[3 * e + 1], k = ei[3 * e + 2];
+                const T t = ec[e] * Y[j * V + v];
+                const T* a = X + i * U;
+                const T* b = Z + k * U;
+#pragma omp simd
+                for (int64_t u = 0; u < U; ++u) acc[u] += t * a[u] * b[u];
+            }
+            for (int64_t u = 0; u < U; ++u) r.gw[woff + u * V + v] += acc[u];
+        }
+    }
+}
+
+// elementwise: z[u, k] += W[u] sum_e c x1[u, i] x2[u, j]
+template <typename T>
+void path_uuu(int slot, const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r) {
+    const int64_t U = p[F_U], woff = p[F_WOFF];
+    T* X = r.x1 + p[F_OFF1];
+    T* Y = r.x2 + p[F_OFF2];
+    T* Z = r.z + p[F_OFFO];
+    const T* wv = (woff >= 0 && slot != 3) ? r.w + woff : nullptr;
+    if (slot == 3) {
+        T* acc = r.s;
+        std::fill(acc, acc + U, T(0));
+        for (int64_t e = p[F_E0]; e < p[F_E1]; ++e) {
+            const int64_t i = ei[3 * e], j = ei[3 * e + 1], k = ei[3 * e + 2];
+            const T c = ec[e];
+            const T *a = X + i * U, *b = Y + j * U, *g = Z + k * U;
+#pragma omp simd
+            for (int64_t u = 0; u < U; ++u) acc[u] += c * a[u] * b[u] * g[u];
+        }
+        for (int64_t u = 0; u < U; ++u) r.gw[woff + u] += acc[u];
+        return;
+    }
+    // out[o] += c * W * A[a] * B[b] with (out, A, B) = (Z, X, Y), (X, Z, Y) or (Y, X, Z)
+    for (int64_t e = p[F_E0]; e < p[F_E1]; ++e) {
+        const int64_t i = ei[3 * e], j = ei[3 * e + 1], k = ei[3 * e + 2];
+        const T c = ec[e];
+        T* o;
+        const T *a, *b;
+        if (slot == 0) {
+            o = Z + k * U; a = X + i * U; b = Y + j * U;
+        } else if (slot == 1) {
+            o = X + i * U; a = Z + k * U; b = Y + j * U;
+        } else {
+            o = Y + j * U; a = X + i * U; b = Z + k * U;
+        }
+        if (wv) {
+#pragma omp simd
+            for (int64_t u = 0; u < U; ++u) o[u] += c * wv[u] * a[u] * b[u];
+        } else {
+#pragma omp simd
+            for (int64_t u = 0; u < U; ++u) o[u] += c * a[u] * b[u];
+        }
+    }
+}
+
+// acc[0:n] += sum_q a[q] * M[q * ld + 0:n]   (q < nq), with the accumulator kept in registers
+template <typename T>
+inline void gemv_t(int64_t n, int64_t nq, const T* __restrict a, const T* __restrict M, int64_t ld,
+                   T* __restrict acc) {
+    constexpr int64_t C = 64;
+    int64_t w0 = 0;
+    for (; w0 + C <= n; w0 += C) {
+        T r[C];
+        for (int64_t w = 0; w < C; ++w) r[w] = acc[w0 + w];
+        for (int64_t q = 0; q < nq; ++q) {
+            const T aq = a[q];
+            const T* m = M + q * ld + w0;
+#pragma omp simd
+            for (int64_t w = 0; w < C; ++w) r[w] += aq * m[w];
+        }
+        for (int64_t w = 0; w < C; ++w) acc[w0 + w] = r[w];
+    }
+    for (int64_t q = 0; q < nq; ++q) axpy(n - w0, a[q], M + q * ld + w0, acc + w0);
+}
+
+// fully connected: z[w, k] += sum_{u v} W[u, v, w] T[k][u, v],  T[k][u, v] = sum_e c x1[u, i] x2[v, j]
+// T is built with u fastest ([k][v][u]) and the weight row of (u, v) is W + (u V + v) Wo.
+template <typename T>
+void path_uvw(int slot, const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r) {
+    const int64_t U = p[F_U], V = p[F_V], Wo = p[F_K], d3 = p[F_D3], woff = p[F_WOFF];
+    const int64_t UV = U * V;
+    T* X = r.x1 + p[F_OFF1];
+    T* Y = r.x2 + p[F_OFF2];
+    T* Z = r.z + p[F_OFFO];
+    const T* Wm = (woff >= 0 && slot != 3) ? r.w + woff : nullptr;
+    T* Tm = r.s;  // [d3][V][U]
+    T* a = r.s + d3 * UV;  // one row of T in weight order (u V + v)
+    if (slot == 0 || slot == 3) {
+        std::fill(Tm, Tm + d3 * UV, T(0));
+        for (int64_t e = p[F_E0]; e < p[F_E1]; ++e) {
+            const int64_t i = ei[3 * e], j = ei[3 * e + 1], k = ei[3 * e + 2];
+            for (int64_t v = 0; v < V; ++v) axpy(U, ec[e] * Y[j * V + v], X + i * U, Tm + (k * V + v) * U);
+        }
+        for (int64_t k = 0; k < d3; ++k) {
+            const T* tk = Tm + k * UV;
+            for (int64_t u = 0; u < U; ++u)
+                for (int64_t v = 0; v < V; ++v) a[u * V + v] = tk[v * U + u];
+            if (slot == 0) {
+                if (Wm) {
+                    gemv_t(Wo, UV, a, Wm, Wo, Z + k * Wo);
+                } else {
+                    T t = 0;
+                    for (int64_t q = 0; q < UV; ++q) t += a[q];
+                    for (int64_t w = 0; w < Wo; ++w) Z[k * Wo + w] += t;
+                }
+            } else {  // gW[u, v, :] += T[k][u, v] z[:, k]
+                T* g = r.gw + woff;
+                for (int64_t q = 0; q < UV; ++q) axpy(Wo, a[q], Z + k * Wo, g + q * Wo);
+            }
+        }
+        return;
+    }
+    // slots 1, 2: G[k][u, v] = sum_w W[u, v, w] gz[w, k], stored [k][v][u]
+    for (int64_t k = 0; k < d3; ++k) {
+        const T* zk = Z + k * Wo;
+        T zs = 0;
+        if (!Wm)
+            for (int64_t w = 0; w < Wo; ++w) zs += zk[w];
+        for (int64_t u = 0; u < U; ++u)
+            for (int64_t v = 0; v < V; ++v)
+                Tm[(k * V + v) * U + u] = Wm ? dot(Wo, Wm + (u * V + v) * Wo, zk) : zs;
+    }
+    for (int64_t e = p[F_E0]; e < p[F_E1]; ++e) {
+        const int64_t i = ei[3 * e], j = ei[3 * e + 1], k = ei[3 * e + 2];
+        for (int64_t v = 0; v < V; ++v) {
+            const T* g = Tm + (k * V + v) * U;
+            if (slot == 1)
+                axpy(U, ec[e] * Y[j * V + v], g, X + i * U);
+            else
+                Y[j * V + v] += ec[e] * dot(U, g, X + i * U);
+        }
+    }
+}
+
+template <typename T>
+void contract(int slot, int64_t rows, const int64_t* paths, int64_t npaths, const int32_t* ei, const T* ec,
+              const int64_t* b1, int64_t n1, int64_t d1, const int64_t* b2, int64_t n2, int64_t d2,
+              const int64_t* b3, int64_t n3, int64_t d3, int64_t wn, int w_shared, int64_t scratch,
+              const T* x1, const T* x2, const T* z, const T* w, T* out, int nthreads) {
+    const Operand o1{b1, n1, d1}, o2{b2, n2, d2}, o3{b3, n3, d3};
+    const bool shared_grad = slot == 3 && w_shared;
+    if (shared_grad) std::fill(out, out + wn, T(0));
+    if (nthreads < 1) nthreads = 1;
+    if (rows < 64) nthreads = 1;
+#pragma omp parallel num_threads(nthreads)
+    {
+        std::vector<T> buf(d1 + d2 + d3 + scratch + (shared_grad ? wn : 0));
+        Row<T> r;
+        r.x1 = buf.data();
+        r.x2 = r.x1 + d1;
+        r.z = r.x2 + d2;
+        r.s = r.z + d3;
+        r.wv = r.s + scratch / 2;
+        T* local_gw = r.s + scratch;
+        if (shared_grad) std::fill(local_gw, local_gw + wn, T(0));
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < rows; ++n) {
+            if (slot == 1) std::fill(r.x1, r.x1 + d1, T(0)); else to_buffer(x1 + n * d1, r.x1, o1);
+            if (slot == 2) std::fill(r.x2, r.x2 + d2, T(0)); else to_buffer(x2 + n * d2, r.x2, o2);
+            if (slot == 0) std::fill(r.z, r.z + d3, T(0)); else to_buffer(z + n * d3, r.z, o3);
+            r.w = w == nullptr ? nullptr : (w_shared ? w : w + n * wn);
+            if (slot == 3) {
+                if (w_shared) {
+                    r.gw = local_gw;
+                } else {
+                    r.gw = out + n * wn;
+                    std::fill(r.gw, r.gw + wn, T(0));
+                }
+            }
+            for (int64_t q = 0; q < npaths; ++q) {
+                const int64_t* p = paths + q * F_N;
+                if (slot == 3 && p[F_WOFF] < 0) continue;
+                switch (p[F_MODE]) {
+                    case 1: path_uvu<T>(slot, p, ei, ec, r); break;
+                    case 2: path_uuu<T>(slot, p, ei, ec, r); break;
+                    case 0: path_uvw<T>(slot, p, ei, ec, r); break;
+                    default: break;
+                }
+            }
+            if (slot == 0) from_buffer(r.z, out + n * d3, o3);
+            else if (slot == 1) from_buffer(r.x1, out + n * d1, o1);
+            else if (slot == 2) from_buffer(r.x2, out + n * d2, o2);
+        }
+        if (shared_grad) {
+#pragma omp critical
+            for (int64_t q = 0; q < wn; ++q) out[q] += local_gw[q];
+        }
+    }
+}
+
+}  // namespace
+
+#define EQ_TP_EXPORT(NAME, T)                                                                                   \
+    extern "C" void NAME(int slot, int64_t rows, const int64_t* paths, int64_t npaths, const int32_t* ei,      \
+                         const T* ec, const int64_t* b1, int64_t n1, int64_t d1, const int64_t* b2, int64_t n2, \
+                         int64_t d2, const int64_t* b3, int64_t n3, int64_t d3, int64_t wn, int w_shared,       \
+                         int64_t scratch, const T* x1, const T* x2, const T* z, const T* w, T* out,             \
+                         int nthreads) {                                                                        \
+        contract<T>(slot, rows, paths, npaths, ei, ec, b1, n1, d1, b2, n2, d2, b3, n3, d3, wn, w_shared,       \
+                    scratch, x1, x2, z, w, out, nthreads);                                                      \
+    }
+
+EQ_TP_EXPORT(eq_tp_contract_f32, float)
+EQ_TP_EXPORT(eq_tp_contract_f64, double)
+
+extern "C" int eq_tp_abi_version() { return 1; }

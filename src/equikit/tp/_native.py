@@ -1,0 +1,220 @@
+"""The native CPU kernels of ``sparse_cg`` (``_kernels.cpp``) as a differentiable torch op.
+
+A descriptor becomes a :class:`Plan`: flat arrays of its paths (mode, multiplicities, offsets)
+and of the nonzero Clebsch-Gordan entries ``(i, j, k, c)`` of every path (``c`` times the
+path's normalisation), sorted by ``(k, i, j)``. The kernel evaluates one slot of the 4-linear
+form
+
+.. math:: \\Phi(x_1, x_2, z, w) = \\sum_{\\text{rows}} \\sum_p \\sum_{(i, j, k, c) \\in p}
+          c\\, W\\, x_1[u, i]\\, x_2[v, j]\\, z[\\cdot, k]
+
+from the other three: slot 0 is the product itself (``z``), slots 1, 2, 3 are the gradients
+for ``x1``, ``x2`` and the weights. The derivative of slot ``s`` with respect to operand ``r``,
+contracted with an incoming gradient ``h``, is slot ``r`` with operand ``s`` replaced by ``h``,
+so the op ``equikit::tp_contract`` is its own backward: gradients of any order (double
+backward for forces) go through the same kernels. It is a ``torch.library.custom_op`` with a
+fake implementation, so ``torch.compile(fullgraph=True)`` traces it as one node.
+
+Modes (all in the kernel, weights shared or per row): channelwise ``uvu``, elementwise ``uuu``
+and fully connected ``uvw``; for ``uvw`` the kernel first forms the sparse bilinear part
+``T[k, u, v] = sum c x1[u, i] x2[v, j]`` of the row (only the nonzeros), then ``z[w, k] += sum_uv
+T[k, u, v] W[u, v, w]`` with the output channels held in registers (no ``(rows, k, u, v)``
+intermediate in memory).
+
+The library is compiled on first use by :func:`equikit._utils.native.load_library`; when that
+fails (no compiler) or ``EQUIKIT_NO_NATIVE=1``, :func:`available` is False and ``sparse_cg``
+runs its pure-PyTorch path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from dataclasses import dataclass
+from pathlib import Path as FilePath
+
+import numpy as np
+import torch
+
+from equikit._utils.native import load_library
+from equikit.o3 import clebsch_gordan
+from equikit.tp._descriptor import Mode, TensorProductDescriptor
+
+__all__ = ["Plan", "available", "contract", "flops_per_row", "plan"]
+
+_SOURCE = FilePath(__file__).with_name("_kernels.cpp")
+_MODE_CODE = {Mode.UVW: 0, Mode.UVU: 1, Mode.UUU: 2}
+SLOTS = ("z", "x1", "x2", "w")
+
+
+@functools.lru_cache(maxsize=1)
+def _library() -> ctypes.CDLL | None:
+    lib = load_library(_SOURCE, "tp")
+    if lib is None:
+        return None
+    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    args = [i32, i64, p, i64, p, p, p, i64, i64, p, i64, i64, p, i64, i64, i64, i32, i64, p, p, p, p, p, i32]
+    for name in ("eq_tp_contract_f32", "eq_tp_contract_f64"):
+        getattr(lib, name).argtypes = args
+        getattr(lib, name).restype = None
+    return lib
+
+
+def available() -> bool:
+    """True when the kernel library compiled (or was cached) and loaded."""
+    return _library() is not None
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """Flat arrays the kernel reads: per path a row of ``paths`` (mode, U, V, K, d1, d2, d3,
+    off1, off2, off_out, weight offset or -1, first entry, end entry), the entries ``(nnz, 3)``
+    int32 ``(i, j, k)`` and their coefficients, and per operand its blocks ``(offset, mul,
+    dim)`` (the kernel transposes each block to ``[component][channel]``)."""
+
+    key: int
+    paths: np.ndarray
+    entries: np.ndarray
+    coeffs: dict
+    blocks: tuple[np.ndarray, np.ndarray, np.ndarray]
+    dims: tuple[int, int, int]
+    weight_numel: int
+    scratch: int
+
+
+_PLANS: list[Plan] = []
+
+
+def _entries(l1: int, l2: int, l3: int, scale: float) -> np.ndarray:
+    c = clebsch_gordan(l1, l2, l3, dtype=torch.float64).numpy()
+    idx = np.argwhere(c != 0)
+    order = np.lexsort((idx[:, 1], idx[:, 0], idx[:, 2]))  # by k, then i, then j
+    idx = idx[order]
+    return np.concatenate([idx.astype(np.float64), (c[idx[:, 0], idx[:, 1], idx[:, 2]] * scale)[:, None]], 1)
+
+
+def _build(desc: TensorProductDescriptor) -> Plan:
+    s1, s2, so = desc.irreps1.slices(), desc.irreps2.slices(), desc.irreps_out.slices()
+    wsl = desc.weight_slices()
+    rows, ents, e0 = [], [], 0
+    for n, p in enumerate(desc.paths):
+        (m1, ir1), (m2, ir2), (mo, iro) = desc.irreps1[p.i1], desc.irreps2[p.i2], desc.irreps_out[p.i_out]
+        e = _entries(ir1.l, ir2.l, iro.l, desc.coefficient(n))
+        rows.append([_MODE_CODE[p.mode], m1, m2, mo, ir1.dim, ir2.dim, iro.dim, s1[p.i1].start, s2[p.i2].start,
+                     so[p.i_out].start, wsl[n].start if p.weighted else -1, e0, e0 + len(e)])
+        ents.append(e)
+        e0 += len(e)
+    e = np.concatenate(ents, 0) if ents else np.zeros((0, 4))
+    # scratch per thread: max over paths of what path_uvu/uuu/uvw keep per row, twice (the
+    # second half holds one weight column)
+    need = [max(max(r[1], r[3]) * max(r[4], r[6]), (r[6] + 1) * r[1] * r[2]) for r in rows]
+    blocks = tuple(
+        np.ascontiguousarray(np.asarray([(sl.start, mul, ir.dim) for sl, (mul, ir) in zip(irreps.slices(), irreps)],
+                                        dtype=np.int64).reshape(-1, 3))
+        for irreps in (desc.irreps1, desc.irreps2, desc.irreps_out)
+    )
+    plan = Plan(
+        key=len(_PLANS),
+        paths=np.ascontiguousarray(np.asarray(rows, dtype=np.int64).reshape(-1, 13)),
+        entries=np.ascontiguousarray(e[:, :3].astype(np.int32)),
+        coeffs={torch.float64: np.ascontiguousarray(e[:, 3]),
+                torch.float32: np.ascontiguousarray(e[:, 3].astype(np.float32))},
+        blocks=blocks,
+        dims=(desc.irreps1.dim, desc.irreps2.dim, desc.irreps_out.dim),
+        weight_numel=desc.weight_numel,
+        scratch=2 * max([*need, 1]),
+    )
+    _PLANS.append(plan)
+    return plan
+
+
+@functools.lru_cache(maxsize=512)
+def plan(desc: TensorProductDescriptor) -> Plan:
+    """The (cached) :class:`Plan` of a descriptor."""
+    return _build(desc)
+
+
+# ---------------------------------------------------------------------------------- the op
+def _out_shape(pl: Plan, slot: int, rows: int, w_shared: bool) -> tuple[int, ...]:
+    if slot == 3:
+        return (pl.weight_numel,) if w_shared else (rows, pl.weight_numel)
+    return (rows, (pl.dims[2], pl.dims[0], pl.dims[1])[slot])
+
+
+def _rows(x1, x2, z) -> int:
+    for t in (x1, x2, z):
+        if t.ndim == 2:
+            return t.shape[0]
+    raise ValueError("equikit::tp_contract: no operand with a row dimension")
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None or t.numel() == 0 else t.data_ptr()
+
+
+@torch.library.custom_op("equikit::tp_contract", mutates_args=())
+def _tp_contract(x1: torch.Tensor, x2: torch.Tensor, z: torch.Tensor, w: torch.Tensor, plan_key: int, slot: int,
+                 w_shared: bool) -> torch.Tensor:
+    pl = _PLANS[plan_key]
+    ops = [t.contiguous() for t in (x1, x2, z, w)]
+    rows = _rows(*ops[:3])
+    out = torch.empty(_out_shape(pl, slot, rows, w_shared), dtype=x1.dtype)
+    lib = _library()
+    fn = lib.eq_tp_contract_f64 if x1.dtype == torch.float64 else lib.eq_tp_contract_f32
+    b1, b2, b3 = pl.blocks
+    d1, d2, d3 = pl.dims
+    fn(slot, rows, pl.paths.ctypes.data, len(pl.paths), pl.entries.ctypes.data, pl.coeffs[x1.dtype].ctypes.data,
+       b1.ctypes.data, len(b1), d1, b2.ctypes.data, len(b2), d2, b3.ctypes.data, len(b3), d3,
+       pl.weight_numel, int(w_shared), pl.scratch, _ptr(ops[0]), _ptr(ops[1]), _ptr(ops[2]), _ptr(ops[3]),
+       out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+@_tp_contract.register_fake
+def _(x1, x2, z, w, plan_key, slot, w_shared):
+    pl = _PLANS[plan_key]
+    rows = next(t.shape[0] for t in (x1, x2, z) if t.ndim == 2)
+    return x1.new_empty(_out_shape(pl, slot, rows, w_shared))
+
+
+def _setup(ctx, inputs, output):
+    x1, x2, z, w, plan_key, slot, w_shared = inputs
+    ctx.save_for_backward(x1, x2, z, w)
+    ctx.plan_key, ctx.slot, ctx.w_shared = plan_key, slot, w_shared
+
+
+def _backward(ctx, grad):
+    ops = list(ctx.saved_tensors)  # argument order x1, x2, z, w
+    s, order = ctx.slot, (2, 0, 1, 3)  # slot -> argument position
+    grads: list[torch.Tensor | None] = [None] * 4
+    for r in range(4):
+        if r == s or not ctx.needs_input_grad[order[r]] or (r == 3 and _PLANS[ctx.plan_key].weight_numel == 0):
+            continue
+        new = list(ops)
+        new[order[s]] = grad
+        new[order[r]] = grad.new_empty(0)
+        grads[order[r]] = _tp_contract(*new, ctx.plan_key, r, ctx.w_shared)
+    return (*grads, None, None, None)
+
+
+_tp_contract.register_autograd(_backward, setup_context=_setup)
+
+
+def contract(pl: Plan, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None, shared: bool) -> torch.Tensor:
+    """Slot 0 of the plan: the product ``(rows, dims[2])`` of ``x1 (rows, d1)``, ``x2 (rows,
+    d2)`` and ``weight`` (``(n,)`` shared, ``(rows, n)`` per row, or None)."""
+    empty = x1.new_empty(0)
+    return _tp_contract(x1, x2, empty, empty if weight is None else weight, pl.key, 0, bool(shared))
+
+
+def flops_per_row(desc: TensorProductDescriptor) -> int:
+    """Multiply-adds per row of the kernels' contraction (nonzero CG terms only), for reports."""
+    from equikit.o3 import count_nonzero
+
+    total = 0
+    for p in desc.paths:
+        (m1, ir1), (m2, ir2), (mo, iro) = desc.irreps1[p.i1], desc.irreps2[p.i2], desc.irreps_out[p.i_out]
+        nnz = count_nonzero(ir1.l, ir2.l, iro.l)
+        total += {Mode.UVW: nnz * m1 * m2 + m1 * m2 * mo * iro.dim, Mode.UVU: nnz * m1 * m2,
+                  Mode.UUU: nnz * m1}[p.mode]
+    return total
