@@ -2,7 +2,8 @@
 
 A :class:`TensorProductDescriptor` (built by :func:`fully_connected`, :func:`channelwise`,
 :func:`elementwise`, :func:`tensor_square`, :func:`linear`) says which bilinear equivariant map
-to compute; ``backend=`` picks how (``"naive"`` the dense oracle, ``"sparse_cg"`` the default);
+to compute; ``backend=`` picks how (``"naive"`` the dense oracle, ``"sparse_cg"`` the default; for the Gaunt
+product of :func:`gaunt_product` also ``"gaunt_fourier"`` and ``"sphere_grid"``);
 :func:`expressivity` reports what a backend can express. See ``docs/tp.md``.
 """
 
@@ -26,10 +27,14 @@ from equikit.tp._descriptor import (
     channelwise,
     elementwise,
     fully_connected,
+    gaunt_factor,
+    gaunt_product,
     linear,
     tensor_square,
 )
 from equikit.tp._expressivity import Expressivity, expressivity
+from equikit.tp._gaunt_fourier import GauntFourierExecutor
+from equikit.tp._sphere_grid import SphereGridExecutor, product_resolution
 from equikit.tp._functional import tensor_product
 
 __all__ = [
@@ -38,19 +43,24 @@ __all__ = [
     "PATH_NORMALIZATIONS",
     "Executor",
     "Expressivity",
+    "GauntFourierExecutor",
     "Mode",
     "NaiveExecutor",
     "Path",
     "SparseCGExecutor",
+    "SphereGridExecutor",
     "TensorProductDescriptor",
     "channelwise",
     "dense_flops",
     "elementwise",
     "expressivity",
     "fully_connected",
+    "gaunt_factor",
+    "gaunt_product",
     "get_backend",
     "linear",
     "make_executor",
+    "product_resolution",
     "register_backend",
     "sparse_flops",
     "tensor_product",

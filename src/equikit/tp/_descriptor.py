@@ -18,14 +18,37 @@ its weights (all ones for an unweighted path).
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from equikit.o3 import Irrep, Irreps, is_coupled
+import torch
+
+from equikit.o3 import Irrep, Irreps, clebsch_gordan, gaunt, is_coupled
 
 PATH_NORMALIZATIONS = ("element", "path", "none")
 IRREP_NORMALIZATIONS = ("component", "norm", "none")
+COEFFICIENTS = ("clebsch_gordan", "gaunt")
+
+
+@functools.cache
+def gaunt_factor(l1: int, l2: int, l3: int) -> float:
+    r"""The scalar ``g`` with ``sqrt(4 pi) * o3.gaunt(l1, l2, l3) = g * o3.clebsch_gordan(l1, l2, l3)``.
+
+    ``z_c = g sum_ab C_abc x_a y_b`` are the component-normalised harmonic coefficients (degree
+    ``l3``) of the pointwise product of ``x . Y_l1`` and ``y . Y_l2`` (component-normalised
+    harmonics, ``int Y^2 = 4 pi``). Closed form ``g = sqrt((2l1+1)(2l2+1)/(2l3+1)) <l1 0 l2 0 | l3 0>``;
+    zero when ``l1 + l2 + l3`` is odd or the triangle fails.
+
+    >>> round(gaunt_factor(1, 1, 0), 12), gaunt_factor(1, 1, 1)  # x.Y1 * y.Y1 has 0e part x.y
+    (-1.732050807569, 0.0)
+    """
+    if (l1 + l2 + l3) % 2 or not is_coupled(l1, l2, l3):
+        return 0.0
+    c = clebsch_gordan(l1, l2, l3, dtype=torch.float64)
+    g = gaunt(l1, l2, l3, dtype=torch.float64)
+    return float((g * c).sum() / (c * c).sum()) * math.sqrt(4 * math.pi)
 
 
 class Mode(enum.Enum):
@@ -100,6 +123,12 @@ class TensorProductDescriptor:
             ``"none"``: ``C / sqrt(d_out)`` (Frobenius-normalised, e3nn's raw ``wigner_3j`` up
             to a sign per ``(l1, l2, l3)``).
         square: the map is ``x -> f(x, x)`` (operand 2 is operand 1); see :func:`tensor_square`.
+        coefficients: ``"clebsch_gordan"`` (default): ``C`` as above; ``"gaunt"``: the Gaunt
+            coupling ``g_{l1 l2 l3} C`` (:func:`gaunt_factor`), folded into ``c_p``: with
+            ``component``/``none`` normalisation and unit weights a path computes the
+            component-normalised ``l3`` coefficients of the pointwise product of the spherical
+            functions ``x . Y_l1`` and ``y . Y_l2``. Parity-odd paths (``l1 + l2 + l3`` odd, such
+            as ``1o x 1o -> 1e``) have ``g = 0`` and are refused.
 
     Weight layout: one flat vector, the paths' weights concatenated in path order, each
     flattened row-major from :meth:`weight_shape` (``uvw``: ``(mul1, mul2, mul_out)``, ``uvu``:
@@ -121,6 +150,7 @@ class TensorProductDescriptor:
     path_normalization: str = "element"
     irrep_normalization: str = "component"
     square: bool = False
+    coefficients: str = "clebsch_gordan"
     _coefficients: tuple[float, ...] = field(default=(), init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -140,6 +170,8 @@ class TensorProductDescriptor:
                 f"{where}: `irrep_normalization` must be one of {IRREP_NORMALIZATIONS}, "
                 f"got {self.irrep_normalization!r}"
             )
+        if self.coefficients not in COEFFICIENTS:
+            raise ValueError(f"{where}: `coefficients` must be one of {COEFFICIENTS}, got {self.coefficients!r}")
         if self.square and self.irreps1 != self.irreps2:
             raise ValueError(f"{where}: square=True needs irreps1 == irreps2, got {self.irreps1} and {self.irreps2}")
         for p in paths:
@@ -157,6 +189,11 @@ class TensorProductDescriptor:
             raise ValueError(
                 f"{where}: {p!r} couples {ir1} x {ir2} -> {iro}, which is not equivariant; the product "
                 f"{ir1} x {ir2} contains {[str(ir) for ir in ir1 * ir2]}"
+            )
+        if self.coefficients == "gaunt" and (ir1.l + ir2.l + iro.l) % 2:
+            raise ValueError(
+                f"{where}: {p!r} couples {ir1} x {ir2} -> {iro}, a parity-odd path (l1 + l2 + l_out odd) whose "
+                "Gaunt coefficients vanish; drop it or use coefficients='clebsch_gordan'"
             )
         if p.mode == Mode.UVU and mo != m1:
             raise ValueError(f"{where}: channelwise {p!r} needs mul_out == mul1, got {mo} and {m1}")
@@ -211,7 +248,8 @@ class TensorProductDescriptor:
             x = self.num_elements(p) * len(siblings)
         else:
             x = 1
-        return math.sqrt(alpha / x) if x > 0 else math.sqrt(alpha)
+        c = math.sqrt(alpha / x) if x > 0 else math.sqrt(alpha)
+        return c * gaunt_factor(ir1.l, ir2.l, iro.l) if self.coefficients == "gaunt" else c
 
     def coefficient(self, p: Path | int) -> float:
         """The normalisation constant ``c_p`` of a path (or path index); see the class docs."""
@@ -222,6 +260,7 @@ class TensorProductDescriptor:
     def __str__(self) -> str:
         head = f"TensorProductDescriptor({self.irreps1} x {self.irreps2} -> {self.irreps_out}"
         head += ", square" if self.square else ""
+        head += ", gaunt" if self.coefficients == "gaunt" else ""
         head += f", {len(self.paths)} paths, {self.weight_numel} weights, {self.path_normalization}/"
         head += f"{self.irrep_normalization})"
         lines = [head]
@@ -249,8 +288,10 @@ def fully_connected(
     *,
     path_normalization: str = "element",
     irrep_normalization: str = "component",
+    coefficients: str = "clebsch_gordan",
 ) -> TensorProductDescriptor:
-    """Every allowed ``uvw`` path between the blocks (e3nn's ``FullyConnectedTensorProduct``).
+    """Every allowed ``uvw`` path between the blocks (e3nn's ``FullyConnectedTensorProduct``);
+    with ``coefficients="gaunt"`` only the parity-even ones.
 
     >>> d = fully_connected("2x0e + 2x1o", "1o", "3x1e + 2x0e")
     >>> [str(d.irreps_of(p)[2]) for p in d.paths], d.weight_numel
@@ -264,9 +305,10 @@ def fully_connected(
         for a, (_, ir1) in enumerate(i1)
         for b, (_, ir2) in enumerate(i2)
         for c, (_, iro) in enumerate(io)
-        if iro in list(ir1 * ir2)
+        if _allowed(ir1, ir2, iro, coefficients)
     ]
-    return TensorProductDescriptor(i1, i2, io, tuple(paths), path_normalization, irrep_normalization)
+    return TensorProductDescriptor(i1, i2, io, tuple(paths), path_normalization, irrep_normalization,
+                                   coefficients=coefficients)
 
 
 def channelwise(
@@ -277,8 +319,10 @@ def channelwise(
     lmax: int | None = None,
     path_normalization: str = "element",
     irrep_normalization: str = "component",
+    coefficients: str = "clebsch_gordan",
 ) -> TensorProductDescriptor:
-    """Channelwise ``uvu`` product (the MACE / NequIP edge convolution).
+    """Channelwise ``uvu`` product (the MACE / NequIP edge convolution); with
+    ``coefficients="gaunt"`` only the parity-even paths.
 
     With ``irreps_out=None`` every reachable ``ir_out`` (``l <= lmax`` if given) of every block
     pair gets its own output block of ``mul1`` channels; the blocks are then sorted by
@@ -300,7 +344,7 @@ def channelwise(
         for a, (m1, ir1) in enumerate(i1):
             for b, (_, ir2) in enumerate(i2):
                 for iro in ir1 * ir2:
-                    if lmax is None or iro.l <= lmax:
+                    if (lmax is None or iro.l <= lmax) and _allowed(ir1, ir2, iro, coefficients):
                         raw.append((a, b, len(blocks)))
                         blocks.append((m1, iro))
         io, perm, _ = Irreps(blocks).sort()
@@ -312,9 +356,10 @@ def channelwise(
             for a, (m1, ir1) in enumerate(i1)
             for b, (_, ir2) in enumerate(i2)
             for c, (mo, iro) in enumerate(io)
-            if iro in list(ir1 * ir2) and mo == m1 and (lmax is None or iro.l <= lmax)
+            if _allowed(ir1, ir2, iro, coefficients) and mo == m1 and (lmax is None or iro.l <= lmax)
         ]
-    return TensorProductDescriptor(i1, i2, io, tuple(paths), path_normalization, irrep_normalization)
+    return TensorProductDescriptor(i1, i2, io, tuple(paths), path_normalization, irrep_normalization,
+                                   coefficients=coefficients)
 
 
 def elementwise(
@@ -325,6 +370,7 @@ def elementwise(
     weighted: bool = False,
     path_normalization: str = "element",
     irrep_normalization: str = "component",
+    coefficients: str = "clebsch_gordan",
 ) -> TensorProductDescriptor:
     """Elementwise ``uuu`` product: channel ``u`` of block ``i`` of ``x1`` with channel ``u`` of
     block ``i`` of ``x2``, into every reachable irrep (``l <= lmax``), unweighted by default
@@ -343,10 +389,11 @@ def elementwise(
     blocks, paths = [], []
     for a, ((m, ir1), (_, ir2)) in enumerate(zip(i1, i2)):
         for iro in ir1 * ir2:
-            if lmax is None or iro.l <= lmax:
+            if (lmax is None or iro.l <= lmax) and _allowed(ir1, ir2, iro, coefficients):
                 paths.append(Path(a, a, len(blocks), Mode.UUU, weighted))
                 blocks.append((m, iro))
-    return TensorProductDescriptor(i1, i2, Irreps(blocks), tuple(paths), path_normalization, irrep_normalization)
+    return TensorProductDescriptor(i1, i2, Irreps(blocks), tuple(paths), path_normalization, irrep_normalization,
+                                   coefficients=coefficients)
 
 
 def tensor_square(
@@ -399,3 +446,55 @@ def linear(irreps_in: Any, irreps_out: Any) -> TensorProductDescriptor:
     i_in, io = _irreps(irreps_in, "irreps_in", where), _irreps(irreps_out, "irreps_out", where)
     paths = [Path(a, 0, c, Mode.UVW) for a, (_, ir) in enumerate(i_in) for c, (_, iro) in enumerate(io) if ir == iro]
     return TensorProductDescriptor(i_in, Irreps("0e"), io, tuple(paths))
+
+
+def _allowed(ir1: Irrep, ir2: Irrep, iro: Irrep, coefficients: str) -> bool:
+    """``ir1 x ir2 -> iro`` is a path, and for Gaunt coefficients a parity-even one."""
+    if iro not in list(ir1 * ir2):
+        return False
+    return coefficients != "gaunt" or (ir1.l + ir2.l + iro.l) % 2 == 0
+
+
+def gaunt_product(
+    irreps1: Any,
+    irreps2: Any,
+    *,
+    lmax: int | None = None,
+    mode: str = "uuu",
+    path_normalization: str = "none",
+    irrep_normalization: str = "component",
+) -> TensorProductDescriptor:
+    """The Gaunt tensor product (Luo et al. 2024): the pointwise product of the spherical
+    functions ``f1_u = sum_i x1[i, u] . Y_{l_i}`` and ``f2``, projected onto every reachable
+    ``l_out <= lmax``. One output block per reachable irrep collects *every* parity-even pair
+    ``(i1, i2)`` that couples to it, unweighted, ``coefficients="gaunt"``: with the defaults
+    (``path_normalization="none"``, ``component``) it is exactly the product of functions, and
+    the ``gaunt_fourier`` / ``sphere_grid`` backends can run it (``naive`` / ``sparse_cg`` too).
+
+    ``mode="uuu"``: channel ``u`` of every block of ``x1`` with channel ``u`` of every block of
+    ``x2`` (all multiplicities equal); ``"uvu"``: with the sum over the channels of ``x2``
+    (``x2`` may be ``1x0e + 1x1o + ...``, the edge harmonics). Output multiplicity: ``mul1``.
+
+    >>> d = gaunt_product("1x0e + 1x1o", "1x0e + 1x1o")
+    >>> str(d.irreps_out), len(d.paths), d.coefficients  # no 1e: the cross product is parity-odd
+    ('1x0e+1x1o+1x2e', 5, 'gaunt')
+    """
+    where = "gaunt_product"
+    i1, i2 = _irreps(irreps1, "irreps1", where), _irreps(irreps2, "irreps2", where)
+    mode_ = Mode.parse(mode, where)
+    if mode_ == Mode.UVW:
+        raise ValueError(f"{where}: `mode` must be 'uuu' or 'uvu', got 'uvw' (mix channels with a Linear after)")
+    if lmax is not None and (isinstance(lmax, bool) or not isinstance(lmax, int) or lmax < 0):
+        raise ValueError(f"{where}: `lmax` must be an int >= 0 or None, got {lmax!r}")
+    muls = {m.mul for m in i1} | ({m.mul for m in i2} if mode_ == Mode.UUU else set())
+    if len(muls) > 1:
+        need = "irreps1 and irreps2" if mode_ == Mode.UUU else "irreps1"
+        raise ValueError(f"{where}: every block of {need} needs one multiplicity, got '{i1}' and '{i2}'")
+    mul = i1[0].mul if len(i1) else 0
+    raw = [(a, b, iro) for a, (_, ir1) in enumerate(i1) for b, (_, ir2) in enumerate(i2) for iro in ir1 * ir2
+           if (ir1.l + ir2.l + iro.l) % 2 == 0 and (lmax is None or iro.l <= lmax)]
+    io = Irreps([(mul, ir) for ir in sorted({t[2] for t in raw})])
+    index = {mi.ir: k for k, mi in enumerate(io)}
+    paths = [Path(a, b, index[iro], mode_, weighted=False) for a, b, iro in raw]
+    return TensorProductDescriptor(i1, i2, io, tuple(paths), path_normalization, irrep_normalization,
+                                   coefficients="gaunt")
