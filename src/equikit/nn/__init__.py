@@ -7,5 +7,7 @@
 from equikit.nn._activation import Gate, NormActivation
 from equikit.nn._linear import Linear, TensorProduct
 from equikit.nn._radial import BesselBasis, GaussianBasis, PolynomialCutoff
+from equikit.nn._symmetric import SymmetricContraction
 
 __all__ = ["BesselBasis", "Gate", "GaussianBasis", "Linear", "NormActivation", "PolynomialCutoff", "TensorProduct"]
+__all__ += ["SymmetricContraction"]

@@ -36,11 +36,24 @@ from equikit.tp._expressivity import Expressivity, expressivity
 from equikit.tp._gaunt_fourier import GauntFourierExecutor
 from equikit.tp._sphere_grid import SphereGridExecutor, product_resolution
 from equikit.tp._functional import tensor_product
+from equikit.tp._symmetric import (
+    SymmetricContractionDescriptor,
+    count_coupling_paths,
+    symmetric_basis,
+    symmetric_contraction,
+)
+from equikit.tp._symmetric_backends import (
+    SYMMETRIC_BACKENDS,
+    SymmetricExecutor,
+    make_symmetric_executor,
+    register_symmetric_backend,
+)
 
 __all__ = [
     "BACKENDS",
     "IRREP_NORMALIZATIONS",
     "PATH_NORMALIZATIONS",
+    "SYMMETRIC_BACKENDS",
     "Executor",
     "Expressivity",
     "GauntFourierExecutor",
@@ -49,8 +62,11 @@ __all__ = [
     "Path",
     "SparseCGExecutor",
     "SphereGridExecutor",
+    "SymmetricContractionDescriptor",
+    "SymmetricExecutor",
     "TensorProductDescriptor",
     "channelwise",
+    "count_coupling_paths",
     "dense_flops",
     "elementwise",
     "expressivity",
@@ -60,9 +76,13 @@ __all__ = [
     "get_backend",
     "linear",
     "make_executor",
+    "make_symmetric_executor",
     "product_resolution",
     "register_backend",
+    "register_symmetric_backend",
     "sparse_flops",
+    "symmetric_basis",
+    "symmetric_contraction",
     "tensor_product",
     "tensor_square",
 ]

@@ -1,0 +1,209 @@
+"""Executors of a :class:`SymmetricContractionDescriptor`, registered by name.
+
+Every executor takes ``forward(x, element, weight)`` with ``x (N, channels, irreps_in.dim)``
+(MACE's layout: per node and channel one ``irreps_in`` vector), ``element (N,)`` integer
+indices into ``weight (num_elements, weight_numel, channels)``, and returns ``(N, channels *
+irreps_out.dim)`` in the layout of ``descriptor.irreps_out_full(channels)``.
+
+- ``naive``: per output block and order ``nu`` one dense ``einsum`` of the full basis ``U``
+  with ``nu`` copies of ``x`` and the weights gathered per node. The oracle.
+- ``recursive`` (default): MACE's contraction order, with the weights contracted per element
+  instead of per node. Per element ``e`` present and output block: ``T_nu = U_nu . W[e, nu]``
+  ``(channels, d^nu, m)`` (cost independent of the number of nodes), then for the nodes of that
+  element ``y = x . T_numax`` (one ``bmm`` over channels), ``y = x . (y + T_{numax-1})``, ...,
+  down to ``nu = 1``. MACE instead contracts ``U`` with the weights gathered *per node*
+  (``(N, channels, d^nu)``, times the basis size more multiply-adds). Nodes are processed in
+  chunks so that the largest temporary stays below ``chunk_elements`` numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from equikit.tp._symmetric import SymmetricContractionDescriptor
+
+
+def check_element(element: Any, n: int, num_elements: int, where: str) -> torch.Tensor:
+    """Validate ``element (N,)`` integer indices in ``[0, num_elements)``."""
+    if not isinstance(element, torch.Tensor):
+        raise TypeError(f"{where}: `element` must be an integer tensor (N,), got {type(element).__name__}")
+    if element.is_floating_point() or element.is_complex() or element.dtype == torch.bool:
+        raise TypeError(f"{where}: `element` must be an integer tensor (N,) of element indices, got {element.dtype} "
+                        "(pass one-hot attributes to the nn.SymmetricContraction module, or use .argmax(-1))")
+    if element.shape != (n,):
+        raise ValueError(f"{where}: `element` must have shape ({n},) like the nodes of `x`, got {tuple(element.shape)}")
+    if n and (int(element.min()) < 0 or int(element.max()) >= num_elements):
+        raise ValueError(f"{where}: `element` must lie in [0, {num_elements}) (num_elements={num_elements}), "
+                         f"got values in [{int(element.min())}, {int(element.max())}]")
+    return element
+
+
+def _prepare(desc: SymmetricContractionDescriptor, x, element, weight, where: str):
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"{where}: `x` must be a floating tensor (N, channels, {desc.irreps_in.dim}), got "
+                        f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}")
+    if x.ndim != 3 or x.shape[-1] != desc.irreps_in.dim:
+        raise ValueError(f"{where}: `x` must have shape (N, channels, {desc.irreps_in.dim}) for irreps_in "
+                         f"'{desc.irreps_in}', got {tuple(x.shape)}")
+    n, c, _ = x.shape
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 3 or weight.shape[1:] != (desc.weight_numel, c):
+        got = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
+        raise ValueError(f"{where}: `weight` must have shape (num_elements, {desc.weight_numel}, {c}), got {got}")
+    if weight.dtype != x.dtype:
+        raise TypeError(f"{where}: `weight` must have dtype {x.dtype} like `x`, got {weight.dtype}")
+    check_element(element, n, weight.shape[0], where)
+    return n, c
+
+
+class SymmetricExecutor(nn.Module):
+    """Base of the symmetric-contraction executors: holds the descriptor and its bases."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, descriptor: SymmetricContractionDescriptor) -> None:
+        super().__init__()
+        if not isinstance(descriptor, SymmetricContractionDescriptor):
+            raise TypeError(f"{type(self).__name__}: `descriptor` must be a SymmetricContractionDescriptor, got "
+                            f"{type(descriptor).__name__}")
+        self.descriptor = descriptor
+        self._keys: list[tuple[int, int]] = []
+        for (i, nu), sl in descriptor.weight_slices().items():
+            if sl.stop > sl.start:
+                self.register_buffer(f"u{i}_{nu}", descriptor.basis(i, nu, torch.float64), persistent=False)
+                self._keys.append((i, nu))
+
+    def extra_repr(self) -> str:
+        d = self.descriptor
+        return f"{d.irreps_in} -> {d.irreps_out}, correlation={d.correlation}, weights={d.weight_numel}"
+
+
+SYMMETRIC_BACKENDS: dict[str, type[SymmetricExecutor]] = {}
+
+
+def register_symmetric_backend(cls: type[SymmetricExecutor]) -> type[SymmetricExecutor]:
+    """Register a :class:`SymmetricExecutor` subclass under ``cls.name`` (usable as a decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, SymmetricExecutor)) or not cls.name:
+        raise TypeError(f"register_symmetric_backend: expected a SymmetricExecutor subclass with a `name`, got {cls!r}")
+    SYMMETRIC_BACKENDS[cls.name] = cls
+    return cls
+
+
+def make_symmetric_executor(descriptor: SymmetricContractionDescriptor, backend: str = "recursive",
+                            **kwargs: Any) -> SymmetricExecutor:
+    """Build the executor registered as ``backend`` (``"recursive"`` or ``"naive"``).
+
+    >>> from equikit.tp import symmetric_contraction
+    >>> d = symmetric_contraction("0e + 1o", "0e", 2)
+    >>> ex = make_symmetric_executor(d, "naive")
+    >>> x, w = torch.randn(5, 4, 4), torch.randn(3, d.weight_numel, 4)
+    >>> ex(x, torch.tensor([0, 2, 1, 0, 0]), w).shape
+    torch.Size([5, 4])
+    """
+    if not isinstance(backend, str):
+        raise TypeError(f"make_symmetric_executor: `backend` must be a string, got {type(backend).__name__}")
+    if backend not in SYMMETRIC_BACKENDS:
+        raise ValueError(f"make_symmetric_executor: unknown backend {backend!r}; available: "
+                         f"{sorted(SYMMETRIC_BACKENDS)}")
+    return SYMMETRIC_BACKENDS[backend](descriptor, **kwargs)
+
+
+def _output(desc: SymmetricContractionDescriptor, blocks: list[torch.Tensor | None], n: int, c: int,
+            like: torch.Tensor) -> torch.Tensor:
+    out = []
+    for (_, ir), y in zip(desc.irreps_out, blocks):
+        out.append((like.new_zeros(n, c, ir.dim) if y is None else y).reshape(n, c * ir.dim))
+    return torch.cat(out, dim=-1)
+
+
+@register_symmetric_backend
+class NaiveSymmetricExecutor(SymmetricExecutor):
+    """Dense einsum over the full basis with per-node weights: the oracle."""
+
+    name = "naive"
+
+    def forward(self, x: torch.Tensor, element: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        d = self.descriptor
+        n, c = _prepare(d, x, element, weight, "symmetric contraction backend 'naive'")
+        w = weight[element]  # (N, K_total, C)
+        slices = d.weight_slices()
+        blocks: list[torch.Tensor | None] = [None] * len(d.irreps_out)
+        for i, nu in self._keys:
+            idx = "ijlnop"[:nu]
+            eq = ",".join(f"zc{a}" for a in idx) + f",{idx}mk,zkc->zcm"
+            y = torch.einsum(eq, *([x] * nu), getattr(self, f"u{i}_{nu}").to(x.dtype), w[:, slices[(i, nu)]])
+            blocks[i] = y if blocks[i] is None else blocks[i] + y
+        return _output(d, blocks, n, c, x)
+
+
+@register_symmetric_backend
+class RecursiveSymmetricExecutor(SymmetricExecutor):
+    """MACE's recursive order with the weights contracted per element (see the module docs)."""
+
+    name = "recursive"
+
+    def __init__(self, descriptor: SymmetricContractionDescriptor, chunk_elements: int = 2**25) -> None:
+        super().__init__(descriptor)
+        if isinstance(chunk_elements, bool) or not isinstance(chunk_elements, int) or chunk_elements < 1:
+            raise ValueError(
+                f"RecursiveSymmetricExecutor: `chunk_elements` must be an int >= 1, got {chunk_elements!r}")
+        self.chunk_elements = chunk_elements
+        # U_nu as (K, d^nu * m) for the per-element weight contraction
+        for i, nu in self._keys:
+            u = getattr(self, f"u{i}_{nu}")
+            self.register_buffer(f"v{i}_{nu}", u.reshape(-1, u.shape[-1]).T.contiguous(), persistent=False)
+
+    def _tensors(self, w_e: torch.Tensor, i: int) -> list[torch.Tensor | None]:
+        """``T_nu = sum_k U_nu[..., k] W[e, nu, k, c]`` as ``(C, d^nu * m)`` for nu = 1..numax."""
+        slices = self.descriptor.weight_slices()
+        out: list[torch.Tensor | None] = []
+        for nu in range(1, self.descriptor.correlation + 1):
+            if (i, nu) not in self._keys:
+                out.append(None)
+                continue
+            v = getattr(self, f"v{i}_{nu}").to(w_e.dtype)
+            out.append(w_e[slices[(i, nu)]].T @ v)
+        return out
+
+    @staticmethod
+    def _contract(x: torch.Tensor, ts: list[torch.Tensor | None], d: int) -> torch.Tensor:
+        """``x (C, n, d)``, ``ts[nu-1] (C, d^nu m)`` (``None``: no basis) -> ``(C, n, m)``,
+        highest order first: ``y = x . T_top``, then ``y = x . (y + T_nu)`` down to ``nu = 1``."""
+        C, n, _ = x.shape
+        top = max(nu for nu in range(1, len(ts) + 1) if ts[nu - 1] is not None)
+        y = torch.bmm(x, ts[top - 1].reshape(C, d, -1))  # (C, n, d^(top-1) m)
+        for nu in range(top - 1, 0, -1):
+            t = ts[nu - 1]
+            if t is not None:
+                y = y + t.reshape(C, 1, -1)
+            y = (y.reshape(C, n, d, -1) * x[..., None]).sum(2)
+        return y
+
+    def forward(self, x: torch.Tensor, element: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        desc = self.descriptor
+        n, c = _prepare(desc, x, element, weight, "symmetric contraction backend 'recursive'")
+        d = desc.irreps_in.dim
+        if n == 0:
+            return x.new_zeros(0, c * desc.irreps_out.dim)
+        order = torch.argsort(element, stable=True)
+        counts = torch.bincount(element, minlength=weight.shape[0]).tolist()
+        xs = x.index_select(0, order).transpose(0, 1).contiguous()  # (C, N, d), nodes grouped by element
+        blocks: list[torch.Tensor | None] = [None] * len(desc.irreps_out)
+        for i, (_, ir) in enumerate(desc.irreps_out):
+            if not any(k[0] == i for k in self._keys):
+                continue
+            size = c * d ** (desc.correlation - 1) * ir.dim  # numbers per node of the largest temporary
+            step = max(1, self.chunk_elements // max(size, 1))
+            parts, start = [], 0
+            for e, cnt in enumerate(counts):
+                if cnt == 0:
+                    continue
+                ts = self._tensors(weight[e], i)
+                for s in range(start, start + cnt, step):
+                    parts.append(self._contract(xs[:, s : min(s + step, start + cnt)], ts, d))
+                start += cnt
+            y = torch.cat(parts, dim=1).transpose(0, 1)  # (N, C, m) in grouped order
+            blocks[i] = torch.empty_like(y).index_copy(0, order, y)
+        return _output(desc, blocks, n, c, x)
