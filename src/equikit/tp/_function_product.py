@@ -104,9 +104,10 @@ def plan_or_reason(desc: TensorProductDescriptor) -> ProductPlan | str:
         got = sorted((p.i1, p.i2) for p in ps)
         if got != want:
             missing = sorted(set(want) - set(got))
-            extra = [q for q in got if got.count(q) > 1]
+            extra = sorted({q for q in got if got.count(q) > 1 or q not in want})
+            what = ", ".join(f"{k} {v}" for k, v in (("missing", missing), ("extra or repeated", extra)) if v)
             return (f"output block {i_out} ({desc.irreps_out[i_out]}) receives the pairs {got} but the product "
-                    f"of functions puts every pair {want} into l={l3} (missing {missing}, repeated {extra}); "
+                    f"of functions puts every pair {want} into l={l3} ({what}); "
                     "build it with tp.gaunt_product (with one parity twist p(-1)^l per operand)")
     # factorisation of the constants
     d1 = {i: desc.irreps1[i].ir.dim for i in used1}
