@@ -5,5 +5,8 @@
 """
 
 from equikit.models.dynamics import EGNN, GNN, EGNNLayer, GNNLayer, LinearDynamics
+from equikit.models.eqmotion import EqMotion, EqMotionLayer
+from equikit.models.frame_averaged import FAGNN
+from equikit.models.ponita import Ponita
 
-__all__ = ["EGNN", "GNN", "EGNNLayer", "GNNLayer", "LinearDynamics"]
+__all__ = ["EGNN", "FAGNN", "GNN", "EGNNLayer", "EqMotion", "EqMotionLayer", "GNNLayer", "LinearDynamics", "Ponita"]
