@@ -32,7 +32,9 @@ from equikit.tp._descriptor import (
     linear,
     tensor_square,
 )
-from equikit.tp._expressivity import Expressivity, expressivity
+from equikit.tp._expressivity import Expressivity, expressivity, expressivity_table
+from equikit.tp._gaunt_fourier import GauntFourierExecutor
+from equikit.tp._sphere_grid import SphereGridExecutor, product_resolution
 from equikit.tp._gaunt_fourier import GauntFourierExecutor
 from equikit.tp._sphere_grid import SphereGridExecutor, product_resolution
 from equikit.tp._functional import tensor_product
@@ -70,6 +72,7 @@ __all__ = [
     "dense_flops",
     "elementwise",
     "expressivity",
+    "expressivity_table",
     "fully_connected",
     "gaunt_factor",
     "gaunt_product",

@@ -15,6 +15,18 @@ Measures (also in ``docs/tp.md``):
   are unioned: ``uuu ⊂ uvu ⊂ uvw``) and (b) tensor squares, where ``(u, v)`` and ``(v, u)``
   of one block give the same function up to the swap sign ``s = ±1`` of ``C`` (``C_jik =
   s C_ijk``), and ``u == v`` gives zero when ``s = -1``.
+- **bilinear rank** (``rank=True``; the spirit of "The Price of Freedom", 2025): the rank of
+  the linear map ``V1 ⊗ V2 -> V_out`` (for a square, ``Sym^2 V1 -> V_out``) that the backend
+  computes for generic weights, i.e. the dimension of the span of its outputs. It is at most
+  ``irreps_out.dim`` restricted to the reachable outputs; a Gaunt product (symmetric in its two
+  functions, parity-odd couplings absent) has a lower rank than the Clebsch-Gordan product of
+  the same operands. Computed numerically: the naive oracle on the reachable paths with
+  ``N(0, 1)`` weights (seed 0) at ``irreps_out.dim + 16`` random input pairs, float64, rank
+  with relative tolerance ``1e-9``; it costs that many naive evaluations (small descriptors).
+- **family dimension** (``rank=True``): the dimension of the span of the maps ``{f_W}`` over
+  all weights, numerically (the unweighted part counts as one map); equals
+  ``independent_weights`` when every reachable path is weighted, ``1`` for an unweighted
+  product such as ``tp.gaunt_product``, ``0`` when nothing is reachable.
 """
 
 from __future__ import annotations
@@ -41,6 +53,8 @@ class Expressivity:
     unreachable: tuple[Path, ...]
     num_weights: int
     independent_weights: int
+    bilinear_rank: int | None = None
+    family_dim: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         fmt = lambda t: f"{t[0]} x {t[1]} -> {t[2]}"  # noqa: E731
@@ -51,6 +65,8 @@ class Expressivity:
             "unreachable": [repr(p) for p in self.unreachable],
             "num_weights": self.num_weights,
             "independent_weights": self.independent_weights,
+            "bilinear_rank": self.bilinear_rank,
+            "family_dim": self.family_dim,
         }
 
 
@@ -70,8 +86,38 @@ def _group_count(desc: TensorProductDescriptor, p: Path) -> int:
     return {Mode.UVW: pairs * mo, Mode.UVU: m1 * m1 - (m1 if s == -1 else 0), Mode.UUU: m1 if s == 1 else 0}[p.mode]
 
 
-def expressivity(descriptor: TensorProductDescriptor, backend: str = "sparse_cg") -> Expressivity:
-    """Report what ``backend`` can express of ``descriptor``.
+def _reachable(desc: TensorProductDescriptor, paths: list[Path]) -> TensorProductDescriptor:
+    return TensorProductDescriptor(desc.irreps1, desc.irreps2, desc.irreps_out, tuple(paths), desc.path_normalization,
+                                   desc.irrep_normalization, desc.square, desc.coefficients)
+
+
+def _numerical_ranks(desc: TensorProductDescriptor) -> tuple[int, int]:
+    """``(bilinear rank, family dimension)`` of ``desc`` run by the naive oracle (module docs)."""
+    from equikit.tp._backends import make_executor
+
+    if not desc.paths:
+        return 0, 0
+    gen = torch.Generator().manual_seed(0)
+    ex = make_executor(desc, "naive")
+    n = desc.irreps_out.dim + 16
+    x1 = torch.randn(n, desc.irreps1.dim, dtype=torch.float64, generator=gen)
+    x2 = None if desc.square else torch.randn(n, desc.irreps2.dim, dtype=torch.float64, generator=gen)
+    k = desc.weight_numel
+    w = torch.randn(k, dtype=torch.float64, generator=gen) if k else None
+    rank = int(torch.linalg.matrix_rank(ex(x1, x2, w), rtol=1e-9))
+    # family: f_W = f_0 + sum_i W_i (f_{e_i} - f_0) with f_0 the unweighted part (W = 0)
+    m = min(n, 24)
+    f0 = ex(x1[:m], None if x2 is None else x2[:m], torch.zeros(k, dtype=torch.float64) if k else None)
+    cols = [f0.reshape(-1)] + [ex(x1[:m], None if x2 is None else x2[:m], e).reshape(-1) - f0.reshape(-1)
+                               for e in torch.eye(k, dtype=torch.float64)]
+    family = int(torch.linalg.matrix_rank(torch.stack(cols, 1), rtol=1e-9))
+    return rank, family
+
+
+def expressivity(descriptor: TensorProductDescriptor, backend: str = "sparse_cg", *,
+                 rank: bool = False) -> Expressivity:
+    """Report what ``backend`` can express of ``descriptor`` (``rank=True`` adds the numerical
+    bilinear rank and family dimension; see the module docs).
 
     >>> from equikit.tp import fully_connected, tensor_square
     >>> e = expressivity(fully_connected("1o", "1o", "0e + 1e + 2e"))
@@ -79,6 +125,11 @@ def expressivity(descriptor: TensorProductDescriptor, backend: str = "sparse_cg"
     (['1o x 1o -> 1e'], 3)
     >>> expressivity(tensor_square("2x1o", "0e + 1e")).independent_weights  # 3 sym pairs + 1 antisym
     4
+    >>> from equikit.tp import gaunt_product
+    >>> cg = expressivity(fully_connected("0e + 1o", "0e + 1o", "0e + 1o + 1e + 2e"), rank=True)
+    >>> ga = expressivity(gaunt_product("0e + 1o", "0e + 1o"), "sphere_grid", rank=True)
+    >>> (cg.bilinear_rank, cg.family_dim), (ga.bilinear_rank, ga.family_dim, ga.independent_weights)
+    ((12, 6), (9, 1, 0))
     """
     if not isinstance(descriptor, TensorProductDescriptor):
         raise TypeError(
@@ -98,4 +149,19 @@ def expressivity(descriptor: TensorProductDescriptor, backend: str = "sparse_cg"
             groups[key] = p
     num = sum(int(torch.Size(descriptor.weight_shape(p)).numel()) for p in reach if p.weighted)
     independent = sum(_group_count(descriptor, p) for p in groups.values())
-    return Expressivity(cls.name, triples, odd, unreachable, num, independent)
+    ranks = _numerical_ranks(_reachable(descriptor, reach)) if rank else (None, None)
+    return Expressivity(cls.name, triples, odd, unreachable, num, independent, *ranks)
+
+
+def expressivity_table(descriptor: TensorProductDescriptor, backends: Any = None, *,
+                       rank: bool = False) -> list[Expressivity]:
+    """:func:`expressivity` of ``descriptor`` for every registered backend (or ``backends``).
+
+    >>> from equikit.tp import gaunt_product
+    >>> {e.backend: len(e.paths) for e in expressivity_table(gaunt_product("1o", "1o"))}["gaunt_fourier"]
+    2
+    """
+    from equikit.tp._backends import BACKENDS
+
+    names = sorted(BACKENDS) if backends is None else list(backends)
+    return [expressivity(descriptor, b, rank=rank) for b in names]
