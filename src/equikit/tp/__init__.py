@@ -35,8 +35,6 @@ from equikit.tp._descriptor import (
 from equikit.tp._expressivity import Expressivity, expressivity, expressivity_table
 from equikit.tp._gaunt_fourier import GauntFourierExecutor
 from equikit.tp._sphere_grid import SphereGridExecutor, product_resolution
-from equikit.tp._gaunt_fourier import GauntFourierExecutor
-from equikit.tp._sphere_grid import SphereGridExecutor, product_resolution
 from equikit.tp._functional import tensor_product
 from equikit.tp._symmetric import (
     SymmetricContractionDescriptor,
