@@ -17,6 +17,7 @@ from equikit.nn._aggregation import (  # sets and graphs (issue 5)
 from equikit.nn._graph import GCNConv, GINConv, global_pool
 from equikit.nn._higher_order import PermutationLinear, PPGNBlock, dense_pair_mask, pool_order2
 from equikit.nn._linear import Linear, TensorProduct
+from equikit.nn._norm import BatchNorm, LayerNorm
 from equikit.nn._polynomial import PolynomialFeatures, contract_pattern, cycle_counts
 from equikit.nn._radial import BesselBasis, GaussianBasis, PolynomialCutoff
 from equikit.nn._sets import ISAB, MAB, PMA, SAB, DeepSets, INSETPooling, SetLinear, masked_pool
@@ -56,3 +57,4 @@ __all__ += [  # sets and graphs (issue 5)
     "scatter",
     "scatter_softmax",
 ]
+__all__ += ["BatchNorm", "LayerNorm"]
