@@ -248,6 +248,7 @@ class SparseCGExecutor(Executor):
             self.register_buffer(f"widx{g}", torch.from_numpy(grp.pop("widx")), persistent=False)
         # the C++ kernels (``_native``): CPU, float32/float64; None -> the PyTorch path below
         self.native = _native.available() and len(descriptor.paths) > 0
+        self._plan_key = _native.plan(descriptor).key if self.native else -1
 
     def forward(self, x1, x2=None, weight=None):
         d = self.descriptor
@@ -275,7 +276,7 @@ class SparseCGExecutor(Executor):
 
     def _native_forward(self, x1, x2, weight, shared):
         """All paths in one call of the C++ kernels (``_native``), differentiable to any order."""
-        return _native.contract(_native.plan(self.descriptor), x1, x2, weight, shared)
+        return _native.contract(self._plan_key, x1, x2, weight, shared)
 
     def _edge_conv(self, x1, x2, weight, shared):
         """Channelwise with one channel per x2 block: ``Y[z] = sum_j C_ijk x2[z, j]`` for all

@@ -200,11 +200,13 @@ def _backward(ctx, grad):
 _tp_contract.register_autograd(_backward, setup_context=_setup)
 
 
-def contract(pl: Plan, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None, shared: bool) -> torch.Tensor:
-    """Slot 0 of the plan: the product ``(rows, dims[2])`` of ``x1 (rows, d1)``, ``x2 (rows,
-    d2)`` and ``weight`` (``(n,)`` shared, ``(rows, n)`` per row, or None)."""
+def contract(plan_key: int, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None,
+             shared: bool) -> torch.Tensor:
+    """Slot 0 of the plan ``plan(desc).key``: the product ``(rows, irreps_out.dim)`` of
+    ``x1 (rows, d1)``, ``x2 (rows, d2)`` and ``weight`` (``(n,)`` shared, ``(rows, n)`` per row,
+    or None). The key is an int so that ``torch.compile`` sees a constant."""
     empty = x1.new_empty(0)
-    return _tp_contract(x1, x2, empty, empty if weight is None else weight, pl.key, 0, bool(shared))
+    return _tp_contract(x1, x2, empty, empty if weight is None else weight, plan_key, 0, bool(shared))
 
 
 def flops_per_row(desc: TensorProductDescriptor) -> int:
