@@ -22,6 +22,7 @@ from equikit.nn._polynomial import PolynomialFeatures, contract_pattern, cycle_c
 from equikit.nn._radial import BesselBasis, GaussianBasis, PolynomialCutoff
 from equikit.nn._sets import ISAB, MAB, PMA, SAB, DeepSets, INSETPooling, SetLinear, masked_pool
 from equikit.nn._spen import SPEN, EgoSubgraphs, SPENLayer, ego_subgraphs
+from equikit.nn._spline import SplineRadial
 from equikit.nn._symmetric import SymmetricContraction
 
 __all__ = ["BesselBasis", "Gate", "GaussianBasis", "Linear", "NormActivation", "PolynomialCutoff", "TensorProduct"]
@@ -58,3 +59,4 @@ __all__ += [  # sets and graphs (issue 5)
     "scatter_softmax",
 ]
 __all__ += ["BatchNorm", "LayerNorm"]
+__all__ += ["SplineRadial"]

@@ -1,0 +1,93 @@
+"""``SplineRadial``: a learnable cubic B-spline radial function, a cheap stand-in for the radial
+MLP of MACE / NequIP (a gather of 4 coefficient rows and a fixed cubic polynomial per edge)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from equikit._utils.validate import check_int, check_positive
+from equikit.nn._radial import PolynomialCutoff
+
+
+def bspline_weights(u: torch.Tensor) -> torch.Tensor:
+    r"""The 4 uniform cubic B-spline weights at the local coordinate ``u in [0, 1]`` of an
+    interval: ``(..., ) -> (..., 4)``, non-negative, summing to 1.
+
+    .. math:: \tfrac16\big((1-u)^3,\; 3u^3 - 6u^2 + 4,\; -3u^3 + 3u^2 + 3u + 1,\; u^3\big)
+
+    >>> bspline_weights(torch.tensor([0.0, 1.0]))
+    tensor([[0.1667, 0.6667, 0.1667, 0.0000],
+            [0.0000, 0.1667, 0.6667, 0.1667]])
+    """
+    u2 = u * u
+    u3 = u2 * u
+    v = 1 - u
+    return torch.stack([v * v * v, 3 * u3 - 6 * u2 + 4, -3 * u3 + 3 * u2 + 3 * u + 1, u3], dim=-1) / 6
+
+
+class SplineRadial(nn.Module):
+    r"""Learnable cubic B-spline radial function on ``[0, cutoff]``, ``num_outputs`` channels
+    (per-edge weights, as MACE's radial MLP gives), optionally times a cutoff envelope.
+
+    .. math:: f_o(r) = \text{env}(r) \sum_{k=0}^{3} b_k(u)\, c_{i + k, o},
+              \qquad t = r\, n / r_c,\; i = \min(\lfloor t \rfloor, n - 1),\; u = t - i
+
+    with ``n = num_intervals`` uniform intervals, ``n + 3`` coefficient rows ``c`` (learnable,
+    init ``N(0, 1)``) and ``b_k`` :func:`bspline_weights`. The spline is a cubic polynomial on
+    each interval and C2 everywhere (value, first and second derivative continuous at the knots);
+    it reproduces every cubic polynomial on ``[0, r_c]`` exactly. ``envelope=True`` multiplies by
+    :class:`PolynomialCutoff` (``p = 6``), so ``f``, ``f'`` and ``f''`` vanish at ``r_c``.
+
+    Out of range: ``r > cutoff`` gives 0 (edges beyond the cutoff contribute nothing; continuous
+    at ``r_c`` only with the envelope); ``r < 0`` raises ``ValueError`` (checked on every call).
+
+    Args:
+        cutoff: ``r_c`` (> 0).
+        num_outputs: channels of the output.
+        num_intervals: uniform intervals ``n`` (>= 1); ``n + 3`` coefficients per output.
+        envelope: multiply by the polynomial cutoff envelope.
+
+    Shapes: ``r (...)`` -> ``(..., num_outputs)``.
+
+    >>> f = SplineRadial(5.0, num_outputs=16, num_intervals=8)
+    >>> f(torch.tensor([0.5, 2.0, 4.99, 6.0])).shape
+    torch.Size([4, 16])
+    >>> f(torch.tensor([6.0])).abs().max().item()
+    0.0
+    """
+
+    def __init__(self, cutoff: float, num_outputs: int, num_intervals: int = 16, *, envelope: bool = True) -> None:
+        super().__init__()
+        where = "SplineRadial"
+        self.cutoff = check_positive(cutoff, "cutoff", where)
+        self.num_outputs = check_int(num_outputs, "num_outputs", where, minimum=1)
+        self.num_intervals = check_int(num_intervals, "num_intervals", where, minimum=1)
+        if not isinstance(envelope, bool):
+            raise TypeError(f"{where}: `envelope` must be a bool, got {envelope!r}")
+        self.coefficients = nn.Parameter(torch.randn(num_intervals + 3, num_outputs))
+        self.envelope = PolynomialCutoff(self.cutoff) if envelope else None
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        where = "SplineRadial"
+        if not isinstance(r, torch.Tensor) or not r.is_floating_point():
+            got = r.dtype if isinstance(r, torch.Tensor) else type(r).__name__
+            raise TypeError(f"{where}: `r` must be a floating tensor of distances (...,), got {got}")
+        if r.numel() and bool((r < 0).any()):
+            raise ValueError(f"{where}: distances `r` must be >= 0, got a minimum of {float(r.detach().min())}")
+        n = self.num_intervals
+        t = r * (n / self.cutoff)
+        i = t.detach().floor().clamp(0, n - 1)
+        u = (t - i).clamp(max=1.0)  # beyond the cutoff: masked below
+        b = bspline_weights(u)  # (..., 4)
+        idx = i.long().reshape(-1, 1) + torch.arange(4, device=r.device)  # (E, 4)
+        c = self.coefficients.to(r.dtype)[idx]  # (E, 4, O)
+        out = torch.bmm(b.reshape(-1, 1, 4), c).reshape(*r.shape, self.num_outputs)
+        inside = (r <= self.cutoff)[..., None]
+        if self.envelope is not None:
+            out = out * self.envelope(r)[..., None]
+        return torch.where(inside, out, torch.zeros_like(out))
+
+    def extra_repr(self) -> str:
+        return (f"cutoff={self.cutoff}, num_outputs={self.num_outputs}, num_intervals={self.num_intervals}, "
+                f"envelope={self.envelope is not None}")
