@@ -775,6 +775,81 @@ def molecule_batches(smiles: Sequence[str], y, *, dtype=None) -> list:
     return [from_smiles(s, y=torch.as_tensor(v), dtype=dtype) for s, v in zip(smiles, y)]
 
 
+# --------------------------------------------------------------------------- separation
+@dataclass(frozen=True)
+class Separation:
+    """How far a graph-level embedding moves between two graphs, against float noise.
+
+    ``distance``: max-abs difference of the two embeddings; ``noise``: the largest max-abs
+    difference between a graph's embedding and that of a node-permuted copy (same graph,
+    different node order: pure rounding for an invariant model); ``threshold``:
+    ``factor * max(noise, eps * scale)``; ``distinguished``: ``distance > threshold``.
+    """
+
+    distance: float
+    noise: float
+    threshold: float
+    distinguished: bool
+
+    @property
+    def ratio(self) -> float:
+        """``distance / threshold`` (> 1: distinguished)."""
+        return self.distance / self.threshold
+
+
+def separation(embed, first, second, *, n_perms: int = 4, seed: int = 0,
+               factor: float = 100.0, dtype=None) -> Separation:
+    """Whether ``embed`` tells two graphs apart beyond numerical noise.
+
+    ``embed`` maps a list of :class:`~equikit.data.graph.GraphBatch` (one graph each) to
+    embeddings ``(G, D)``. Both graphs and ``n_perms`` random node relabellings of each are
+    embedded in one call; the noise level is the largest deviation among relabellings of the
+    same graph, and the pair counts as distinguished when the embeddings of the two graphs
+    differ by more than ``factor`` times that (or ``factor`` ulps of the embedding scale,
+    whichever is larger). An invariant model gives identical embeddings to isomorphic graphs
+    up to rounding, so ``distinguished`` is never true for them unless the model is broken.
+
+    Args:
+        embed: ``list[GraphBatch] -> Tensor (G, D)``.
+        first, second: networkx graphs.
+        n_perms: random relabellings per graph.
+        factor: margin over the noise.
+        dtype: float dtype of the constant node features (default: torch's default).
+
+    Example:
+        >>> import networkx as nx, torch
+        >>> from equikit.data.graph_sets import separation
+        >>> def degree_histogram(graphs):  # a 1-WL-bounded invariant: sorted degrees
+        ...     return torch.stack([torch.bincount(g.edge_index[1], minlength=g.num_nodes)
+        ...                         .sort().values.to(torch.float64) for g in graphs])
+        >>> separation(degree_histogram, nx.cycle_graph(6), nx.path_graph(6)).distinguished
+        True
+    """
+    import torch
+
+    check_int(n_perms, "n_perms", "separation", minimum=1)
+    rng = np.random.default_rng(seed)
+    lists = [GraphList.from_networkx([first], y=[0]), GraphList.from_networkx([second], y=[0])]
+    graphs = []
+    for gl in lists:
+        n, ei = int(gl.num_nodes[0]), gl.edges(0)
+        graphs.append((n, ei))
+        graphs += [(n, permute_graph(n, ei, rng.permutation(n))) for _ in range(n_perms)]
+    batches = to_graph_batches(GraphList.from_edge_lists(graphs, y=[0] * len(graphs)), dtype=dtype)
+    out = embed(batches)
+    if not isinstance(out, torch.Tensor) or out.shape[0] != len(batches):
+        raise ValueError(f"separation: `embed` must return a tensor ({len(batches)}, D), got "
+                         f"{getattr(out, 'shape', type(out).__name__)}")
+    out = out.detach().reshape(len(batches), -1).to(torch.float64)
+    a, b = out[: n_perms + 1], out[n_perms + 1 :]
+    noise = max(float((a[1:] - a[0]).abs().max()), float((b[1:] - b[0]).abs().max()))
+    scale = float(out.abs().max())
+    eps = float(torch.finfo(batches[0].x.dtype).eps)
+    threshold = factor * max(noise, eps * max(scale, 1e-30))
+    distance = float((a[0] - b[0]).abs().max())
+    return Separation(distance, noise, threshold, distance > threshold)
+
+
 # --------------------------------------------------------------------------- cache
 @dataclass(frozen=True)
 class GraphSetConfig:
