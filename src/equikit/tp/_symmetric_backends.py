@@ -10,10 +10,11 @@ irreps_out.dim)`` in the layout of ``descriptor.irreps_out_full(channels)``.
 - ``recursive`` (default): MACE's contraction order, with the weights contracted per element
   instead of per node. Per element ``e`` present and output block: ``T_nu = U_nu . W[e, nu]``
   ``(channels, d^nu, m)`` (cost independent of the number of nodes), then for the nodes of that
-  element ``y = x . T_numax`` (one ``bmm`` over channels), ``y = x . (y + T_{numax-1})``, ...,
-  down to ``nu = 1``. MACE instead contracts ``U`` with the weights gathered *per node*
-  (``(N, channels, d^nu)``, times the basis size more multiply-adds). Nodes are processed in
-  chunks so that the largest temporary stays below ``chunk_elements`` numbers.
+  element ``y = x . T_numax + T_(numax-1)`` (one ``baddbmm`` over channels), ``y = x . y +
+  T_(nu-1)`` (``bmm`` s batched over channels and nodes), down to ``nu = 1``. MACE instead
+  contracts ``U`` with the weights gathered *per node* (``(N, channels, d^nu)``, times the basis
+  size more multiply-adds). Nodes are processed in chunks so that the largest temporary stays
+  below ``chunk_elements`` numbers.
 """
 
 from __future__ import annotations
@@ -170,15 +171,17 @@ class RecursiveSymmetricExecutor(SymmetricExecutor):
     @staticmethod
     def _contract(x: torch.Tensor, ts: list[torch.Tensor | None], d: int) -> torch.Tensor:
         """``x (C, n, d)``, ``ts[nu-1] (C, d^nu m)`` (``None``: no basis) -> ``(C, n, m)``,
-        highest order first: ``y = x . T_top``, then ``y = x . (y + T_nu)`` down to ``nu = 1``."""
+        highest order first: ``y = x . T_top + T_(top-1)`` (one ``baddbmm`` over channels), then
+        ``y = x . y + T_(nu-1)`` (a ``bmm`` over channels and nodes) down to ``nu = 1``."""
         C, n, _ = x.shape
         top = max(nu for nu in range(1, len(ts) + 1) if ts[nu - 1] is not None)
-        y = torch.bmm(x, ts[top - 1].reshape(C, d, -1))  # (C, n, d^(top-1) m)
-        for nu in range(top - 1, 0, -1):
-            t = ts[nu - 1]
-            if t is not None:
-                y = y + t.reshape(C, 1, -1)
-            y = (y.reshape(C, n, d, -1) * x[..., None]).sum(2)
+        t_top, below = ts[top - 1].reshape(C, d, -1), ts[top - 2] if top >= 2 else None
+        y = torch.bmm(x, t_top) if below is None else torch.baddbmm(below.reshape(C, 1, -1), x, t_top)
+        xr = x.reshape(C * n, 1, d)
+        for nu in range(top - 1, 0, -1):  # y: (C, n, d^nu m), T_nu included
+            y = torch.bmm(xr, y.reshape(C * n, d, -1)).reshape(C, n, -1)
+            if nu >= 2 and ts[nu - 2] is not None:
+                y = y + ts[nu - 2].reshape(C, 1, -1)
         return y
 
     def forward(self, x: torch.Tensor, element: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
