@@ -2,11 +2,15 @@
 
 - :mod:`equikit.models.dynamics`: EGNN (Satorras et al. 2021) and the GNN and linear
   baselines of the n-body experiment.
+- :mod:`equikit.models.graph`: :class:`GraphModel` graph classifiers / regressors (GIN, GCN,
+  PPGN, SPEN, polynomial features, DeepSets backbones).
 """
 
 from equikit.models.dynamics import EGNN, GNN, EGNNLayer, GNNLayer, LinearDynamics
 from equikit.models.eqmotion import EqMotion, EqMotionLayer
 from equikit.models.frame_averaged import FAGNN
+from equikit.models.graph import GraphModel, GraphModelConfig
 from equikit.models.ponita import Ponita
 
 __all__ = ["EGNN", "FAGNN", "GNN", "EGNNLayer", "EqMotion", "EqMotionLayer", "GNNLayer", "LinearDynamics", "Ponita"]
+__all__ += ["GraphModel", "GraphModelConfig"]
