@@ -564,6 +564,7 @@ def load_cached_atoms(
     """``generate()``'s frames from ``<data dir>/atoms/<kind>-<hash of recipe>/frames.npz``
     when the manifest there matches ``recipe``, else generated, saved atomically and the
     manifest (recipe, sizes, generation time) written last."""
+    recipe = json.loads(json.dumps(recipe, sort_keys=True))  # tuples -> lists, as the manifest stores it
     folder = data_dir(root) / "atoms" / f"{kind}-{recipe_key(recipe)}"
     manifest_path, frames_path = folder / "manifest.json", folder / "frames.npz"
     manifest = read_manifest(manifest_path)

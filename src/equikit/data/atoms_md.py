@@ -212,8 +212,10 @@ def _snapshot(atoms):
 
     snap = atoms.copy()
     snap.set_constraint()
-    snap.calc = SinglePointCalculator(snap, energy=atoms.get_potential_energy(), forces=atoms.get_forces(),
-                                      stress=atoms.get_stress(voigt=False))
+    # apply_constraint=False: the physical EMT forces, not those projected by FixCom
+    snap.calc = SinglePointCalculator(snap, energy=atoms.get_potential_energy(),
+                                      forces=atoms.get_forces(apply_constraint=False),
+                                      stress=atoms.get_stress(voigt=False, apply_constraint=False))
     return snap
 
 

@@ -12,7 +12,6 @@ GHz. Molecules have no cell and no forces.
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from pathlib import Path
 
@@ -45,6 +44,7 @@ QM9_TARGETS = {
     "B": ("RotB_GHz", 1.0, "GHz"),
     "C": ("RotC_GHz", 1.0, "GHz"),
 }
+_STRIP = str.maketrans("", "", "[] ")
 _Z = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9}
 
 
@@ -89,8 +89,9 @@ def read_qm9(max_molecules: int | None = None, *, progress: bool = False) -> Ato
     for path in qm9_files():
         with open(path, newline="") as fh:
             for row in csv.DictReader(fh):
-                elements = json.loads(row["Elements"].replace("'", '"'))
-                xyz = np.asarray(json.loads(row["XYZ_Ang"]), dtype=np.float64)
+                elements = row["Elements"].translate(_STRIP).replace("'", "").split(",")
+                # numbers such as "0." and "1." are valid floats but not JSON: split by hand
+                xyz = np.array(row["XYZ_Ang"].translate(_STRIP).split(","), dtype=np.float64).reshape(-1, 3)
                 if xyz.shape != (len(elements), 3):
                     raise ValueError(f"read_qm9: {path.name}: molecule {row['Index']} has {len(elements)} "
                                      f"elements but coordinates of shape {xyz.shape}")
