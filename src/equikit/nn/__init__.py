@@ -15,6 +15,7 @@ from equikit.nn._aggregation import (  # sets and graphs (issue 5)
     scatter_softmax,
 )
 from equikit.nn._graph import GCNConv, GINConv, global_pool
+from equikit.nn._grid_mlp import SphereGridMLP
 from equikit.nn._higher_order import PermutationLinear, PPGNBlock, dense_pair_mask, pool_order2
 from equikit.nn._linear import Linear, TensorProduct
 from equikit.nn._norm import BatchNorm, LayerNorm
@@ -60,3 +61,4 @@ __all__ += [  # sets and graphs (issue 5)
 ]
 __all__ += ["BatchNorm", "LayerNorm"]
 __all__ += ["SplineRadial"]
+__all__ += ["SphereGridMLP"]

@@ -1,0 +1,164 @@
+r"""``SphereGridMLP``: Facet-style mixing on a sphere grid (irreps -> grid -> pointwise MLP -> irreps).
+
+Each channel ``c`` of ``C x (0e + 1o + 2e + ...)`` features is a spherical function
+``f_c(x) = sum_l x[c, l] . Y_l(x)``. The layer evaluates all of them on a Gauss-Legendre x
+equiangular grid (:func:`equikit.o3.sphere_grid`), applies one MLP over the channels at every
+grid point (the same MLP everywhere) and projects the ``C_out`` resulting functions back onto
+harmonics of degree ``<= L_out`` by quadrature:
+
+.. math:: z[c', l m] = \frac{1}{4\pi} \sum_g w_g\, \mathrm{MLP}(f(x_g))_{c'}\, Y_{lm}(x_g)
+
+A rotation or reflection ``g`` moves the functions (``f -> f o g^{-1}``) and commutes with a
+pointwise MLP, so the layer is O(3)-equivariant **as far as the quadrature is exact**. With a
+polynomial activation of degree ``k`` (and ``depth`` hidden layers) the MLP output has band
+limit ``k^depth L_in``; the integrand then has degree ``k^depth L_in + L_out`` and the grid of
+``exact_degree = k^depth`` (``n_theta = ceil((deg + 1) / 2)``, ``n_phi = deg + 1``) makes the
+layer exactly equivariant. A non-polynomial activation (SiLU, tanh) has unbounded band limit:
+equivariance holds up to the aliasing error, which falls as the grid is refined (measured in
+``docs/tp.md`` and ``tests/nn/test_grid_mlp.py``). This is a nonlinear layer, not a bilinear
+tensor product, so it is a module here and not a ``tp`` backend.
+
+Only natural-parity features (``p = (-1)^l``: ``0e, 1o, 2e, ...``) are functions on the sphere
+that transform this way under reflections; other parities are refused.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from equikit.o3 import Irreps, sphere_grid, spherical_harmonics
+
+
+def _function_irreps(value: Any, name: str, where: str) -> tuple[Irreps, int, int]:
+    """Validate ``C x (natural-parity blocks, distinct l)``; return ``(irreps, C, lmax)``."""
+    try:
+        irreps = Irreps(value)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{where}: `{name}` is not valid irreps ({err})") from None
+    if len(irreps) == 0:
+        raise ValueError(f"{where}: `{name}` is empty")
+    ls = [ir.l for _, ir in irreps]
+    if any(ir.p != (-1) ** ir.l for _, ir in irreps) or len(set(ls)) < len(ls) or len({m for m, _ in irreps}) > 1:
+        raise ValueError(
+            f"{where}: `{name}` must be C x (blocks of distinct l with natural parity 0e, 1o, 2e, 3o, ...), "
+            f"one multiplicity C, e.g. '8x0e + 8x1o + 8x2e'; got '{irreps}'"
+        )
+    return irreps, irreps[0].mul, max(ls)
+
+
+def _layout(irreps: Irreps, mul: int, lmax: int) -> np.ndarray:
+    """For each ``(c, lm)`` of a ``(mul, (lmax+1)^2)`` array, its column in the features (or
+    ``irreps.dim``: a zero pad for missing degrees)."""
+    n = (lmax + 1) ** 2
+    idx = np.full(mul * n, irreps.dim, dtype=np.int64)
+    for (m, ir), sl in zip(irreps, irreps.slices()):
+        for c in range(m):
+            idx[c * n + ir.l**2 + np.arange(ir.dim)] = sl.start + c * ir.dim + np.arange(ir.dim)
+    return idx
+
+
+def grid_resolution(lmax_in: int, lmax_out: int, exact_degree: int) -> tuple[int, int]:
+    """Gauss-Legendre grid ``(n_theta, n_phi)`` exact for an MLP output of band limit
+    ``exact_degree * lmax_in`` projected onto degrees ``<= lmax_out``.
+
+    >>> grid_resolution(2, 2, 2)
+    (4, 7)
+    """
+    deg = exact_degree * lmax_in + lmax_out
+    return deg // 2 + 1, deg + 1
+
+
+@functools.lru_cache(maxsize=64)
+def _grid_mats(lmax_in: int, lmax_out: int, resolution: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    g = sphere_grid(0, resolution, dtype=torch.float64)
+    pts, w = g.points.reshape(-1, 3), g.weights.reshape(-1, 1)
+    y = spherical_harmonics(max(lmax_in, lmax_out), pts, backend="torch")
+    return y[:, : (lmax_in + 1) ** 2].T.contiguous(), (w * y[:, : (lmax_out + 1) ** 2] / (4 * math.pi)).contiguous()
+
+
+class SphereGridMLP(nn.Module):
+    r"""Facet-style mixing: features -> sphere grid -> MLP over channels per point -> features.
+
+    Args:
+        irreps_in: ``C_in x (0e + 1o + ...)`` (natural parity, distinct ``l``, one multiplicity).
+        irreps_out: ``C_out x (...)``, same rules.
+        hidden: widths of the hidden layers of the pointwise MLP.
+        act: activation between layers (any callable; a polynomial one makes the layer exact).
+        resolution: grid ``(n_theta, n_phi)``; default :func:`grid_resolution` ``(L_in, L_out,
+            exact_degree)``.
+        exact_degree: band-limit factor the default grid is exact for (``k^depth`` for a
+            degree-``k`` polynomial activation; 2 by default).
+
+    Shapes: ``x (..., irreps_in.dim) -> (..., irreps_out.dim)``.
+
+    >>> m = SphereGridMLP("4x0e + 4x1o + 4x2e", "3x0e + 3x1o", hidden=(8,))
+    >>> m(torch.randn(5, 36)).shape, m.resolution
+    (torch.Size([5, 12]), (3, 6))
+    """
+
+    def __init__(self, irreps_in: Any, irreps_out: Any, hidden: Sequence[int] = (32,),
+                 act: Callable[[torch.Tensor], torch.Tensor] = nn.functional.silu,
+                 resolution: tuple[int, int] | None = None, exact_degree: int = 2) -> None:
+        super().__init__()
+        where = "SphereGridMLP"
+        self.irreps_in, c_in, self.lmax_in = _function_irreps(irreps_in, "irreps_in", where)
+        self.irreps_out, c_out, self.lmax_out = _function_irreps(irreps_out, "irreps_out", where)
+        if not callable(act):
+            raise TypeError(f"{where}: `act` must be callable, got {type(act).__name__}")
+        if isinstance(exact_degree, bool) or not isinstance(exact_degree, int) or exact_degree < 1:
+            raise ValueError(f"{where}: `exact_degree` must be an int >= 1, got {exact_degree!r}")
+        widths = [c_in, *hidden, c_out]
+        if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in widths):
+            raise ValueError(f"{where}: `hidden` must be positive ints, got {tuple(hidden)!r}")
+        if resolution is None:
+            resolution = grid_resolution(self.lmax_in, self.lmax_out, exact_degree)
+        if not (isinstance(resolution, (tuple, list)) and len(resolution) == 2
+                and all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in resolution)):
+            raise TypeError(f"{where}: `resolution` must be (n_theta, n_phi) positive ints, got {resolution!r}")
+        self.resolution = (int(resolution[0]), int(resolution[1]))
+        self.act = act
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
+        self.c_in, self.c_out = c_in, c_out
+        y, proj = _grid_mats(self.lmax_in, self.lmax_out, self.resolution)
+        self.register_buffer("y", y, persistent=False)
+        self.register_buffer("proj", proj, persistent=False)
+        self.register_buffer("idx_in", torch.from_numpy(_layout(self.irreps_in, c_in, self.lmax_in)), persistent=False)
+        out = _layout(self.irreps_out, c_out, self.lmax_out)  # features column -> position in (c, lm)
+        inv = np.zeros(self.irreps_out.dim, dtype=np.int64)
+        inv[out[out < self.irreps_out.dim]] = np.nonzero(out < self.irreps_out.dim)[0]
+        self.register_buffer("idx_out", torch.from_numpy(inv), persistent=False)
+
+    def to_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """Values of the ``C_in`` functions on the grid, ``(B, G, C_in)`` for ``x (B, irreps_in.dim)``."""
+        pad = torch.cat([x, x.new_zeros(x.shape[0], 1)], -1)
+        coeffs = pad.index_select(1, self.idx_in).reshape(x.shape[0], self.c_in, -1)
+        return (coeffs @ self.y.to(x.dtype)).transpose(1, 2)
+
+    def mlp(self, v: torch.Tensor) -> torch.Tensor:
+        """The pointwise MLP over the last (channel) dim."""
+        for i, layer in enumerate(self.layers):
+            v = layer(v)
+            if i < len(self.layers) - 1:
+                v = self.act(v)
+        return v
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.ndim == 0 or x.shape[-1] != self.irreps_in.dim:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"SphereGridMLP: `x` must have shape (..., {self.irreps_in.dim}) for irreps "
+                             f"'{self.irreps_in}', got {got}")
+        batch = x.shape[:-1]
+        v = self.mlp(self.to_grid(x.reshape(-1, x.shape[-1])))  # (B, G, C_out)
+        z = (v.transpose(1, 2) @ self.proj.to(v.dtype)).reshape(v.shape[0], -1)  # (B, C_out * (L+1)^2)
+        return z.index_select(1, self.idx_out).reshape(*batch, self.irreps_out.dim)
+
+    def extra_repr(self) -> str:
+        return f"{self.irreps_in} -> {self.irreps_out}, resolution={self.resolution}"
