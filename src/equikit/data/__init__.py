@@ -1,6 +1,8 @@
 """Offline data: generators with a cache (no downloads at run time), datasets and collation.
 
 - :mod:`equikit.data.nbody`: the charged n-body system (EGNN protocol) and its dataset.
+- :mod:`equikit.data.nbody_systems`: springs and gravity systems (published protocols, cached)
+  and multi-step trajectory windows.
 - :mod:`equikit.data.neighbors`: periodic radius graphs (``radius_graph``).
 - :mod:`equikit.data.atoms`: ``AtomsBatch``, extxyz / ASE-db IO; :mod:`equikit.data.atoms_md`
   (EMT, MMFF94, GFN2-xTB) and :mod:`equikit.data.qm9` generate and cache atomistic data.
@@ -35,6 +37,13 @@ from equikit.data.nbody import (
     simulate_charged,
     simulate_charged_reference,
 )
+from equikit.data.nbody_systems import (
+    GravityConfig,
+    SpringsConfig,
+    SystemTrajectories,
+    TrajectoryWindows,
+    load_system,
+)
 from equikit.data.neighbors import Neighbors, edge_vectors, radius_graph
 
 __all__ = [
@@ -42,11 +51,15 @@ __all__ = [
     "AtomsDataset",
     "ChargedNBodyConfig",
     "GraphBatch",
+    "GravityConfig",
     "NBodyBatch",
     "NBodyDataset",
     "NBodySample",
     "NBodyTrajectories",
     "Neighbors",
+    "SpringsConfig",
+    "SystemTrajectories",
+    "TrajectoryWindows",
     "collate_atoms",
     "collate_graphs",
     "collate_nbody",
@@ -58,6 +71,7 @@ __all__ = [
     "from_smiles",
     "generate_charged_nbody",
     "load_charged_nbody",
+    "load_system",
     "radius_graph",
     "read_ase_db",
     "read_extxyz",
