@@ -2,6 +2,10 @@
 
 - :mod:`equikit.models.dynamics`: EGNN (Satorras et al. 2021) and the GNN and linear
   baselines of the n-body experiment.
+- :mod:`equikit.models.ponita`: a PONITA-style network on positions x orientations.
+- :mod:`equikit.models.eqmotion`: an EqMotion-style model (geometric channels, invariant
+  interaction reasoning).
+- :mod:`equikit.models.frame_averaged`: FA-GNN, the GNN averaged over PCA frames.
 - :mod:`equikit.models.graph`: :class:`GraphModel` graph classifiers / regressors (GIN, GCN,
   PPGN, SPEN, polynomial features, DeepSets backbones).
 """
