@@ -1,18 +1,33 @@
-"""Tensor-product benchmark: equikit (sparse_cg, naive) vs e3nn 0.6.0, DESIGN §7 protocol.
+"""Tensor-product benchmark: equikit sparse_cg (C++ kernels; and its pure-PyTorch fallback) vs
+e3nn 0.6.0 (and cuEquivariance's CPU fallback where installed), DESIGN §7 protocol.
 
-Cases: channelwise ``uvu`` (MACE/NequIP edge convolution: ``C x (0e + 1o + ... + L)`` times the
-harmonics up to ``L``, outputs up to ``L``, per-row weights) at L = 1..3 with C = 32 channels
-and 1k / 10k rows; fully connected ``uvw`` (``C x (0e..L) x sh(L) -> C x (0e..L)``, shared
-weights) at L = 1..3 with C = 16 and 1k rows. Forward and forward+backward (gradients w.r.t. both
-operands and the weights), interleaved A B C A B C, median of ``--repeats`` (>= 20) after
-warm-up; outputs are allocated on every call, as in training (fresh large outputs cost page
-faults on this platform; they are included). Construction time (cold CG caches for equikit;
-e3nn's codegen + compile of its fx graph) is timed separately. Accuracy beside speed: max error
-of each candidate against the naive backend in float64 (e3nn with weights sign-matched).
+Grid (``--quick`` shrinks it to a smoke run):
+
+- channelwise ``uvu`` (MACE/NequIP edge convolution: ``C x (0e + 1o + ... + L)`` node features
+  gathered per edge times the spherical harmonics up to ``L``, outputs up to ``L``, per-edge
+  weights) at L = 1..3 with C = 32 and 128 and 1k / 10k / 100k rows, and L = 4..6 with C = 32
+  at 1k rows;
+- fully connected ``uvw`` (``C x (0e..L) x sh(L) -> C x (0e..L)``, shared weights) at L = 1..3,
+  C = 32 and 128, 1k / 10k / 100k rows.
+
+Phases: ``forward`` (no grad), ``forward_backward`` (gradients of ``sum(out)`` w.r.t. both operands
+and the weights) and, channelwise only, ``double_backward``: the force-like gradient ``F = dE /
+dx2`` with ``create_graph`` (``E = sum(out^2)``), then the gradient of ``sum(F^2)`` w.r.t. the
+weights and ``x1`` (training on forces). Candidates run interleaved A B C A B C, median of
+``--repeats`` calls after warm-up; outputs are allocated on every call, as in training. A
+candidate is left out of a phase when one call times the repeats would exceed ``--budget``
+seconds (the skipped ones are listed in the results: always e3nn and the PyTorch fallback at
+the large sizes). Also per case: construction time (cold CG caches; e3nn's codegen), achieved
+GFLOP/s (``2 * sparse_flops * rows / t``: the nonzero CG multiply-adds, the same count for every
+backend), peak memory of one forward+backward (the torch allocations, from
+``torch.profiler(profile_memory=True)``: the allocation/free events in time order, summed;
+tracemalloc does not see torch and ``ru_maxrss`` is a process-wide high-water mark), the
+log-log slope of time vs rows per backend, and the max error of each candidate against the
+naive backend in float64 (e3nn with weights sign-matched).
 
     python benchmarks/tp.py --threads 1 [--quick]
 
-Writes benchmarks/results/tp.{json,md,png}.
+Writes benchmarks/results/tp.{json,md,png} (tp_quick.* with --quick).
 """
 
 from __future__ import annotations
@@ -20,8 +35,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,6 +46,9 @@ from _common import RESULTS, environment, interleaved, write_results
 from equikit import tp
 from equikit.o3 import Irreps, clebsch_gordan
 from equikit.o3._cg import clear_caches
+from equikit.tp import _native
+
+CANDIDATES = ("e3nn", "sparse_cg", "sparse_cg_torch", "cuequivariance")
 
 
 def _layer_irreps(mul: int, lmax: int) -> Irreps:
@@ -63,10 +83,36 @@ def build(kind: str, lmax: int, mul: int):
     return d, make
 
 
+def build_cue(kind: str, d):
+    """cuEquivariance's module for the case (its CPU fallback), or None when not installed or
+    when it does not build the same number of weights."""
+    try:
+        import cuequivariance as cue
+        import cuequivariance_torch as cuet
+    except ImportError:
+        return None
+    i1, i2 = cue.Irreps("O3", str(d.irreps1)), cue.Irreps("O3", str(d.irreps2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if kind == "channelwise":
+            out = sorted({str(ir) for _, ir in d.irreps_out})
+            m = cuet.ChannelWiseTensorProduct(i1, i2, cue.Irreps("O3", "+".join(out)), layout=cue.mul_ir,
+                                              shared_weights=False, internal_weights=False, use_fallback=True)
+        else:
+            m = cuet.FullyConnectedTensorProduct(i1, i2, cue.Irreps("O3", str(d.irreps_out)), layout=cue.mul_ir,
+                                                 shared_weights=True, internal_weights=False, use_fallback=True)
+    if m.weight_numel != d.weight_numel:
+        return None
+    if kind == "channelwise":
+        return m
+    return lambda x1, x2, w: m(x1, x2, w[None])
+
+
 def construction_times(kind, lmax, mul):
     import e3nn.o3  # noqa: F401  (imported before timing)
 
     clear_caches()
+    _native.plan.cache_clear()
     tp._functional._executor.cache_clear()
     t0 = time.perf_counter()
     d, make = build(kind, lmax, mul)
@@ -76,6 +122,15 @@ def construction_times(kind, lmax, mul):
     make()
     t_e3nn = time.perf_counter() - t0
     return t_ours, t_e3nn
+
+
+def kernel_build_time() -> float | None:
+    """Seconds to compile the C++ kernels from scratch (first use; cached afterwards)."""
+    from equikit._utils.native import build_error
+
+    t0 = time.perf_counter()
+    err = build_error(_native._SOURCE)
+    return None if err else time.perf_counter() - t0
 
 
 def accuracy(d, make):
@@ -95,67 +150,166 @@ def accuracy(d, make):
     for s, sl in zip(_signs(d), d.weight_slices()):
         we[..., sl] *= s
     scale = naive.abs().max()
+    torch_path = tp.make_executor(d, "sparse_cg")
+    torch_path.native = False
     return {"sparse_cg": float((tp.make_executor(d, "sparse_cg")(x1, x2, w) - naive).abs().max() / scale),
+            "sparse_cg_torch": float((torch_path(x1, x2, w) - naive).abs().max() / scale),
             "e3nn": float((ref_mod(x1, x2, we) - naive).abs().max() / scale)}
 
 
-def time_case(kind, lmax, mul, rows, repeats, with_naive):
+def peak_bytes(fn) -> int:
+    """Peak of the torch CPU allocations during ``fn()`` (profiler alloc/free events summed in
+    time order)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    cur = peak = 0
+    for _, n in events:
+        cur += n
+        peak = max(peak, cur)
+    return peak
+
+
+def _phases(kind, f, x1, x2, w):
+    x1g, x2g, wg = (t.clone().requires_grad_(True) for t in (x1, x2, w))
+
+    def forward():
+        with torch.no_grad():
+            return f(x1, x2, w)
+
+    def forward_backward():
+        out = f(x1g, x2g, wg)
+        out.backward(torch.ones_like(out))
+        x1g.grad = x2g.grad = wg.grad = None
+
+    def double_backward():
+        out = f(x1g, x2g, wg)
+        (force,) = torch.autograd.grad(out.pow(2).sum(), x2g, create_graph=True)
+        force.pow(2).sum().backward()
+        x1g.grad = x2g.grad = wg.grad = None
+
+    ph = {"forward": forward, "forward_backward": forward_backward}
+    if kind == "channelwise":
+        ph["double_backward"] = double_backward
+    return ph
+
+
+def time_case(kind, lmax, mul, rows, repeats, budget, with_cue, per_row):
+    """Median times of every candidate and phase at ``rows``; ``per_row`` carries seconds per row
+    of each (candidate, phase) from the smaller sizes, to leave out a call that would take too
+    long before running it."""
     d, make = build(kind, lmax, mul)
-    ref = make()
-    ex = {"sparse_cg": tp.make_executor(d, "sparse_cg")}
-    if with_naive:
-        ex["naive"] = tp.make_executor(d, "naive")
+    fns = {"e3nn": make(), "sparse_cg": tp.make_executor(d, "sparse_cg")}
+    torch_path = tp.make_executor(d, "sparse_cg")
+    torch_path.native = False
+    fns["sparse_cg_torch"] = torch_path
+    if with_cue:
+        cue_m = build_cue(kind, d)
+        if cue_m is not None:
+            fns["cuequivariance"] = cue_m
     g = torch.Generator().manual_seed(0)
     x1 = torch.randn(rows, d.irreps1.dim, generator=g)
     x2 = torch.randn(rows, d.irreps2.dim, generator=g)
     w = torch.randn(*((rows,) if kind == "channelwise" else ()), d.weight_numel, generator=g)
-    x1g, x2g, wg = (t.clone().requires_grad_(True) for t in (x1, x2, w))
+    times, skipped, memory = {}, {}, {}
+    per_phase = {name: _phases(kind, f, x1, x2, w) for name, f in fns.items()}
+    limit = budget / (repeats + 2)
+    for phase in per_phase["sparse_cg"]:
+        run = {}
+        for name, ph in per_phase.items():
+            guess = per_row.get((name, phase), 0.0) * rows
+            if guess > 2 * limit:
+                skipped[f"{name}/{phase}"] = round(guess, 3)
+                continue
+            t0 = time.perf_counter()
+            ph[phase]()  # warm-up call, also the cost estimate
+            est = time.perf_counter() - t0
+            per_row[(name, phase)] = est / rows
+            if est > limit:
+                skipped[f"{name}/{phase}"] = round(est, 3)
+            else:
+                run[name] = ph[phase]
+        if run:
+            t = interleaved(run, repeats=repeats, warmup=1)
+            times[phase] = {k: v["median_s"] for k, v in t.items()}
+    for name, ph in per_phase.items():
+        if f"{name}/forward_backward" not in skipped:
+            memory[name] = peak_bytes(ph["forward_backward"])
+    return d, times, skipped, memory
 
-    def fwd(f):
-        def run():
-            with torch.no_grad():
-                return f(x1, x2, w)
-        return run
 
-    def fwd_bwd(f):
-        def run():
-            out = f(x1g, x2g, wg)
-            out.backward(torch.ones_like(out))
-            x1g.grad = x2g.grad = wg.grad = None
-        return run
+def slopes(runs) -> list[dict]:
+    """Per (kind, L, C, phase, backend): the log-log slope of median time vs rows."""
+    out = []
+    keys = sorted({(r["kind"], r["lmax"], r["mul"]) for r in runs})
+    for kind, lmax, mul in keys:
+        rs = sorted((r for r in runs if (r["kind"], r["lmax"], r["mul"]) == (kind, lmax, mul)), key=lambda r: r["rows"])
+        for phase in ("forward", "forward_backward", "double_backward"):
+            for name in CANDIDATES:
+                pts = [(r["rows"], r["times"][phase][name]) for r in rs if name in r["times"].get(phase, {})]
+                if len(pts) >= 2:
+                    s = np.polyfit(np.log([p[0] for p in pts]), np.log([p[1] for p in pts]), 1)[0]
+                    out.append({"kind": kind, "lmax": lmax, "mul": mul, "phase": phase, "backend": name,
+                                "slope": float(s), "rows": [p[0] for p in pts]})
+    return out
 
-    cands = {"e3nn": ref, **ex}
-    res = {}
-    for phase, wrap in (("forward", fwd), ("forward_backward", fwd_bwd)):
-        t = interleaved({k: wrap(f) for k, f in cands.items()}, repeats=repeats, warmup=3)
-        res[phase] = {k: v["median_s"] for k, v in t.items()}
-    return d, res
+
+def _ms(t):
+    return "" if t is None else f"{1e3 * t:.2f}"
 
 
 def table(payload) -> str:
-    lines = ["| case | L | C | rows | phase | e3nn ms | sparse_cg ms | naive ms | e3nn / sparse_cg | "
-             "e3nn / naive |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| case | L | C | rows | phase | e3nn ms | sparse_cg ms | sparse_cg_torch ms | cueq ms | "
+             "e3nn / sparse_cg | sparse_cg_torch / sparse_cg | sparse_cg GFLOP/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    cases = {(c["kind"], c["lmax"], c["mul"]): c for c in payload["cases"]}
     for r in payload["runs"]:
+        c = cases[(r["kind"], r["lmax"], r["mul"])]
         for phase, t in r["times"].items():
-            naive = t.get("naive")
-            ratio_naive = "" if naive is None else f"{t['e3nn'] / naive:.2f}x"
+            e, s, st, cu = t.get("e3nn"), t.get("sparse_cg"), t.get("sparse_cg_torch"), t.get("cuequivariance")
+            if s is None:
+                continue
+            gflops = 2 * c["sparse_flops"] * r["rows"] / s / 1e9 if phase == "forward" else None
             lines.append(
-                f"| {r['kind']} | {r['lmax']} | {r['mul']} | {r['rows']} | {phase} | {1e3 * t['e3nn']:.2f} | "
-                f"{1e3 * t['sparse_cg']:.2f} | {'' if naive is None else f'{1e3 * naive:.2f}'} | "
-                f"{t['e3nn'] / t['sparse_cg']:.2f}x | {ratio_naive} |"
+                f"| {r['kind']} | {r['lmax']} | {r['mul']} | {r['rows']} | {phase} | {_ms(e)} | {_ms(s)} | {_ms(st)} | "
+                f"{_ms(cu)} | {'' if e is None else f'{e / s:.2f}x'} | {'' if st is None else f'{st / s:.2f}x'} | "
+                f"{'' if gflops is None else f'{gflops:.1f}'} |"
             )
     lines += ["", "| case | L | C | paths | weights | sparse / dense CG terms | construction ours ms | "
-              "construction e3nn ms | max rel err sparse_cg | max rel err e3nn |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "construction e3nn ms | max rel err sparse_cg | max rel err torch path | max rel err e3nn |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in payload["cases"]:
         lines.append(
             f"| {c['kind']} | {c['lmax']} | {c['mul']} | {c['paths']} | {c['weights']} | "
             f"{c['sparse_flops'] / c['dense_flops']:.2f} | {1e3 * c['construct_ours_s']:.1f} | "
-            f"{1e3 * c['construct_e3nn_s']:.1f} | {c['err']['sparse_cg']:.1e} | {c['err']['e3nn']:.1e} |"
+            f"{1e3 * c['construct_e3nn_s']:.1f} | {c['err']['sparse_cg']:.1e} | {c['err']['sparse_cg_torch']:.1e} | "
+            f"{c['err']['e3nn']:.1e} |"
         )
+    lines += ["", "Peak torch memory of one forward+backward (MiB):", "",
+              "| case | L | C | rows | e3nn | sparse_cg | sparse_cg_torch | cueq |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in payload["runs"]:
+        m = r["memory"]
+        cells = " | ".join("" if m.get(k) is None else f"{m[k] / 2**20:.1f}" for k in CANDIDATES)
+        lines.append(f"| {r['kind']} | {r['lmax']} | {r['mul']} | {r['rows']} | {cells} |")
+    lines += ["", "Slope of log time vs log rows (1 = linear):", "",
+              "| case | L | C | phase | backend | slope | rows |", "|---|---|---|---|---|---|---|"]
+    for s in payload["slopes"]:
+        lines.append(f"| {s['kind']} | {s['lmax']} | {s['mul']} | {s['phase']} | {s['backend']} | {s['slope']:.2f} | "
+                     f"{', '.join(map(str, s['rows']))} |")
+    skipped = [f"{r['kind']} L={r['lmax']} C={r['mul']} rows={r['rows']}: {k} (one call {v:.2f} s)"
+               for r in payload["runs"] for k, v in r["skipped"].items()]
     env = payload["env"]
-    lines += ["", f"threads {env['threads']}, load average {env['loadavg']}, {env['cpu']}, torch {env['torch']}, "
-              f"{env['time']}; float32; medians of {payload['repeats']} interleaved calls; outputs allocated per call."]
+    kb = payload.get("kernel_build_s")
+    lines += ["", f"Left out (one call x repeats over the {payload['budget_s']:.0f} s budget): "
+              + ("; ".join(skipped) if skipped else "none") + ".",
+              "", f"threads {env['threads']}, load average {env['loadavg']} (end {payload['env_end']['loadavg']}), "
+              f"{env['cpu']}, torch {env['torch']}, {env['time']}; float32; medians of {payload['repeats']} "
+              f"interleaved calls; outputs allocated per call; kernel build from scratch "
+              f"{'n/a' if kb is None else f'{kb:.1f} s'} (first use only, cached)."]
     return "\n".join(lines) + "\n"
 
 
@@ -165,57 +319,80 @@ def plot(payload, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, phase in zip(axes, ("forward", "forward_backward")):
-        groups = sorted({(r["kind"], r["rows"]) for r in payload["runs"]})
-        for kind, rows in groups:
-            runs = [r for r in payload["runs"] if r["kind"] == kind and r["rows"] == rows]
-            runs.sort(key=lambda r: r["lmax"])
-            ls = [r["lmax"] for r in runs]
-            for name, style in (("e3nn", "o--"), ("sparse_cg", "s-"), ("naive", "^:")):
-                ts = [r["times"][phase].get(name) for r in runs]
-                if all(t is not None for t in ts):
-                    ax.loglog(ls, [1e3 * t for t in ts], style, label=f"{name} {kind} {rows}")
-        ax.set_xlabel("L")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    for ax, phase in zip(axes, ("forward", "forward_backward", "double_backward")):
+        for kind, mul in sorted({(r["kind"], r["mul"]) for r in payload["runs"]}):
+            rs = [r for r in payload["runs"] if r["kind"] == kind and r["mul"] == mul and r["rows"] == 1000]
+            rs.sort(key=lambda r: r["lmax"])
+            for name, style in (("e3nn", "o--"), ("sparse_cg", "s-"), ("sparse_cg_torch", "^:")):
+                pts = [(r["lmax"], r["times"][phase][name]) for r in rs
+                       if phase in r["times"] and name in r["times"][phase]]
+                if pts:
+                    ax.semilogy([p[0] for p in pts], [1e3 * p[1] for p in pts], style, label=f"{name} {kind} C={mul}")
+        ax.set_xlabel("L (1000 rows)")
         ax.set_ylabel("median ms")
         ax.set_title(phase)
-        ax.set_xticks([1, 2, 3], ["1", "2", "3"])
         ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def grid(quick: bool):
+    """(kind, L, C, rows list) of the run."""
+    if quick:
+        return [("channelwise", 2, 16, [200, 400]), ("fully_connected", 1, 16, [200, 400])]
+    g = []
+    for mul in (32, 128):
+        for lmax in (1, 2, 3):
+            g.append(("channelwise", lmax, mul, [1000, 10000, 100000]))
+    for lmax in (4, 5, 6):
+        g.append(("channelwise", lmax, 32, [1000]))
+    for mul in (32, 128):
+        for lmax in (1, 2, 3):
+            g.append(("fully_connected", lmax, mul, [1000, 10000, 100000]))
+    return g
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=21)
-    ap.add_argument("--lmax", type=int, nargs="+", default=[1, 2, 3])
-    ap.add_argument("--rows", type=int, nargs="+", default=[1000, 10000])
-    ap.add_argument("--quick", action="store_true", help="rows 1000 only, repeats 5 (smoke test, not for results)")
+    ap.add_argument("--budget", type=float, default=12.0,
+                    help="seconds per candidate and phase; slower candidates are left out (listed)")
+    ap.add_argument("--quick", action="store_true", help="two tiny cases, repeats 5 (smoke test, not for results)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.repeats < 20 and not args.quick:
         ap.error("--repeats must be >= 20 (DESIGN §7); use --quick for a smoke run")
     if args.quick:
-        args.rows, args.repeats = [1000], 5
+        args.repeats = 5
+    warnings.filterwarnings("ignore", module="cuequivariance_torch")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    payload = {"env": environment(), "repeats": args.repeats, "runs": [], "cases": []}
-    for kind, mul, rows_list in (("channelwise", 32, args.rows), ("fully_connected", 16, [1000])):
-        for lmax in args.lmax:
-            t_ours, t_e3nn = construction_times(kind, lmax, mul)
-            d, make = build(kind, lmax, mul)
-            payload["cases"].append({
-                "kind": kind, "lmax": lmax, "mul": mul, "paths": len(d.paths), "weights": d.weight_numel,
-                "dense_flops": tp.dense_flops(d), "sparse_flops": tp.sparse_flops(d),
-                "construct_ours_s": t_ours, "construct_e3nn_s": t_e3nn, "err": accuracy(d, make),
-                "expressivity": tp.expressivity(d).to_dict() | {"paths": len(d.paths)},
-            })
-            for rows in rows_list:
-                _, res = time_case(kind, lmax, mul, rows, args.repeats, with_naive=rows <= 1000)
-                payload["runs"].append({"kind": kind, "lmax": lmax, "mul": mul, "rows": rows, "times": res})
-                print(kind, lmax, rows, {ph: {k: f"{1e3 * v:.2f}ms" for k, v in t.items()} for ph, t in res.items()},
-                      flush=True)
+    payload = {"env": environment(), "repeats": args.repeats, "budget_s": args.budget, "runs": [], "cases": [],
+               "native": _native.available(), "kernel_build_s": None if args.quick else kernel_build_time()}
+    for kind, lmax, mul, rows_list in grid(args.quick):
+        t_ours, t_e3nn = construction_times(kind, lmax, mul)
+        d, make = build(kind, lmax, mul)
+        payload["cases"].append({
+            "kind": kind, "lmax": lmax, "mul": mul, "paths": len(d.paths), "weights": d.weight_numel,
+            "dense_flops": tp.dense_flops(d), "sparse_flops": tp.sparse_flops(d),
+            "construct_ours_s": t_ours, "construct_e3nn_s": t_e3nn, "err": accuracy(d, make),
+        })
+        per_row: dict = {}
+        for rows in rows_list:
+            _, times, skipped, memory = time_case(kind, lmax, mul, rows, args.repeats, args.budget,
+                                                  with_cue=rows <= 1000, per_row=per_row)
+            if not times:
+                print(kind, lmax, mul, rows, "every candidate over the budget", flush=True)
+                payload["runs"].append({"kind": kind, "lmax": lmax, "mul": mul, "rows": rows, "times": {},
+                                        "skipped": skipped, "memory": memory})
+                break
+            payload["runs"].append({"kind": kind, "lmax": lmax, "mul": mul, "rows": rows, "times": times,
+                                    "skipped": skipped, "memory": memory})
+            print(kind, lmax, mul, rows, {ph: {k: f"{1e3 * v:.2f}ms" for k, v in t.items()} for ph, t in times.items()},
+                  "skipped", sorted(skipped), flush=True)
+    payload["slopes"] = slopes(payload["runs"])
     payload["env_end"] = environment()
     md = table(payload)
     name = "tp_quick" if args.quick else "tp"

@@ -242,3 +242,22 @@ def test_compile_fullgraph_keeps_the_kernel():
     (fr,) = torch.autograd.grad(naive(x1r, x2r, wr).pow(2).sum(), x2r, create_graph=True)
     (gwr,) = torch.autograd.grad(fr.pow(2).sum(), wr)
     assert torch.allclose(gw, gwr, rtol=1e-4, atol=1e-5)  # float32 through two derivatives
+
+
+@needs_native
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_fully_connected_register_blocks_and_tails(per_sample):
+    """Multiplicities that fill the kernel's 4 x 16 register blocks and leave tails (17, 20, 33
+    channels; 5, 6 rows), output l up to 5 (the 16-wide gradient block), against naive."""
+    for d in (tp.fully_connected("20x0e+17x1o+3x2e", Irreps.spherical_harmonics(2), "33x0e+16x1o+20x2e"),
+              tp.fully_connected("5x0e+6x1o+3x2e", "2x0e+3x1o+1x2e", "16x0e+18x1o+9x2e+3x3o"),
+              tp.fully_connected("4x1o+3x4e", "2x4e+3x3o", "17x0e+16x4e+3x1o+9x5o")):
+        ex, naive = _pair(d)
+        res = []
+        for f in (ex, naive):
+            x1, x2, w = _inputs(d, rows=7, per_sample=per_sample, grad=True, seed=6)
+            z = f(x1, x2, w)
+            g = torch.randn(z.shape, dtype=z.dtype, generator=torch.Generator().manual_seed(7))
+            res.append((z, *torch.autograd.grad(z, (x1, x2, w), g)))
+        for got, want in zip(*res):
+            assert (got - want).abs().max() <= 1e-12 * want.abs().max()

@@ -194,72 +194,118 @@ void path_uuu(int slot, const int64_t* p, const int32_t* ei, const T* ec, const 
     }
 }
 
-// acc[0:n] += sum_q a[q] * M[q * ld + 0:n]   (q < nq), with the accumulator kept in registers
+// Z[k][0:n] += sum_q A[k][q] M[q][0:n] for k < nk (A rows padded with zeros to a multiple of
+// KB): a register-blocked micro GEMM, KB rows of A times CW output channels per block, so each
+// weight vector loaded is used KB times.
 template <typename T>
-inline void gemv_t(int64_t n, int64_t nq, const T* __restrict a, const T* __restrict M, int64_t ld,
-                   T* __restrict acc) {
-    constexpr int64_t C = 64;
+void small_gemm(int64_t nk, int64_t n, int64_t nq, const T* __restrict A, const T* __restrict M,
+                T* __restrict Z) {
+    constexpr int64_t KB = 4, CW = 16;
+    const int64_t nk_full = nk / KB * KB;
     int64_t w0 = 0;
-    for (; w0 + C <= n; w0 += C) {
-        T r[C];
-        for (int64_t w = 0; w < C; ++w) r[w] = acc[w0 + w];
-        for (int64_t q = 0; q < nq; ++q) {
-            const T aq = a[q];
-            const T* m = M + q * ld + w0;
+    for (; w0 + CW <= n; w0 += CW) {
+        for (int64_t k0 = 0; k0 < nk_full; k0 += KB) {
+            T acc[KB][CW] = {};
+            const T* a = A + k0 * nq;
+            for (int64_t q = 0; q < nq; ++q) {
+                const T* m = M + q * n + w0;
+                for (int64_t kk = 0; kk < KB; ++kk) {
+                    const T aq = a[kk * nq + q];
 #pragma omp simd
-            for (int64_t w = 0; w < C; ++w) r[w] += aq * m[w];
+                    for (int64_t w = 0; w < CW; ++w) acc[kk][w] += aq * m[w];
+                }
+            }
+            for (int64_t kk = 0; kk < KB; ++kk)
+                for (int64_t w = 0; w < CW; ++w) Z[(k0 + kk) * n + w0 + w] += acc[kk][w];
         }
-        for (int64_t w = 0; w < C; ++w) acc[w0 + w] = r[w];
     }
-    for (int64_t q = 0; q < nq; ++q) axpy(n - w0, a[q], M + q * ld + w0, acc + w0);
+    for (int64_t k = 0; k < nk; ++k) {
+        const int64_t start = k < nk_full ? w0 : 0;  // rows of the tail block: every column
+        if (start < n)
+            for (int64_t q = 0; q < nq; ++q) axpy(n - start, A[k * nq + q], M + q * n + start, Z + k * n + start);
+    }
+}
+
+// G[q][0:KP] = sum_w M[q][w] ZT[w][0:KP] for q < nq (ZT: Z transposed, columns padded to KP)
+template <typename T, int KP>
+void rows_times(int64_t nq, int64_t n, const T* __restrict M, const T* __restrict ZT, T* __restrict G) {
+    for (int64_t q = 0; q < nq; ++q) {
+        T acc[KP] = {};
+        const T* m = M + q * n;
+        for (int64_t w = 0; w < n; ++w) {
+            const T mw = m[w];
+            const T* z = ZT + w * KP;
+#pragma omp simd
+            for (int64_t k = 0; k < KP; ++k) acc[k] += mw * z[k];
+        }
+        for (int64_t k = 0; k < KP; ++k) G[q * KP + k] = acc[k];
+    }
 }
 
 // fully connected: z[w, k] += sum_{u v} W[u, v, w] T[k][u, v],  T[k][u, v] = sum_e c x1[u, i] x2[v, j]
-// T is built with u fastest ([k][v][u]) and the weight row of (u, v) is W + (u V + v) Wo.
+// T is built with u fastest ([k][v][u]); A holds it in weight order (u V + v), rows padded to 4.
 template <typename T>
 void path_uvw(int slot, const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r) {
     const int64_t U = p[F_U], V = p[F_V], Wo = p[F_K], d3 = p[F_D3], woff = p[F_WOFF];
-    const int64_t UV = U * V;
+    const int64_t UV = U * V, d3p = (d3 + 3) / 4 * 4;
     T* X = r.x1 + p[F_OFF1];
     T* Y = r.x2 + p[F_OFF2];
     T* Z = r.z + p[F_OFFO];
     const T* Wm = (woff >= 0 && slot != 3) ? r.w + woff : nullptr;
-    T* Tm = r.s;  // [d3][V][U]
-    T* a = r.s + d3 * UV;  // one row of T in weight order (u V + v)
+    T* Tm = r.s;               // [d3p][V][U]
+    T* A = V == 1 ? Tm : r.s + d3p * UV;  // [d3p][U V]
     if (slot == 0 || slot == 3) {
-        std::fill(Tm, Tm + d3 * UV, T(0));
+        std::fill(Tm, Tm + d3p * UV, T(0));
         for (int64_t e = p[F_E0]; e < p[F_E1]; ++e) {
             const int64_t i = ei[3 * e], j = ei[3 * e + 1], k = ei[3 * e + 2];
             for (int64_t v = 0; v < V; ++v) axpy(U, ec[e] * Y[j * V + v], X + i * U, Tm + (k * V + v) * U);
         }
-        for (int64_t k = 0; k < d3; ++k) {
-            const T* tk = Tm + k * UV;
-            for (int64_t u = 0; u < U; ++u)
-                for (int64_t v = 0; v < V; ++v) a[u * V + v] = tk[v * U + u];
-            if (slot == 0) {
-                if (Wm) {
-                    gemv_t(Wo, UV, a, Wm, Wo, Z + k * Wo);
-                } else {
+        if (V != 1)
+            for (int64_t k = 0; k < d3p; ++k)
+                for (int64_t u = 0; u < U; ++u)
+                    for (int64_t v = 0; v < V; ++v) A[k * UV + u * V + v] = Tm[(k * V + v) * U + u];
+        if (slot == 0) {
+            if (Wm) {
+                small_gemm(d3, Wo, UV, A, Wm, Z);
+            } else {
+                for (int64_t k = 0; k < d3; ++k) {
                     T t = 0;
-                    for (int64_t q = 0; q < UV; ++q) t += a[q];
+                    for (int64_t q = 0; q < UV; ++q) t += A[k * UV + q];
                     for (int64_t w = 0; w < Wo; ++w) Z[k * Wo + w] += t;
                 }
-            } else {  // gW[u, v, :] += T[k][u, v] z[:, k]
-                T* g = r.gw + woff;
-                for (int64_t q = 0; q < UV; ++q) axpy(Wo, a[q], Z + k * Wo, g + q * Wo);
             }
+        } else {  // gW[u, v, :] += sum_k T[k][u, v] z[:, k]: (U V x d3) @ (d3 x Wo)
+            T* AT = A + d3p * UV;
+            for (int64_t k = 0; k < d3; ++k)
+                for (int64_t q = 0; q < UV; ++q) AT[q * d3 + k] = A[k * UV + q];
+            small_gemm(UV, Wo, d3, AT, Z, r.gw + woff);
         }
         return;
     }
     // slots 1, 2: G[k][u, v] = sum_w W[u, v, w] gz[w, k], stored [k][v][u]
-    for (int64_t k = 0; k < d3; ++k) {
-        const T* zk = Z + k * Wo;
-        T zs = 0;
-        if (!Wm)
-            for (int64_t w = 0; w < Wo; ++w) zs += zk[w];
+    if (Wm && d3 <= 16) {
+        const int64_t KP = d3 <= 8 ? 8 : 16;
+        T* ZT = r.s + d3p * UV;            // [Wo][KP]
+        T* G = ZT + Wo * KP;               // [U V][KP]
+        std::fill(ZT, ZT + Wo * KP, T(0));
+        for (int64_t k = 0; k < d3; ++k)
+            for (int64_t w = 0; w < Wo; ++w) ZT[w * KP + k] = Z[k * Wo + w];
+        if (KP == 8) rows_times<T, 8>(UV, Wo, Wm, ZT, G); else rows_times<T, 16>(UV, Wo, Wm, ZT, G);
         for (int64_t u = 0; u < U; ++u)
             for (int64_t v = 0; v < V; ++v)
-                Tm[(k * V + v) * U + u] = Wm ? dot(Wo, Wm + (u * V + v) * Wo, zk) : zs;
+                for (int64_t k = 0; k < d3; ++k) Tm[(k * V + v) * U + u] = G[(u * V + v) * KP + k];
+    } else if (Wm) {
+        for (int64_t u = 0; u < U; ++u)
+            for (int64_t v = 0; v < V; ++v) {
+                const T* wq = Wm + (u * V + v) * Wo;
+                for (int64_t k = 0; k < d3; ++k) Tm[(k * V + v) * U + u] = dot(Wo, wq, Z + k * Wo);
+            }
+    } else {
+        for (int64_t k = 0; k < d3; ++k) {
+            T zs = 0;
+            for (int64_t w = 0; w < Wo; ++w) zs += Z[k * Wo + w];
+            std::fill(Tm + k * UV, Tm + (k + 1) * UV, zs);
+        }
     }
     for (int64_t e = p[F_E0]; e < p[F_E1]; ++e) {
         const int64_t i = ei[3 * e], j = ei[3 * e + 1], k = ei[3 * e + 2];

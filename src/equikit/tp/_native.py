@@ -107,7 +107,8 @@ def _build(desc: TensorProductDescriptor) -> Plan:
     e = np.concatenate(ents, 0) if ents else np.zeros((0, 4))
     # scratch per thread: max over paths of what path_uvu/uuu/uvw keep per row, twice (the
     # second half holds one weight column)
-    need = [max(max(r[1], r[3]) * max(r[4], r[6]), (r[6] + 1) * r[1] * r[2]) for r in rows]
+    need = [max(max(r[1], r[3]) * max(r[4], r[6]), 3 * (r[6] + 3) * r[1] * r[2] + 16 * (r[1] * r[2] + r[3]))
+            for r in rows]
     blocks = tuple(
         np.ascontiguousarray(np.asarray([(sl.start, mul, ir.dim) for sl, (mul, ir) in zip(irreps.slices(), irreps)],
                                         dtype=np.int64).reshape(-1, 3))
