@@ -19,6 +19,7 @@ from equikit.nn._grid_mlp import SphereGridMLP
 from equikit.nn._higher_order import PermutationLinear, PPGNBlock, dense_pair_mask, pool_order2
 from equikit.nn._linear import Linear, TensorProduct
 from equikit.nn._norm import BatchNorm, LayerNorm
+from equikit.nn._path_gate import PathGate
 from equikit.nn._polynomial import PolynomialFeatures, contract_pattern, cycle_counts
 from equikit.nn._radial import BesselBasis, GaussianBasis, PolynomialCutoff
 from equikit.nn._sets import ISAB, MAB, PMA, SAB, DeepSets, INSETPooling, SetLinear, masked_pool
@@ -62,3 +63,4 @@ __all__ += [  # sets and graphs (issue 5)
 __all__ += ["BatchNorm", "LayerNorm"]
 __all__ += ["SplineRadial"]
 __all__ += ["SphereGridMLP"]
+__all__ += ["PathGate"]
