@@ -200,3 +200,15 @@ def test_validation_messages():
     g = _random_graph(3)
     with pytest.raises(ValueError, match="edge_attr"):
         collate_graphs([g, GraphBatch(x=g.x, edge_index=g.edge_index, pos=g.pos, y=g.y)])
+
+
+def test_dense_helpers_match_torch_geometric():
+    utils = pytest.importorskip("torch_geometric.utils")
+    b = collate_graphs([_random_graph(n, seed=20 + n) for n in (3, 6, 4)])
+    dense, mask = to_dense_batch(b.x, b.batch)
+    ref, ref_mask = utils.to_dense_batch(b.x, b.batch)
+    assert torch.equal(dense, ref) and torch.equal(mask, ref_mask)
+    adj = to_dense_adjacency(b.edge_index, b.batch, dtype=torch.float32)
+    assert torch.equal(adj, utils.to_dense_adj(b.edge_index, b.batch))
+    ea = to_dense_adjacency(b.edge_index, b.batch, edge_attr=b.edge_attr)
+    assert torch.allclose(ea, utils.to_dense_adj(b.edge_index, b.batch, edge_attr=b.edge_attr))

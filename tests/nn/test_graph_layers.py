@@ -206,3 +206,27 @@ def test_graph_layer_validation():
         GINConv(F, 4)(x, torch.zeros(3, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="order"):
         RecurrentAggregation(F, 4, order="bfs")
+
+
+def test_gin_gine_gcn_match_torch_geometric():
+    """Oracle: the same weights in PyG's GINConv / GINEConv / GCNConv give the same outputs."""
+    pyg_nn = pytest.importorskip("torch_geometric.nn")
+    b = _batch(torch.float64)
+    torch.manual_seed(0)
+    ours = GINConv(F, 6).double()
+    ref = pyg_nn.GINConv(ours.mlp, eps=0.0).double()
+    assert torch.allclose(ours(b.x, b.edge_index), ref(b.x, b.edge_index), atol=1e-12)
+    ours_e = GINConv(F, 6, edge_dim=FE).double()
+    ref_e = pyg_nn.GINEConv(ours_e.mlp, eps=0.0, edge_dim=FE).double()
+    with torch.no_grad():
+        ref_e.lin.weight.copy_(ours_e.edge.weight), ref_e.lin.bias.copy_(ours_e.edge.bias)
+    assert torch.allclose(ours_e(b.x, b.edge_index, b.edge_attr), ref_e(b.x, b.edge_index, b.edge_attr), atol=1e-12)
+    gcn = GCNConv(F, 6).double()
+    ref_g = pyg_nn.GCNConv(F, 6).double()
+    with torch.no_grad():
+        ref_g.lin.weight.copy_(gcn.lin.weight)
+        gcn.bias.normal_()
+        ref_g.bias.copy_(gcn.bias)
+    directed = b.edge_index[:, ::2]  # a directed subset: in-degree normalisation must agree too
+    for ei in (b.edge_index, directed):
+        assert torch.allclose(gcn(b.x, ei), ref_g(b.x, ei), atol=1e-12)
