@@ -392,14 +392,19 @@ def main(argv=None) -> int:
                                     "skipped": skipped, "memory": memory})
             print(kind, lmax, mul, rows, {ph: {k: f"{1e3 * v:.2f}ms" for k, v in t.items()} for ph, t in times.items()},
                   "skipped", sorted(skipped), flush=True)
+        _write(payload, args)  # after every case, so a run cut short still leaves its results
+    md = _write(payload, args)
+    plot(payload, args.out / f"{'tp_quick' if args.quick else 'tp'}.png")
+    print(md)
+    return 0
+
+
+def _write(payload, args) -> str:
     payload["slopes"] = slopes(payload["runs"])
     payload["env_end"] = environment()
     md = table(payload)
-    name = "tp_quick" if args.quick else "tp"
-    write_results(name, payload, md, args.out)
-    plot(payload, args.out / f"{name}.png")
-    print(md)
-    return 0
+    write_results("tp_quick" if args.quick else "tp", payload, md, args.out)
+    return md
 
 
 if __name__ == "__main__":
