@@ -15,10 +15,14 @@ Normalisations (``|Y_l(x)|`` for a unit ``x``):
   default; ``= sqrt(4 pi) * integral``;
 - ``"norm"``: ``|Y_l(x)| = 1``; ``= sqrt(4 pi / (2l + 1)) * integral``.
 
-Backends: ``"sphericart"`` (sphericart-torch, C++ kernels with first and second derivatives;
-we feed it ``x[..., [2, 0, 1]]``, which is the whole basis conversion) and ``"torch"``, our own
+Backends: ``"native"`` (our C++ kernel, ``_sh_kernel.cpp``, compiled on first use: one pass
+straight into this basis and normalisation, OpenMP over rows, a fused backward; second
+derivatives through the torch recursion; see :mod:`equikit.o3._sh_native`), ``"sphericart"``
+(sphericart-torch, C++ kernels with first and second derivatives; we feed it
+``x[..., [2, 0, 1]]``, which is the whole basis conversion, then scale) and ``"torch"``, our own
 recursion on the solid harmonics (pure PyTorch, differentiable to any order, any device).
-``"auto"`` picks sphericart when it is installed.
+``"auto"`` picks ``native`` for CPU float32/float64 tensors when the kernel builds, else
+sphericart when it is installed (CPU/CUDA), else ``torch``.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ from collections.abc import Sequence
 
 import torch
 
+from equikit.o3 import _sh_native
+
 _NORMALIZATIONS = ("integral", "component", "norm")
-_BACKENDS = ("auto", "sphericart", "torch")
+_BACKENDS = ("auto", "native", "sphericart", "torch")
 
 
 # --------------------------------------------------------------------------- constants
@@ -120,11 +126,29 @@ def sphericart_available() -> bool:
     return True
 
 
+def _native_ok(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+
+
 def _resolve_backend(backend: str, x: torch.Tensor) -> str:
     if backend == "auto":
+        if _native_ok(x) and _sh_native.available():
+            return "native"
         ok = sphericart_available() and x.device.type in ("cpu", "cuda")
         ok = ok and x.dtype in (torch.float32, torch.float64)
         return "sphericart" if ok else "torch"
+    if backend == "native":
+        if not _native_ok(x):
+            raise ValueError(
+                "spherical_harmonics: backend='native' needs a CPU float32/float64 tensor, got "
+                f"{x.dtype} on {x.device}; use backend='auto' or 'torch'"
+            )
+        if not _sh_native.available():
+            raise RuntimeError(
+                "spherical_harmonics: backend='native' is unavailable (no C++ compiler, a failed "
+                "build, or EQUIKIT_NO_NATIVE=1; `equikit._utils.native.build_error` says why); "
+                "use backend='auto' or 'torch'"
+            )
     if backend == "sphericart" and not sphericart_available():
         raise ImportError(
             "spherical_harmonics: backend='sphericart' needs sphericart-torch; run "
@@ -170,7 +194,8 @@ def spherical_harmonics(
         x: vectors ``(..., 3)``, float32 or float64.
         normalize: project ``x`` onto the unit sphere first.
         normalization: ``"component"`` (default), ``"norm"`` or ``"integral"``, see module doc.
-        backend: ``"auto"``, ``"sphericart"`` or ``"torch"``; all give the same values.
+        backend: ``"auto"``, ``"native"``, ``"sphericart"`` or ``"torch"``; all give the same
+            values (see the module doc).
 
     Returns:
         ``(..., sum(2l + 1))``, the degrees concatenated in the order given.
@@ -189,15 +214,31 @@ def spherical_harmonics(
         raise ValueError(f"{where}: `normalization` must be one of {_NORMALIZATIONS}, got {normalization!r}")
     if backend not in _BACKENDS:
         raise ValueError(f"{where}: `backend` must be one of {_BACKENDS}, got {backend!r}")
-    lmax = max(ls)
     backend = _resolve_backend(backend, x)
-    xp = _permute(x)
+    if backend == "native":
+        return _spherical_harmonics_native(x, ls, normalize, normalization)
     if backend == "sphericart":
-        y = _sphericart_calculator(lmax, not normalize)(xp.reshape(-1, 3)).reshape(*x.shape[:-1], -1)
-    else:
-        if normalize:
-            xp = xp / torch.linalg.norm(xp, dim=-1, keepdim=True)
-        y = torch.cat(_solid_harmonics_std(xp, lmax), -1)
+        lmax = max(ls)
+        y = _sphericart_calculator(lmax, not normalize)(_permute(x).reshape(-1, 3)).reshape(*x.shape[:-1], -1)
+        return _rescale(y, lmax, normalization, ls)
+    return _spherical_harmonics_torch(x, ls, normalize, normalization)
+
+
+def _spherical_harmonics_native(x: torch.Tensor, ls: list[int], normalize: bool, normalization: str) -> torch.Tensor:
+    """The C++ kernel; through the custom op (autograd, torch.compile) unless a plain call
+    suffices (no graph to record), which skips the dispatcher's overhead."""
+    if torch.compiler.is_compiling() or (x.requires_grad and torch.is_grad_enabled()):
+        return _sh_native.sh_op(x, ls, normalize, normalization)
+    return _sh_native.forward(x, ls, normalize, normalization)
+
+
+def _spherical_harmonics_torch(x: torch.Tensor, ls: list[int], normalize: bool, normalization: str) -> torch.Tensor:
+    """The pure-PyTorch recursion (any device and dtype, differentiable to any order)."""
+    lmax = max(ls)
+    xp = _permute(x)
+    if normalize:
+        xp = xp / torch.linalg.norm(xp, dim=-1, keepdim=True)
+    y = torch.cat(_solid_harmonics_std(xp, lmax), -1)
     return _rescale(y, lmax, normalization, ls)
 
 
