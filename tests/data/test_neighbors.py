@@ -13,6 +13,7 @@ from ase.calculators.lj import LennardJones
 from ase.neighborlist import neighbor_list
 
 from equikit.check import assert_equivariant, equivariance_error
+from equikit.data import neighbors
 from equikit.data.neighbors import edge_vectors, radius_graph
 from equikit.groups import Compose, E, NodePermutation, PointCloud
 
@@ -45,9 +46,19 @@ def _random_structure(rng, n, pbc, dtype, scale=(0.6, 4.0)):
 PBCS = [(True, True, True), (True, True, False), (False, True, False), (False, False, False)]
 
 
+@pytest.fixture(params=["native", "torch"])
+def scan(request, monkeypatch):
+    """Both candidate scans: the C kernel and the pure-PyTorch fallback (loader patched)."""
+    if request.param == "torch":
+        monkeypatch.setattr(neighbors, "_native", lambda: None)
+    elif neighbors._native() is None:
+        pytest.skip("no C compiler here (or EQUIKIT_NO_NATIVE is set): the PyTorch path is tested")
+    return request.param
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("pbc", PBCS, ids=["3d", "slab", "wire", "open"])
-def test_same_triples_as_ase_on_random_triclinic_cells(pbc, method, dtype):
+def test_same_triples_as_ase_on_random_triclinic_cells(pbc, method, dtype, scan):
     rng = np.random.default_rng(10 * PBCS.index(pbc) + METHODS.index(method))  # fixed seeds
     for _ in range(4):
         n = int(rng.integers(1, 14))
@@ -115,7 +126,20 @@ def test_batch_of_different_cells_equals_each_structure_alone(method, dtype):
     torch.testing.assert_close(nbrs.vectors.double(), ref, rtol=0, atol=1e-5 if dtype == torch.float32 else 1e-12)
 
 
-def test_large_cell_binning_equals_ase_and_brute_force():
+def test_native_and_pytorch_scans_give_identical_edges_in_the_same_order(monkeypatch):
+    if neighbors._native() is None:
+        pytest.skip("no C compiler here (or EQUIKIT_NO_NATIVE is set)")
+    rng = np.random.default_rng(13)
+    pos, cell, _ = _random_structure(rng, 40, (True, True, False), torch.float64, scale=(4.0, 7.0))
+    native = {m: radius_graph(pos, 3.4, cell=cell, pbc=(True, True, False), method=m) for m in METHODS}
+    monkeypatch.setattr(neighbors, "_native", lambda: None)
+    for m in METHODS:
+        fallback = radius_graph(pos, 3.4, cell=cell, pbc=(True, True, False), method=m)
+        assert torch.equal(native[m].edge_index, fallback.edge_index)
+        assert torch.equal(native[m].shifts, fallback.shifts)
+
+
+def test_large_cell_binning_equals_ase_and_brute_force(scan):
     """500 atoms: the O(N) binning path (with many bins per direction) against both."""
     rng = np.random.default_rng(6)
     cell = np.diag([17.0, 15.0, 16.0]) + rng.normal(size=(3, 3)) * 1.5
@@ -221,8 +245,10 @@ def test_invariant_under_moving_atoms_by_lattice_vectors(dtype):
     shifted = a.shifts - m[j] + m[i]
     expected = _triples(i, j, shifted)
     assert _ours(b) == expected
-    # b's edges come sorted by (i, j, shift): put a's edges in that order
-    order = sorted(range(len(i)), key=lambda k: (int(i[k]), int(j[k]), tuple(shifted[k].tolist())))
+    # match a's edges to b's through their (i, j, shift) triples
+    where_in_a = {(int(i[k]), int(j[k]), tuple(shifted[k].tolist())): k for k in range(len(i))}
+    order = [where_in_a[(int(ib), int(jb), tuple(sb))] for jb, ib, sb in
+             zip(b.edge_index[0], b.edge_index[1], b.shifts.tolist())]
     tol = 1e-4 if dtype == torch.float32 else 1e-10  # float32: |m @ cell| ~ 10 A rounds at ~1e-6 A
     torch.testing.assert_close(b.vectors, a.vectors[order], rtol=0, atol=tol)
     broken_a = a.vectors - a.shifts.to(dtype) @ cell

@@ -26,6 +26,9 @@ Algorithm (all vectorised, no Python loop over atoms or structures):
    it, read as 25 contiguous runs of the sorted keys. Cost O(N) at fixed density. For
    small systems (``method="brute"``, or ``"auto"`` below ~16k candidate pairs) every
    image of the structure is a candidate instead.
+4. The scan over candidates runs in a small C kernel (compiled on first use with OpenMP over
+   centres, :func:`equikit._utils.native.load_library`) or, without a compiler or with
+   ``EQUIKIT_NO_NATIVE=1``, in PyTorch (chunked); both give the same edges in the same order.
 
 The search runs in float64 whatever the input dtype, so the edge set is the set of the
 given (rounded) positions, identical for float32 and float64 inputs up to that rounding.
@@ -35,12 +38,16 @@ gradients reach positions (forces) and the cell (stress through the strain deriv
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
 from equikit._utils import check_tensor
+from equikit._utils.native import load_library
 
 __all__ = ["Neighbors", "edge_vectors", "radius_graph"]
 
@@ -196,16 +203,24 @@ def _images(pos_w, frac, batch, pbc, ranges, cell, cutoff_frac):
     return atom, shift, xyz
 
 
-def _candidates(centre_xyz, centre_b, img_xyz, img_b, cutoff: float, brute: bool):
-    """Candidate ranges: for each centre, the ``(starts, counts)`` runs of ``order`` (the
-    images sorted by bin key) that may hold its neighbours."""
+class _Bins(NamedTuple):
+    """Images sorted by bin key, and each centre's bin: what both scans need."""
+
+    order: torch.Tensor  # (G,) image ids sorted by key
+    keys: torch.Tensor  # (G,) sorted keys
+    centre_bin: torch.Tensor  # (C, 3)
+    centre_b: torch.Tensor  # (C,)
+    extent: torch.Tensor  # (3,) global bins per direction
+    k: int  # stencil half-width in bins
+
+
+def _binning(centre_xyz, centre_b, img_xyz, img_b, cutoff: float, brute: bool) -> _Bins:
+    """Hash centres and images into cubic bins of edge ``cutoff / k`` per structure (key:
+    structure, z, y, x bin; x fastest). Brute force is one bin per structure."""
     if brute:
-        key_img = img_b
-        order = torch.argsort(key_img, stable=True)
-        sorted_keys = key_img[order]
-        lo = torch.searchsorted(sorted_keys, centre_b, right=False)
-        hi = torch.searchsorted(sorted_keys, centre_b, right=True)
-        return order, lo[:, None], (hi - lo)[:, None]
+        order = torch.argsort(img_b, stable=True)
+        ones = torch.ones(3, dtype=torch.long, device=img_b.device)
+        return _Bins(order, img_b[order], torch.zeros(len(centre_b), 3, dtype=torch.long), centre_b, ones, 0)
     k = _BINS_PER_CUTOFF
     size = cutoff / k
     n_struct = int(torch.maximum(centre_b.max(), img_b.max())) + 1
@@ -214,15 +229,17 @@ def _candidates(centre_xyz, centre_b, img_xyz, img_b, cutoff: float, brute: bool
     lo_xyz = lo_xyz.scatter_reduce(0, centre_b[:, None].expand(-1, 3), centre_xyz, "amin")
     bin_img = torch.floor((img_xyz - lo_xyz[img_b]) / size).long()
     bin_c = torch.floor((centre_xyz - lo_xyz[centre_b]) / size).long()
-    nb = torch.maximum(bin_img.max(0).values, bin_c.max(0).values) + 1  # (3,) global extent
+    nb = torch.maximum(bin_img.max(0).values, bin_c.max(0).values) + 1
+    key = ((img_b * nb[2] + bin_img[:, 2]) * nb[1] + bin_img[:, 1]) * nb[0] + bin_img[:, 0]
+    order = torch.argsort(key)
+    return _Bins(order, key[order], bin_c, centre_b, nb, k)
 
-    def key(b, bx):
-        return ((b * nb[2] + bx[:, 2]) * nb[1] + bx[:, 1]) * nb[0] + bx[:, 0]
 
-    key_img = key(img_b, bin_img)
-    order = torch.argsort(key_img)
-    sorted_keys = key_img[order]
-    offsets = torch.arange(-k, k + 1, device=img_xyz.device)
+def _candidates(bins: _Bins):
+    """For each centre, the ``(starts, counts)`` of the ``(2k + 1)^2`` runs of sorted keys
+    (x-rows of the stencil) that may hold its neighbours."""
+    k, nb, bin_c = bins.k, bins.extent, bins.centre_bin
+    offsets = torch.arange(-k, k + 1, device=bin_c.device)
     dy, dz = torch.meshgrid(offsets, offsets, indexing="ij")
     dy, dz = dy.reshape(-1), dz.reshape(-1)  # (R,) runs along x
     by = bin_c[:, 1:2] + dy  # (C, R)
@@ -230,16 +247,55 @@ def _candidates(centre_xyz, centre_b, img_xyz, img_b, cutoff: float, brute: bool
     x_lo = (bin_c[:, 0:1] - k).clamp(min=0).expand_as(by)
     x_hi = (bin_c[:, 0:1] + k).clamp(max=int(nb[0]) - 1).expand_as(by)
     valid = (by >= 0) & (by < nb[1]) & (bz >= 0) & (bz < nb[2])
-    base = ((centre_b[:, None] * nb[2] + bz.clamp(0, int(nb[2]) - 1)) * nb[1] + by.clamp(0, int(nb[1]) - 1)) * nb[0]
-    lo = torch.searchsorted(sorted_keys, base + x_lo, right=False)
-    hi = torch.searchsorted(sorted_keys, base + x_hi, right=True)
+    base = ((bins.centre_b[:, None] * nb[2] + bz.clamp(0, int(nb[2]) - 1)) * nb[1]
+            + by.clamp(0, int(nb[1]) - 1)) * nb[0]
+    lo = torch.searchsorted(bins.keys, base + x_lo, right=False)
+    hi = torch.searchsorted(bins.keys, base + x_hi, right=True)
     counts = torch.where(valid, hi - lo, torch.zeros_like(lo))
-    return order, lo, counts
+    return lo, counts
 
 
-def _pairs(order, starts, counts, centre_xyz, img_xyz, cutoff: float):
-    """Candidate pairs run by run, chunked over centres; returns ``(centre, image)`` of the
-    pairs closer than ``cutoff``."""
+def _pairs_native(lib, bins: _Bins, centre_xyz, img_xyz, cutoff: float):
+    """The candidate scan in C (same arithmetic as :func:`_pairs`); two passes, count then
+    fill, parallel over centres with torch's intra-op thread count."""
+    gxyz = img_xyz[bins.order].contiguous()
+    cxyz = centre_xyz.contiguous()
+    cbin = bins.centre_bin.contiguous()
+    cb = bins.centre_b.contiguous()
+    keys = bins.keys.contiguous()
+    nb = bins.extent.contiguous()
+    n_c, n_g = len(cb), len(keys)
+    threads = torch.get_num_threads()
+    args = (n_c, cxyz.data_ptr(), cbin.data_ptr(), cb.data_ptr(), keys.data_ptr(), gxyz.data_ptr(), n_g,
+            nb.data_ptr(), bins.k, cutoff * cutoff)
+    counts = torch.empty(n_c, dtype=torch.long)
+    lib.eq_nl_count(*args, counts.data_ptr(), threads)
+    offsets = torch.cumsum(counts, 0) - counts
+    out = torch.empty(int(counts.sum()), dtype=torch.long)
+    lib.eq_nl_fill(*args, offsets.data_ptr(), out.data_ptr(), threads)
+    centre = torch.repeat_interleave(torch.arange(n_c), counts)
+    return centre, bins.order[out]
+
+
+@functools.cache
+def _native():
+    """The C scan (compiled on first use), or ``None``: no compiler, or ``EQUIKIT_NO_NATIVE``."""
+    lib = load_library(Path(__file__).with_name("_neighbors_kernel.c"), "data")
+    if lib is None:
+        return None
+    p, i64, f64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
+    common = [i64, p, p, p, p, p, i64, p, i64, f64]
+    lib.eq_nl_count.argtypes = [*common, p, i32]
+    lib.eq_nl_fill.argtypes = [*common, p, p, i32]
+    lib.eq_nl_count.restype = lib.eq_nl_fill.restype = None
+    return lib
+
+
+def _pairs(bins: _Bins, centre_xyz, img_xyz, cutoff: float):
+    """Candidate pairs run by run, chunked over centres (pure PyTorch); returns
+    ``(centre, image)`` of the pairs closer than ``cutoff``."""
+    order = bins.order
+    starts, counts = _candidates(bins)
     n_c, n_r = counts.shape
     per_centre = counts.sum(1)
     ends = torch.cumsum(per_centre, 0)
@@ -302,6 +358,8 @@ def edge_vectors(
     s = shifts.to(pos.dtype)
     if cell.ndim == 2:
         return vec + s @ cell
+    if cell.shape[0] == 1:
+        return vec + s @ cell[0]
     b = torch.zeros_like(dst) if batch is None else batch[dst]
     return vec + torch.einsum("ek,ekd->ed", s, cell[b])
 
@@ -338,8 +396,9 @@ def radius_graph(
 
     Returns:
         :class:`Neighbors` ``(edge_index, shifts, vectors)``: ``edge_index[0] = j``
-        (neighbour, message source), ``edge_index[1] = i`` (centre, receiver), sorted by
-        ``i``, then ``j``, then shift; ``shifts (E, 3)`` int64;
+        (neighbour, message source), ``edge_index[1] = i`` (centre, receiver), grouped by
+        ``i`` in increasing order (the order within a centre depends on ``method``, not on
+        the native/PyTorch path); ``shifts (E, 3)`` int64;
         ``vectors = pos[j] - pos[i] + shifts @ cell`` (differentiable, see
         :func:`edge_vectors`).
 
@@ -383,7 +442,7 @@ def radius_graph(
 
 
 @torch.no_grad()
-def _search(pos, cutoff, batch, cell, pbc, self_interaction, method, where):
+def _search(pos, cutoff, batch, cell, pbc, self_interaction, method, where, native=True):
     scell = _search_cell(cell, pbc, where)  # (B, 3, 3) float64
     inv = torch.linalg.inv(scell)
     x = pos.to(torch.float64)
@@ -400,16 +459,16 @@ def _search(pos, cutoff, batch, cell, pbc, self_interaction, method, where):
         per_struct = torch.bincount(batch, minlength=pbc.shape[0])
         imgs = torch.bincount(img_b, minlength=pbc.shape[0])
         method = "brute" if int((per_struct * imgs).sum()) <= _BRUTE_LIMIT else "cells"
-    order, starts, counts = _candidates(x_w, batch, xyz, img_b, cutoff, method == "brute")
-    centre, image = _pairs(order, starts, counts, x_w, xyz, cutoff)
+    bins = _binning(x_w, batch, xyz, img_b, cutoff, method == "brute")
+    lib = _native() if native and x_w.device.type == "cpu" else None
+    if lib is not None:
+        centre, image = _pairs_native(lib, bins, x_w, xyz, cutoff)
+    else:
+        centre, image = _pairs(bins, x_w, xyz, cutoff)
     j = atom[image]
     s = shift[image] + wrap[centre].long() - wrap[j].long()
     if not self_interaction:
         keep = (j != centre) | (s != 0).any(1)
         centre, j, s = centre[keep], j[keep], s[keep]
-    # deterministic order: centre, neighbour, shift
-    span = int(s.abs().max()) + 1 if s.numel() else 1
-    code = ((s[:, 0] + span) * (2 * span + 1) + (s[:, 1] + span)) * (2 * span + 1) + (s[:, 2] + span)
-    key = (centre * pos.shape[0] + j) * (2 * span + 1) ** 3 + code
-    perm = torch.argsort(key)
-    return torch.stack([j[perm], centre[perm]]), s[perm]
+    # centres come in increasing order from both scans (no sort needed)
+    return torch.stack([j, centre]), s
