@@ -48,6 +48,8 @@ def test_cycle_counts_match_exact_counts(dtype):
         per_node = [sum(1 for cyc in cycles if any(i in e for e in cyc)) for i in range(n)]
         assert c["four_cycles"][k, :n].tolist() == [float(v) for v in per_node]
         assert c["num_four_cycles"][k].item() == len(cycles)
+        nx_cycles = [cyc for cyc in nx.simple_cycles(g, length_bound=4) if len(cyc) == 4]
+        assert len(nx_cycles) == len(cycles)  # the brute force agrees with networkx
         for i, j in itertools.product(range(n), repeat=2):
             on_edge = sum(1 for cyc in cycles if frozenset((i, j)) in cyc) if g.has_edge(i, j) else 0
             assert c["edge_four_cycles"][k, i, j].item() == on_edge
