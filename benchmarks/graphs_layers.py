@@ -85,7 +85,7 @@ def model_times() -> list[dict]:
     batch = collate_graphs(graphs)
     models, cands = {}, {}
     for layer in LAYERS:
-        edge_dim = 4 if layer in ("gin", "poly", "ppgn") else None
+        edge_dim = 4 if layer in ("gin", "poly", "ppgn", "ign") else None
         cfg = GraphModelConfig(in_channels=8, out_channels=1, hidden=64, n_layers=3, layer=layer, edge_dim=edge_dim)
         model = models[layer] = GraphModel(cfg)
         b = batch if edge_dim else GraphBatch(x=batch.x, edge_index=batch.edge_index, batch=batch.batch,

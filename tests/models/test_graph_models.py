@@ -25,7 +25,7 @@ def _batch(dtype, edge_dim=2):
 
 
 def _config(layer, task="graph"):
-    edge_dim = 2 if layer in ("gin", "poly", "ppgn") else None
+    edge_dim = 2 if layer in ("gin", "poly", "ppgn", "ign") else None
     return GraphModelConfig(in_channels=3, out_channels=2, hidden=8, n_layers=2, layer=layer,
                             edge_dim=edge_dim, pool=("sum", "max"), task=task, spen_k=1)
 
@@ -53,7 +53,7 @@ def test_graph_outputs_are_invariant(layer, dtype):
     assert not bad.passed() and bad.rel_max > 1e-4
 
 
-@pytest.mark.parametrize("layer", ["gin", "ppgn", "spen", "poly"])
+@pytest.mark.parametrize("layer", ["gin", "ppgn", "ign", "spen", "poly"])
 def test_node_outputs_are_equivariant(layer, dtype):
     torch.manual_seed(0)
     model = GraphModel(_config(layer, task="node")).to(dtype)

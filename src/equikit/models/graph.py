@@ -9,6 +9,9 @@
 - ``"gcn"``: GCN with symmetric normalisation (ignores edge features); 1-WL at most;
 - ``"ppgn"``: dense Provably Powerful Graph Network blocks on ``[A, edge features,
   diag(x)]`` (3-WL), invariant readout over diagonal and off-diagonal entries;
+- ``"ign"``: a 2-IGN (Maron et al. 2019): the same dense input, residual
+  :class:`~equikit.nn.PermutationLinear` 2->2 layers (15-element basis) with ReLU, same
+  readout (as expressive as 2-WL, i.e. 1-WL, on graphs);
 - ``"spen"``: subgraph network on ``k``-hop ego networks (:class:`~equikit.nn.SPEN`;
   ignores edge features);
 - ``"poly"``: GINE on node and edge features augmented with equivariant polynomial features
@@ -30,6 +33,7 @@ from equikit.nn import (
     DeepSets,
     GCNConv,
     GINConv,
+    PermutationLinear,
     PolynomialFeatures,
     PPGNBlock,
     global_pool,
@@ -39,7 +43,7 @@ from equikit.nn._mlp import make_mlp
 
 __all__ = ["LAYERS", "GraphModel", "GraphModelConfig"]
 
-LAYERS = ("gin", "gcn", "ppgn", "spen", "poly", "deepsets")
+LAYERS = ("gin", "gcn", "ppgn", "ign", "spen", "poly", "deepsets")
 
 
 @dataclass(frozen=True)
@@ -50,12 +54,12 @@ class GraphModelConfig:
         in_channels: node feature dim ``F`` of ``batch.x``.
         out_channels: outputs per graph (``task="graph"``) or per node (``"node"``).
         hidden: hidden width.
-        n_layers: number of message-passing / PPGN / SPEN layers.
+        n_layers: number of message-passing / PPGN / IGN / SPEN layers.
         layer: backbone, one of :data:`LAYERS`.
         edge_dim: edge feature dim ``Fe`` of ``batch.edge_attr`` (``None``: no edge features;
-            used by ``gin``, ``poly`` and ``ppgn``).
-        pool: graph readout, one or more of ``sum``, ``mean``, ``max`` (not used by ``ppgn``,
-            which reads out diagonal and off-diagonal sums).
+            used by ``gin``, ``poly``, ``ppgn`` and ``ign``).
+        pool: graph readout, one or more of ``sum``, ``mean``, ``max`` (not used by ``ppgn``
+            and ``ign``, which read out diagonal and off-diagonal means).
         task: ``"graph"`` or ``"node"``.
         spen_k: ego-network radius for ``spen``.
         poly_degree: degree of the polynomial features for ``poly`` (1..4).
@@ -131,9 +135,12 @@ class GraphModel(nn.Module):
         elif c.layer == "gcn":
             self.embed = nn.Linear(c.in_channels, h)
             self.convs = nn.ModuleList(GCNConv(h, h) for _ in range(c.n_layers))
-        elif c.layer == "ppgn":
+        elif c.layer in ("ppgn", "ign"):
             self.embed = nn.Linear(1 + fe + c.in_channels, h)
-            self.blocks = nn.ModuleList(PPGNBlock(h, h) for _ in range(c.n_layers))
+            if c.layer == "ppgn":
+                self.blocks = nn.ModuleList(PPGNBlock(h, h) for _ in range(c.n_layers))
+            else:
+                self.blocks = nn.ModuleList(PermutationLinear(h, h) for _ in range(c.n_layers))
             readout_in = 2 * h
         elif c.layer == "spen":
             self.spen = SPEN(c.in_channels, h, h, n_layers=c.n_layers, k=c.spen_k)
@@ -187,13 +194,14 @@ class GraphModel(nn.Module):
         pm = (mask.unsqueeze(2) & mask.unsqueeze(1)).unsqueeze(-1).to(adj.dtype)
         h = self.embed(torch.cat(parts, -1)) * pm
         for block in self.blocks:
-            h = h + block(h, mask)
+            out = block(h, mask)
+            h = h + (torch.relu(out) if self.config.layer == "ign" else out)
         return h, mask
 
     def forward(self, batch: GraphBatch) -> torch.Tensor:
         self._check(batch)
         c = self.config
-        if c.layer == "ppgn":
+        if c.layer in ("ppgn", "ign"):
             h2, mask = self._ppgn(batch)
             if c.task == "node":
                 node = from_dense_batch(h2.diagonal(dim1=1, dim2=2).transpose(1, 2), batch.batch)
