@@ -96,6 +96,7 @@ struct Row {
     T* gw;       // weight gradient accumulator (slot 3)
     T* s;        // scratch, max(d1, d3) * max channels
     T* wv;       // scratch, max channels
+    const T* wT; // shared uvw weights transposed per path ([w][u v]), for the gradients; or null
 };
 
 // channelwise: z[u, k] += sum_v W[u, v] sum_e c x1[u, i] x2[v, j]
@@ -283,7 +284,15 @@ void path_uvw(int slot, const int64_t* p, const int32_t* ei, const T* ec, const 
         return;
     }
     // slots 1, 2: G[k][u, v] = sum_w W[u, v, w] gz[w, k], stored [k][v][u]
-    if (Wm && d3 <= 16) {
+    if (Wm && r.wT) {  // shared weights: (d3 x Wo) @ (Wo x U V) with the transposed weights
+        T* G = V == 1 ? Tm : A;
+        std::fill(G, G + d3 * UV, T(0));
+        small_gemm(d3, UV, Wo, Z, r.wT + woff, G);
+        if (V != 1)
+            for (int64_t k = 0; k < d3; ++k)
+                for (int64_t u = 0; u < U; ++u)
+                    for (int64_t v = 0; v < V; ++v) Tm[(k * V + v) * U + u] = G[k * UV + u * V + v];
+    } else if (Wm && d3 <= 16) {
         const int64_t KP = d3 <= 8 ? 8 : 16;
         T* ZT = r.s + d3p * UV;            // [Wo][KP]
         T* G = ZT + Wo * KP;               // [U V][KP]
@@ -331,7 +340,17 @@ void contract(int slot, int64_t rows, const int64_t* paths, int64_t npaths, cons
     if (rows < 64) nthreads = 1;
 #pragma omp parallel num_threads(nthreads)
     {
+        const bool transpose_w = (slot == 1 || slot == 2) && w_shared && w != nullptr;
         std::vector<T> buf(d1 + d2 + d3 + scratch + (shared_grad ? wn : 0));
+        std::vector<T> wT(transpose_w ? wn : 0);
+        if (transpose_w)
+            for (int64_t q = 0; q < npaths; ++q) {
+                const int64_t* p = paths + q * F_N;
+                if (p[F_MODE] != 0 || p[F_WOFF] < 0) continue;
+                const int64_t UV = p[F_U] * p[F_V], Wo = p[F_K], off = p[F_WOFF];
+                for (int64_t a = 0; a < UV; ++a)
+                    for (int64_t b = 0; b < Wo; ++b) wT[off + b * UV + a] = w[off + a * Wo + b];
+            }
         Row<T> r;
         r.x1 = buf.data();
         r.x2 = r.x1 + d1;
@@ -339,6 +358,7 @@ void contract(int slot, int64_t rows, const int64_t* paths, int64_t npaths, cons
         r.s = r.z + d3;
         r.wv = r.s + scratch / 2;
         T* local_gw = r.s + scratch;
+        r.wT = transpose_w ? wT.data() : nullptr;
         if (shared_grad) std::fill(local_gw, local_gw + wn, T(0));
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < rows; ++n) {
