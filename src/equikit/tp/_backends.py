@@ -7,7 +7,11 @@ leading dims broadcasting, and returns ``(..., irreps_out.dim)``.
 
 - ``naive``: one dense ``einsum`` over the full Clebsch-Gordan block per path. Slow, obviously
   correct: the oracle every other backend is tested against.
-- ``sparse_cg`` (default): contracts only the nonzero Clebsch-Gordan entries. Per path the
+- ``sparse_cg`` (default): contracts only the nonzero Clebsch-Gordan entries. On CPU in float32
+  / float64 it runs the C++ kernels of ``_native`` (``_kernels.cpp``, built on first use and
+  cached; one ``torch.library`` custom op that is its own backward, so every derivative order
+  and ``torch.compile`` work); elsewhere, with ``EQUIKIT_NO_NATIVE=1`` or without a compiler,
+  the pure-PyTorch path described here (``executor.native`` says which). Per path the
   nonzeros ``(i, j, k, c)`` are sorted by ``k`` and padded to ``(d_out, n_max)`` (pads have
   ``c = 0``); the operands are gathered with ``index_select``, multiplied (weights contracted
   by a matmul) and the ``n_max`` terms of each ``k`` summed by a reshape. No scatter, so the
