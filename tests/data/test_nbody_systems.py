@@ -79,10 +79,10 @@ def test_energy_is_conserved_over_full_protocol_trajectories():
     energy wobbles by O(dt): measured max relative deviation 5e-4 over 200 simulations; bound
     2e-3. Gravity (softened potential): median max deviation 2.6e-5, 90th percentile 3e-4,
     worst 1.6e-2 (close encounters) over 200 simulations; bounds on median and 90th percentile."""
-    s = simulate_springs(np.random.RandomState(0), 20, SpringsConfig())
+    s = simulate_springs(np.random.RandomState(0), 10, SpringsConfig())
     energy = springs_energy(s.pos, s.vel, s.pair[:, None])
     assert (np.abs(energy - energy[:, :1]) / energy[:, :1]).max() < 2e-3
-    g = simulate_gravity(np.random.RandomState(0), 30, GravityConfig())
+    g = simulate_gravity(np.random.RandomState(0), 20, GravityConfig())
     energy = gravity_energy(g.pos, g.vel, g.node[:, None])
     rel = (np.abs(energy - energy[:, :1]) / np.abs(energy[:, :1])).max(axis=1)
     assert np.median(rel) < 1e-4 and np.percentile(rel, 90) < 2e-3

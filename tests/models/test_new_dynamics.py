@@ -138,11 +138,13 @@ def test_ponita_is_translation_and_permutation_equivariant_exactly(dtype, batch)
 # On a fixed grid of O orientations a rotation is not a permutation of the grid, so PONITA
 # is only approximately rotation-equivariant. We measure the error of the predicted
 # displacement (output - pos; the positions themselves would hide it): with this model (16
-# channels, 2 layers, untrained, 16 E(3) elements incl. reflections) the max relative error is
-# 0.20 at O = 20 (the published grid size), 0.021 at O = 50 and 0.0048 at O = 200, the same in
+# channels, 2 layers, untrained, E(3) elements incl. reflections) the max relative error over
+# 16 elements is 0.20 at O = 20 (the published grid size), 0.021 at O = 50, 0.0048 at
+# O = 200; over the 8 elements used here 0.19 at O = 20 and 0.027 at O = 80; the same in
 # float32 and float64 (it is the grid, not rounding). The test bounds O = 20 by 0.3 (1.5x the
-# measurement), asserts a 10x reduction at O = 200 (measured 41x), and the negative control
-# (raw positions fed as node scalars) stays at ~0.8 even on the fine grid.
+# measurement), asserts a 4x reduction at O = 80 (measured 7x; Fibonacci grids do not
+# improve monotonically), and the negative control (raw positions fed as node scalars) is at
+# 0.94 on the O = 80 grid.
 DISPLACEMENT = PointCloud(E(3), pos=None, vectors=("d",))
 
 
@@ -153,18 +155,18 @@ def _displacement(model, h=None):
 
 def test_ponita_rotation_error_is_bounded_and_shrinks_with_the_grid(dtype, batch):
     x = _inputs(batch, dtype)
-    err = {o: equivariance_error(_displacement(_ponita(dtype, o)), x, E3_IN, DISPLACEMENT, n_samples=16,
-                                 generator=1).rel_max for o in (20, 200)}
+    err = {o: equivariance_error(_displacement(_ponita(dtype, o)), x, E3_IN, DISPLACEMENT, n_samples=8,
+                                 generator=1).rel_max for o in (20, 80)}
     assert err[20] < 0.3
-    assert err[200] < err[20] / 10
-    assert err[200] > 1e-4  # still approximate: a fixed grid is not rotated with the input
+    assert err[80] < err[20] / 4
+    assert err[80] > 1e-4  # still approximate: a fixed grid is not rotated with the input
 
 
 def test_negative_control_ponita_fed_raw_positions_is_far_from_equivariant(dtype, batch):
     torch.manual_seed(0)
-    model = Ponita(hidden=16, n_layers=2, basis=16, node_features=3, n_orientations=200).to(dtype).eval()
+    model = Ponita(hidden=16, n_layers=2, basis=16, node_features=3, n_orientations=80).to(dtype).eval()
     report = equivariance_error(_displacement(model, h="pos"), _inputs(batch, dtype), E3_IN, DISPLACEMENT,
-                                n_samples=16, generator=1)
+                                n_samples=8, generator=1)
     assert report.rel_max > 0.3
 
 
