@@ -514,8 +514,10 @@ def from_networkx(graph: Any, *, node_attrs: Sequence[str] = (), edge_attrs: Seq
 def to_networkx(graph: GraphBatch, *, index: int = 0, undirected: bool = False) -> Any:
     """Graph ``index`` of a batch as a networkx ``DiGraph`` (``Graph`` with ``undirected``)
     with node attribute ``x`` (list of floats) and, when present, edge attribute ``edge_attr``."""
-    import networkx as nx
-
+    try:
+        import networkx as nx
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("to_networkx needs networkx: pip install 'equikit[graphs]' (or networkx)") from err
     if not isinstance(graph, GraphBatch):
         _fail("to_networkx", f"`graph` must be a GraphBatch, got {type(graph).__name__}", TypeError)
     if not 0 <= index < graph.num_graphs:
@@ -624,7 +626,7 @@ def from_smiles(smiles: str, *, y: torch.Tensor | float | None = None, add_hs: b
     try:
         from rdkit import Chem
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("from_smiles needs RDKit: pip install rdkit") from err
+        raise ImportError("from_smiles needs RDKit: pip install 'equikit[graphs]' (or rdkit)") from err
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:
         raise ValueError(f"from_smiles: RDKit could not parse the SMILES {smiles!r}")
