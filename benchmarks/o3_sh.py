@@ -2,6 +2,10 @@
 
 lmax 2, 4, 8; 100k float32 vectors; forward and forward+backward; interleaved, median of
 >= 20 calls after warm-up; threads set explicitly and recorded with the load average.
+Candidates: `equikit` (backend="auto": the native C++ kernel on CPU), `equikit_torch` (pure
+PyTorch), `equikit_sphericart` (sphericart + permutation + scaling, the previous default),
+`e3nn` (component normalisation, as ours) and raw `sphericart` (its own basis, orthonormal).
+The first call (loading, or on a fresh machine compiling, the kernel) is timed separately.
 Writes results/o3_sh_threads<N>.json, .md and .png.
 
     python benchmarks/o3_sh.py [--threads 2] [--repeats 25] [--n 100000]

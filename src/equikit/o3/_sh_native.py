@@ -79,9 +79,10 @@ def coefficients(lmax: int, normalization: str, dtype: torch.dtype) -> torch.Ten
     """The kernel's recursion coefficients with ``K_lm`` folded in: ``diag (lmax+1)``,
     ``off (lmax+1)``, ``A (lmax+1)^2``, ``B (lmax+1)^2`` concatenated (computed in float64).
 
-    >>> coefficients(1, "integral", torch.float64)  # diag, off, A, B for lmax 1
-    tensor([0.2821, 1.7321, 0.0000, 1.7321, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000, 0.0000,
-            0.0000, 0.0000], dtype=torch.float64)
+    >>> c = coefficients(1, "integral", torch.float64)  # diag, off, A, B for lmax 1
+    >>> expected = [(4 * torch.pi) ** -0.5, 3**0.5, 0.0, 3**0.5]  # K_00; Y_1 = sqrt(3) K_00 (x, y, z)
+    >>> torch.allclose(c[:4], torch.tensor(expected, dtype=torch.float64))
+    True
     """
     return torch.tensor(_coefficients64(lmax, normalization), dtype=dtype)
 
