@@ -2,7 +2,8 @@
 matscipy's neighbour_list when installed), on FCC Cu supercells (a = 3.61 A, atoms rattled by
 0.05 A) of 108 / 256 / 2048 / 16384 atoms at cutoff 5 A, "ijS" (+ our edge vectors).
 
-Every candidate's (i, j, S) set is checked equal before timing. Timings are interleaved
+"equikit" uses the C candidate scan (built on first use); "equikit_pytorch" is the
+pure-PyTorch fallback. Every candidate's (i, j, S) set is checked equal before timing. Timings are interleaved
 (A B C A B C ...), medians after one warm-up call; the first call is reported separately.
 Repeats shrink with size (ASE takes seconds at 16k atoms). Writes
 results/atoms_neighbors.{json,md,png}.
@@ -22,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, environment, interleaved, write_results
+from equikit.data import neighbors
 from equikit.data.neighbors import radius_graph
 
 CUTOFF = 5.0
@@ -32,8 +34,17 @@ def candidates(atoms) -> dict:
 
     pos = torch.tensor(atoms.positions)
     cell = torch.tensor(atoms.cell.array)
+    def pytorch_only():
+        # the pure-PyTorch fallback (what runs without a C compiler or with EQUIKIT_NO_NATIVE=1)
+        saved, neighbors._native = neighbors._native, lambda: None
+        try:
+            return radius_graph(pos, CUTOFF, cell=cell)
+        finally:
+            neighbors._native = saved
+
     out = {
         "equikit": lambda: radius_graph(pos, CUTOFF, cell=cell),
+        "equikit_pytorch": pytorch_only,
         "ase": lambda: neighbor_list("ijS", atoms, CUTOFF),
     }
     try:
@@ -46,7 +57,7 @@ def candidates(atoms) -> dict:
 
 
 def triples(name: str, result) -> set:
-    if name == "equikit":
+    if name.startswith("equikit"):
         i, j, s = result.edge_index[1].numpy(), result.edge_index[0].numpy(), result.shifts.numpy()
     else:
         i, j, s = result

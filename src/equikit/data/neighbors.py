@@ -140,17 +140,9 @@ def _search_cell(cell: torch.Tensor | None, pbc: torch.Tensor, where: str) -> to
     linearly dependent."""
     n_struct = pbc.shape[0]
     eye = torch.eye(3, dtype=torch.float64, device=pbc.device)
-    if cell is None:
+    if cell is None or not bool(pbc.any()):
         return eye.expand(n_struct, 3, 3).clone()
     out = cell.detach().to(torch.float64).clone()
-    # QR of the periodic rows (moved first, non-periodic rows zeroed): Q is orthogonal and its
-    # first n_per columns span the periodic rows, the others their orthogonal complement
-    order = torch.argsort((~pbc).to(torch.int8), dim=1, stable=True)
-    rows = torch.gather(out, 1, order[..., None].expand(-1, -1, 3))
-    rows = rows * torch.gather(pbc, 1, order)[..., None].to(torch.float64)
-    q, _ = torch.linalg.qr(rows.transpose(1, 2))
-    # q's first columns span the periodic rows (when independent); a complement follows
-    n_per = pbc.sum(1)
     norms = out.norm(dim=2)
     gram = out @ out.transpose(1, 2)
     sub = torch.where(pbc[:, :, None] & pbc[:, None, :], gram, eye)
@@ -163,6 +155,15 @@ def _search_cell(cell: torch.Tensor | None, pbc: torch.Tensor, where: str) -> to
             f"cell {cell[b].tolist()} with pbc {pbc[b].tolist()}); give independent rows or set pbc "
             f"False along the degenerate direction"
         )
+    if bool(pbc.all()):
+        return out  # fully periodic: the cell itself (the common case, no QR)
+    # QR of the periodic rows (moved first, non-periodic rows zeroed): Q is orthogonal and its
+    # first n_per columns span the periodic rows, the others their orthogonal complement
+    order = torch.argsort((~pbc).to(torch.int8), dim=1, stable=True)
+    rows = torch.gather(out, 1, order[..., None].expand(-1, -1, 3))
+    rows = rows * torch.gather(pbc, 1, order)[..., None].to(torch.float64)
+    q, _ = torch.linalg.qr(rows.transpose(1, 2))
+    n_per = pbc.sum(1)
     complement = q.transpose(1, 2)  # rows: orthonormal, the first n_per span the periodic rows
     for k in range(3):
         # non-periodic row k gets the (n_per + rank among non-periodic rows)-th basis vector
@@ -220,7 +221,8 @@ def _binning(centre_xyz, centre_b, img_xyz, img_b, cutoff: float, brute: bool) -
     if brute:
         order = torch.argsort(img_b, stable=True)
         ones = torch.ones(3, dtype=torch.long, device=img_b.device)
-        return _Bins(order, img_b[order], torch.zeros(len(centre_b), 3, dtype=torch.long), centre_b, ones, 0)
+        zero_bins = torch.zeros(len(centre_b), 3, dtype=torch.long, device=img_b.device)
+        return _Bins(order, img_b[order], zero_bins, centre_b, ones, 0)
     k = _BINS_PER_CUTOFF
     size = cutoff / k
     n_struct = int(torch.maximum(centre_b.max(), img_b.max())) + 1
@@ -442,25 +444,30 @@ def radius_graph(
 
 
 @torch.no_grad()
-def _search(pos, cutoff, batch, cell, pbc, self_interaction, method, where, native=True):
+def _search(pos, cutoff, batch, cell, pbc, self_interaction, method, where):
     scell = _search_cell(cell, pbc, where)  # (B, 3, 3) float64
-    inv = torch.linalg.inv(scell)
     x = pos.to(torch.float64)
-    frac = torch.einsum("nd,ndk->nk", x, inv[batch])
-    wrap = torch.where(pbc[batch], torch.floor(frac), torch.zeros_like(frac))
-    frac = frac - wrap
-    x_w = x - torch.einsum("nk,nkd->nd", wrap, scell[batch])
-    spacing = 1.0 / inv.norm(dim=1)  # (B, 3): 1 / |reciprocal vector k| (columns of inv)
-    cutoff_frac = torch.where(pbc, cutoff / spacing, torch.zeros_like(spacing)) + 1e-9
-    ranges = torch.where(pbc, torch.floor(cutoff / spacing).long() + 1, torch.zeros_like(pbc, dtype=torch.long))
-    atom, shift, xyz = _images(x_w, frac, batch, pbc, ranges, scell, cutoff_frac)
+    if bool(pbc.any()):
+        inv = torch.linalg.inv(scell)
+        frac = torch.einsum("nd,ndk->nk", x, inv[batch])
+        wrap = torch.where(pbc[batch], torch.floor(frac), torch.zeros_like(frac))
+        frac = frac - wrap
+        x_w = x - torch.einsum("nk,nkd->nd", wrap, scell[batch])
+        spacing = 1.0 / inv.norm(dim=1)  # (B, 3): 1 / |reciprocal vector k| (columns of inv)
+        cutoff_frac = torch.where(pbc, cutoff / spacing, torch.zeros_like(spacing)) + 1e-9
+        ranges = torch.where(pbc, torch.floor(cutoff / spacing).long() + 1, torch.zeros_like(pbc, dtype=torch.long))
+        atom, shift, xyz = _images(x_w, frac, batch, pbc, ranges, scell, cutoff_frac)
+    else:  # open structures: the atoms are their only images
+        x_w, wrap = x, torch.zeros_like(x)
+        atom = torch.arange(len(x), device=x.device)
+        shift, xyz = torch.zeros(len(x), 3, dtype=torch.long, device=x.device), x
     img_b = batch[atom]
     if method == "auto":
         per_struct = torch.bincount(batch, minlength=pbc.shape[0])
         imgs = torch.bincount(img_b, minlength=pbc.shape[0])
         method = "brute" if int((per_struct * imgs).sum()) <= _BRUTE_LIMIT else "cells"
     bins = _binning(x_w, batch, xyz, img_b, cutoff, method == "brute")
-    lib = _native() if native and x_w.device.type == "cpu" else None
+    lib = _native() if x_w.device.type == "cpu" else None
     if lib is not None:
         centre, image = _pairs_native(lib, bins, x_w, xyz, cutoff)
     else:
