@@ -56,8 +56,14 @@ def scan(request, monkeypatch):
     return request.param
 
 
+# the search runs in float64 whatever the input dtype, so the PyTorch scan needs one dtype
+SCAN_DTYPES = [("native", torch.float32), ("native", torch.float64), ("torch", torch.float64)]
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("pbc", PBCS, ids=["3d", "slab", "wire", "open"])
+@pytest.mark.parametrize(("scan", "dtype"), SCAN_DTYPES, ids=["native-f32", "native-f64", "torch-f64"],
+                         indirect=["scan"])
 def test_same_triples_as_ase_on_random_triclinic_cells(pbc, method, dtype, scan):
     rng = np.random.default_rng(10 * PBCS.index(pbc) + METHODS.index(method))  # fixed seeds
     for _ in range(4):
