@@ -170,7 +170,7 @@ def symmetric_basis(irreps_in: Any, ir_out: Any, nu: int, *, dtype: torch.dtype 
     >>> u = symmetric_basis("0e + 1o + 2e + 3o", "0e", 3, dtype=torch.float64)
     >>> tuple(u.shape)
     (16, 16, 16, 1, 8)
-    >>> symmetric_basis("1o", "0e", 2, dtype=torch.float64)[..., 0, 0] * 3**0.5  # the dot product
+    >>> (symmetric_basis("1o", "0e", 2, dtype=torch.float64)[..., 0, 0] * -(3**0.5)).round(decimals=12) + 0.0
     tensor([[1., 0., 0.],
             [0., 1., 0.],
             [0., 0., 1.]], dtype=torch.float64)
@@ -272,7 +272,7 @@ def symmetric_contraction(irreps_in: Any, irreps_out: Any, correlation: int) -> 
     ``1..correlation``).
 
     >>> print(symmetric_contraction("0e + 1o + 2e", "0e", 2))
-    SymmetricContractionDescriptor(0e+1o+2e -> 0e, correlation 2, 4 weights per element and channel)
+    SymmetricContractionDescriptor(1x0e+1x1o+1x2e -> 1x0e, correlation 2, 4 weights per element and channel)
       0e: basis sizes per nu [1, 3]
     """
     return SymmetricContractionDescriptor(irreps_in, irreps_out, correlation)
