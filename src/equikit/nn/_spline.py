@@ -39,8 +39,9 @@ class SplineRadial(nn.Module):
     it reproduces every cubic polynomial on ``[0, r_c]`` exactly. ``envelope=True`` multiplies by
     :class:`PolynomialCutoff` (``p = 6``), so ``f``, ``f'`` and ``f''`` vanish at ``r_c``.
 
-    Evaluation: the 4 weights of each edge are scattered into a ``(E, n + 3)`` matrix, then one
-    matmul with the coefficients (``E (n + 3) O`` multiply-adds, one BLAS call; measured 8x
+    Evaluation: the 4 weights of each edge (times the envelope) are scattered into a
+    ``(E, n + 3)`` matrix, then one matmul with the coefficients, the only pass over the
+    ``(E, O)`` output (``E (n + 3) O`` multiply-adds, one BLAS call; measured 8x
     faster on CPU than gathering 4 coefficient rows per edge and a batched ``(1, 4) @ (4, O)``).
 
     Out of range: ``r > cutoff`` gives 0 (edges beyond the cutoff contribute nothing; continuous
@@ -85,12 +86,12 @@ class SplineRadial(nn.Module):
         u = (t - i).clamp(max=1.0)  # beyond the cutoff: masked below
         b = bspline_weights(u).reshape(-1, 4)
         idx = i.long().reshape(-1, 1) + torch.arange(4, device=r.device)  # (E, 4)
-        basis = b.new_zeros(b.shape[0], n + 3).scatter(1, idx, b)  # 4 nonzeros per row
-        out = (basis @ self.coefficients.to(r.dtype)).reshape(*r.shape, self.num_outputs)
-        inside = (r <= self.cutoff)[..., None]
+        scale = (r <= self.cutoff).to(r.dtype)  # 0 beyond the cutoff
         if self.envelope is not None:
-            out = out * self.envelope(r)[..., None]
-        return torch.where(inside, out, torch.zeros_like(out))
+            scale = scale * self.envelope(r)
+        b = b * scale.reshape(-1, 1)  # envelope and mask on the 4 weights, not on the (E, O) output
+        basis = b.new_zeros(b.shape[0], n + 3).scatter(1, idx, b)  # 4 nonzeros per row
+        return (basis @ self.coefficients.to(r.dtype)).reshape(*r.shape, self.num_outputs)
 
     def extra_repr(self) -> str:
         return (f"cutoff={self.cutoff}, num_outputs={self.num_outputs}, num_intervals={self.num_intervals}, "
