@@ -105,6 +105,9 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]))))
         return 0
+    import torch
+
+    torch.set_num_threads(1)  # as in the children (they also get OMP_NUM_THREADS=1)
     env = environment()
     t0 = time.perf_counter()
     rows = []
@@ -118,7 +121,10 @@ def main(argv=None) -> int:
     slopes = {}
     for m in MODELS:
         rs = [r for r in rows if r["model"] == m]
+        base = rs[0]["step_bytes"]  # the smallest n: allocator / fixed overhead of a step
         slopes[m] = {"memory": fit_slope([r["n"] for r in rs], [r["step_bytes"] for r in rs]),
+                     "memory_above_smallest_n": fit_slope([r["n"] for r in rs[1:]],
+                                                          [r["step_bytes"] - base for r in rs[1:]]),
                      "time": fit_slope([r["n"] for r in rs], [r["step_seconds"] for r in rs])}
     env_end = environment()
     payload = {"benchmark": "graphs_memory", "environment": env, "loadavg_end": env_end["loadavg"],
@@ -145,7 +151,9 @@ def main(argv=None) -> int:
           f"{env['loadavg']}, end {env_end['loadavg']} (shared machine: times are provisional).\n\n"
           + "\n".join(lines) + "\n\n"
           f"Log-log slopes over n >= 100: memory SPEN {fmt(slopes['spen']['memory'])}, PPGN "
-          f"{fmt(slopes['ppgn']['memory'])}; step time SPEN {fmt(slopes['spen']['time'])}, PPGN "
+          f"{fmt(slopes['ppgn']['memory'])}; of the memory above the smallest n's (fixed overhead removed) SPEN "
+          f"{fmt(slopes['spen']['memory_above_smallest_n'])}, PPGN {fmt(slopes['ppgn']['memory_above_smallest_n'])}; "
+          f"step time SPEN {fmt(slopes['spen']['time'])}, PPGN "
           f"{fmt(slopes['ppgn']['time'])}.\n")
     out = Path(args.out)
     write_results("graphs_memory", payload, md, out)
