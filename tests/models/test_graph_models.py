@@ -53,6 +53,16 @@ def test_graph_outputs_are_invariant(layer, dtype):
     assert not bad.passed() and bad.rel_max > 1e-4
 
 
+@pytest.mark.parametrize("aggr", ["mean", "max", "softmax"])
+def test_gin_with_other_aggregations_is_invariant(aggr, dtype):
+    torch.manual_seed(0)
+    cfg = GraphModelConfig(in_channels=3, out_channels=2, hidden=8, n_layers=2, layer="gin", edge_dim=2, aggr=aggr)
+    model = GraphModel(cfg).to(dtype)
+    b = _batch(dtype)
+    assert_equivariant(_f(model), b.to_dict(), b.permutation_action())
+    assert not equivariance_error(_f(model, broken=True), b.to_dict(), b.permutation_action()).passed()
+
+
 @pytest.mark.parametrize("layer", ["gin", "ppgn", "ign", "spen", "poly"])
 def test_node_outputs_are_equivariant(layer, dtype):
     torch.manual_seed(0)
@@ -105,6 +115,8 @@ def test_config_and_input_validation():
         GraphModelConfig(in_channels=3, layer="transformer")
     with pytest.raises(ValueError, match="`pool`"):
         GraphModelConfig(in_channels=3, pool="median")
+    with pytest.raises(ValueError, match="`aggr`"):
+        GraphModelConfig(in_channels=3, aggr="median")
     with pytest.raises(ValueError, match="`task`"):
         GraphModelConfig(in_channels=3, task="edge")
     with pytest.raises(TypeError, match="GraphModelConfig"):

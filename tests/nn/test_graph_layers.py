@@ -42,6 +42,9 @@ def _node_ids(g):
 LAYERS = {
     "gin": lambda: GINConv(F, 6),
     "gine": lambda: GINConv(F, 6, edge_dim=FE, train_eps=True),
+    "gin_max": lambda: GINConv(F, 6, aggr="max"),
+    "gine_softmax": lambda: GINConv(F, 6, edge_dim=FE, aggr="softmax"),
+    "gin_mean": lambda: GINConv(F, 6, aggr="mean"),
     "gcn": lambda: GCNConv(F, 6),
     "gcn_noloops": lambda: GCNConv(F, 6, self_loops=False),
 }
@@ -51,7 +54,7 @@ LAYERS = {
 def test_message_passing_equivariance(name, dtype):
     layer = LAYERS[name]().to(dtype)
     b = _batch(dtype)
-    use_edges = name == "gine"
+    use_edges = name.startswith("gine")
 
     def f(d, broken=False):
         g = GraphBatch.from_dict(d, num_graphs=3)
@@ -230,3 +233,20 @@ def test_gin_gine_gcn_match_torch_geometric():
     directed = b.edge_index[:, ::2]  # a directed subset: in-degree normalisation must agree too
     for ei in (b.edge_index, directed):
         assert torch.allclose(gcn(b.x, ei), ref_g(b.x, ei), atol=1e-12)
+
+
+def test_gin_aggregators_closed_form_and_lcm_option():
+    # star 1, 2, 3 -> 0: max / mean of the incoming messages, sum by default
+    ei = torch.tensor([[1, 2, 3], [0, 0, 0]])
+    x = torch.tensor([[0.0], [1.0], [5.0], [3.0]], dtype=torch.float64)
+    for aggr, want in (("sum", 9.0), ("mean", 3.0), ("max", 5.0)):
+        gin = GINConv(1, 1, aggr=aggr).double()
+        with torch.no_grad():
+            for lin in (gin.mlp[0], gin.mlp[2]):
+                lin.weight.fill_(1.0), lin.bias.zero_()
+        assert gin(x, ei)[0].item() == want
+    lcm = GINConv(F, 6, aggr="lcm")
+    assert isinstance(lcm.aggr, LCMAggregation)
+    assert lcm(torch.randn(4, F), ei).shape == (4, 6)
+    with pytest.raises(ValueError, match="`aggr` must be one of"):
+        GINConv(F, 6, aggr="median")

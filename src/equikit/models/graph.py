@@ -39,6 +39,7 @@ from equikit.nn import (
     global_pool,
     pool_order2,
 )
+from equikit.nn._graph import AGGREGATIONS
 from equikit.nn._mlp import make_mlp
 
 __all__ = ["LAYERS", "GraphModel", "GraphModelConfig"]
@@ -63,6 +64,9 @@ class GraphModelConfig:
         task: ``"graph"`` or ``"node"``.
         spen_k: ego-network radius for ``spen``.
         poly_degree: degree of the polynomial features for ``poly`` (1..4).
+        aggr: neighbourhood aggregation of ``gin`` / ``poly`` (``sum``, ``mean``, ``max``,
+            ``softmax``, ``lcm``; see :class:`~equikit.nn.GINConv`). ``lcm`` is only
+            approximately permutation invariant.
         dropout: dropout before the output MLP.
     """
 
@@ -77,6 +81,7 @@ class GraphModelConfig:
     spen_k: int = 2
     poly_degree: int = 4
     dropout: float = 0.0
+    aggr: str = "sum"
 
     def __post_init__(self) -> None:
         where = "GraphModelConfig"
@@ -94,6 +99,8 @@ class GraphModelConfig:
         pools = (self.pool,) if isinstance(self.pool, str) else tuple(self.pool)
         if not pools or any(p not in ("sum", "mean", "max") for p in pools):
             raise ValueError(f"{where}: `pool` must be one or more of 'sum', 'mean', 'max', got {self.pool!r}")
+        if self.aggr not in AGGREGATIONS:
+            raise ValueError(f"{where}: `aggr` must be one of {AGGREGATIONS}, got {self.aggr!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"{where}: `dropout` must be in [0, 1), got {self.dropout!r}")
 
@@ -131,7 +138,8 @@ class GraphModel(nn.Module):
             extra_node = self.poly.num_node_features if self.poly else 0
             edge_in = fe + (self.poly.num_pair_features if self.poly else 0)
             self.embed = nn.Linear(c.in_channels + extra_node, h)
-            self.convs = nn.ModuleList(GINConv(h, h, edge_dim=edge_in or None) for _ in range(c.n_layers))
+            self.convs = nn.ModuleList(GINConv(h, h, edge_dim=edge_in or None, aggr=c.aggr)
+                                       for _ in range(c.n_layers))
         elif c.layer == "gcn":
             self.embed = nn.Linear(c.in_channels, h)
             self.convs = nn.ModuleList(GCNConv(h, h) for _ in range(c.n_layers))

@@ -17,10 +17,26 @@ import torch
 from torch import nn
 
 from equikit._utils.validate import check_int
-from equikit.nn._aggregation import Aggregation, scatter
+from equikit.nn._aggregation import Aggregation, LCMAggregation, SoftmaxAggregation, scatter
 from equikit.nn._mlp import make_mlp
 
 __all__ = ["GCNConv", "GINConv", "global_pool"]
+
+
+AGGREGATIONS = ("sum", "mean", "max", "softmax", "lcm")
+
+
+def make_aggregation(aggr: str | nn.Module, channels: int, where: str) -> nn.Module | None:
+    """The neighbourhood aggregator named by ``aggr`` (``None`` for the plain sum)."""
+    if isinstance(aggr, nn.Module):
+        return aggr
+    if aggr not in AGGREGATIONS:
+        raise ValueError(f"{where}: `aggr` must be one of {AGGREGATIONS} or an nn.Module, got {aggr!r}")
+    if aggr == "sum":
+        return None
+    if aggr in ("mean", "max"):
+        return Aggregation(aggr)
+    return SoftmaxAggregation(channels) if aggr == "softmax" else LCMAggregation(channels)
 
 
 def _check_graph(x, edge_index, edge_attr, where, channels, edge_dim):
@@ -51,7 +67,10 @@ class GINConv(nn.Module):
 
     (without ``edge_dim`` the message is plain :math:`x_j`). ``train_eps`` learns
     :math:`\epsilon`. The MLP is ``Linear, act, Linear`` with ``hidden`` units (default
-    ``out_channels``).
+    ``out_channels``). ``aggr`` replaces the sum over incoming messages: ``"sum"`` (GIN),
+    ``"mean"``, ``"max"``, ``"softmax"`` (:class:`~equikit.nn.SoftmaxAggregation`), ``"lcm"``
+    (:class:`~equikit.nn.LCMAggregation`, only approximately invariant, see its docs) or any
+    module called as ``aggr(messages (E, C), targets (E,), N) -> (N, C)``.
 
     Shapes: ``x (N, C_in)``, ``edge_index (2, E)``, ``edge_attr (E, edge_dim)`` ->
     ``(N, C_out)``.
@@ -66,7 +85,7 @@ class GINConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, *, edge_dim: int | None = None,
                  hidden: int | None = None, eps: float = 0.0, train_eps: bool = False,
-                 act: type[nn.Module] = nn.ReLU) -> None:
+                 act: type[nn.Module] = nn.ReLU, aggr: str | nn.Module = "sum") -> None:
         super().__init__()
         check_int(in_channels, "in_channels", "GINConv", minimum=1)
         check_int(out_channels, "out_channels", "GINConv", minimum=1)
@@ -75,6 +94,7 @@ class GINConv(nn.Module):
         self.in_channels, self.edge_dim = in_channels, edge_dim
         self.edge = nn.Linear(edge_dim, in_channels) if edge_dim else None
         self.mlp = make_mlp([in_channels, hidden or out_channels, out_channels], act)
+        self.aggr = make_aggregation(aggr, in_channels, "GINConv")
         eps_t = torch.tensor([float(eps)])
         self.eps = nn.Parameter(eps_t) if train_eps else None
         if not train_eps:
@@ -87,7 +107,10 @@ class GINConv(nn.Module):
         msg = x[src]
         if self.edge is not None:
             msg = torch.relu(msg + self.edge(edge_attr))
-        agg = x.new_zeros(x.shape).index_add_(0, dst, msg)
+        if self.aggr is None:
+            agg = x.new_zeros(x.shape).index_add_(0, dst, msg)
+        else:
+            agg = self.aggr(msg, dst, x.shape[0])
         eps = (self.eps if self.eps is not None else self.eps_fixed).to(x.dtype)
         return self.mlp((1 + eps) * x + agg)
 
