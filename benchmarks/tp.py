@@ -341,15 +341,13 @@ def grid(quick: bool):
     """(kind, L, C, rows list) of the run."""
     if quick:
         return [("channelwise", 2, 16, [200, 400]), ("fully_connected", 1, 16, [200, 400])]
-    g = []
-    for mul in (32, 128):
-        for lmax in (1, 2, 3):
-            g.append(("channelwise", lmax, mul, [1000, 10000, 100000]))
-    for lmax in (4, 5, 6):
-        g.append(("channelwise", lmax, 32, [1000]))
-    for mul in (32, 128):
-        for lmax in (1, 2, 3):
-            g.append(("fully_connected", lmax, mul, [1000, 10000, 100000]))
+    g = []  # most important first: a run cut short keeps them
+    rows = [1000, 10000, 100000]
+    g += [("channelwise", lmax, 32, rows) for lmax in (1, 2, 3)]
+    g += [("fully_connected", lmax, 32, rows) for lmax in (1, 2, 3)]
+    g += [("channelwise", lmax, 32, [1000]) for lmax in (4, 5, 6)]
+    g += [("channelwise", lmax, 128, rows) for lmax in (1, 2, 3)]
+    g += [("fully_connected", lmax, 128, rows) for lmax in (1, 2, 3)]
     return g
 
 
@@ -360,6 +358,10 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=12.0,
                     help="seconds per candidate and phase; slower candidates are left out (listed)")
     ap.add_argument("--quick", action="store_true", help="two tiny cases, repeats 5 (smoke test, not for results)")
+    ap.add_argument("--lmax", type=int, nargs="+", default=None, help="only these L of the grid")
+    ap.add_argument("--mul", type=int, nargs="+", default=None, help="only these channel counts of the grid")
+    ap.add_argument("--rows", type=int, nargs="+", default=None, help="only these row counts of the grid")
+    ap.add_argument("--kind", nargs="+", default=None, choices=["channelwise", "fully_connected"])
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.repeats < 20 and not args.quick:
@@ -370,8 +372,13 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     payload = {"env": environment(), "repeats": args.repeats, "budget_s": args.budget, "runs": [], "cases": [],
+               "argv": sys.argv[1:] if argv is None else list(argv),
                "native": _native.available(), "kernel_build_s": None if args.quick else kernel_build_time()}
     for kind, lmax, mul, rows_list in grid(args.quick):
+        rows_list = [r for r in rows_list if args.rows is None or r in args.rows]
+        if not rows_list or (args.lmax and lmax not in args.lmax) or (args.mul and mul not in args.mul) or (
+                args.kind and kind not in args.kind):
+            continue
         t_ours, t_e3nn = construction_times(kind, lmax, mul)
         d, make = build(kind, lmax, mul)
         payload["cases"].append({
