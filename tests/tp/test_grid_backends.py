@@ -44,7 +44,7 @@ def _rel(a, b):
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
 
 
-@settings(max_examples=10)
+@settings(max_examples=6)
 @given(data=st.data(), mode=st.sampled_from(["uuu", "uvu"]), lmax=st.sampled_from([None, 2, 6]))
 def test_gaunt_backends_match_naive_float64(data, mode, lmax):
     i1 = data.draw(function_irreps())
