@@ -43,6 +43,26 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def interleaved_wall_cpu(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> tuple[dict, dict]:
+    """As :func:`interleaved`, returning the median wall time and the median process CPU time
+    (``time.process_time``: all threads of this process) of each candidate. On a shared,
+    oversubscribed machine a call is descheduled for whole time slices: its wall time then
+    measures the other tenants, while its CPU time still measures the code (one thread)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    med = lambda d: {k: statistics.median(v) for k, v in d.items()}  # noqa: E731
+    return med(wall), med(cpu)
+
+
 def _sh_candidates(lmax: int, x: torch.Tensor, backward: bool) -> dict[str, Callable[[], object]]:
     ls = list(range(lmax + 1))
     fns: dict[str, Callable[[], torch.Tensor]] = {
@@ -96,8 +116,8 @@ def _bench_sh(lmaxes, n, repeats, seed) -> dict:
     rows = []
     for lmax in lmaxes:
         for mode in ("forward", "forward+backward"):
-            med = interleaved(_sh_candidates(lmax, x, mode != "forward"), repeats)
-            rows.append({"lmax": lmax, "mode": mode, "median_s": med})
+            med, cpu = interleaved_wall_cpu(_sh_candidates(lmax, x, mode != "forward"), repeats)
+            rows.append({"lmax": lmax, "mode": mode, "median_s": med, "cpu_median_s": cpu})
     return {
         "benchmark": "o3_sh",
         "n": n,
@@ -110,26 +130,33 @@ def _bench_sh(lmaxes, n, repeats, seed) -> dict:
     }
 
 
-def sh_table(payload: dict) -> str:
-    names = list(payload["rows"][0]["median_s"])
+def _sh_rows(payload: dict, key: str) -> str:
+    names = list(payload["rows"][0][key])
     head = "| lmax | mode | " + " | ".join(f"{k} (ms)" for k in names)
     head += " | e3nn / equikit | sphericart / equikit |\n"
     head += "|" + "---|" * (len(names) + 4) + "\n"
     lines = []
     for r in payload["rows"]:
-        m = r["median_s"]
+        m = r[key]
         ratio = lambda k, ref="equikit", m=m: f"{m[k] / m[ref]:.2f}" if k in m and ref in m else "-"  # noqa: E731
         cells = " | ".join(f"{m[k] * 1e3:.2f}" for k in names)
         lines.append(f"| {r['lmax']} | {r['mode']} | {cells} | {ratio('e3nn')} | {ratio('sphericart')} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def sh_table(payload: dict) -> str:
     env = payload["env"]
-    foot = (
+    out = "Wall time (median):\n\n" + _sh_rows(payload, "median_s")
+    if "cpu_median_s" in payload["rows"][0]:
+        out += "\nProcess CPU time (median; all threads of the process):\n\n" + _sh_rows(payload, "cpu_median_s")
+    out += (
         f"\n{payload['n']} random float32 vectors, median of {payload['repeats']} interleaved "
         f"calls, torch {env['torch']}, threads={env['threads']}, "
         f"loadavg={[round(v, 2) for v in env['loadavg']]}; `equikit` = backend "
         f"'{payload.get('backend_auto', '?')}' (auto), first call "
         f"{payload.get('first_call_s', float('nan')) * 1e3:.0f} ms.\n"
     )
-    return head + "\n".join(lines) + "\n" + foot
+    return out
 
 
 def bench_cg(lmaxes=(2, 4, 6, 8), repeats: int = 20, threads: int = 2) -> dict:
