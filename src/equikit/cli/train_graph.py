@@ -30,6 +30,7 @@ and bond one-hot features of :func:`equikit.data.graph.from_smiles`.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -135,35 +136,39 @@ def load_graph_data(name: str, *, fold: int = 0, split_seed: int = 0, size: int 
         train, val, test = graphs[: cut[0]], graphs[cut[0] : cut[1]], graphs[cut[1] :]
         return _regression(name, train, val, test, 1, None, "count")
     if name in ("solubility", "solubility-class"):
-        smi, sol, cls = gs.load_solubility("train")
-        smi_te, sol_te, cls_te = gs.load_solubility("test")
-        perm = np.random.default_rng(split_seed).permutation(len(smi))
-        n_val = len(smi) // 10
-        val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-        if size is not None:
-            train_idx, val_idx = train_idx[:size], val_idx[:size]
-            smi_te, sol_te, cls_te = smi_te[:size], sol_te[:size], cls_te[:size]
-        y, y_te = (cls, cls_te) if name == "solubility-class" else (sol, sol_te)
-        mols = {"train": gs.molecule_batches([smi[i] for i in train_idx], y[train_idx], dtype=dtype),
-                "val": gs.molecule_batches([smi[i] for i in val_idx], y[val_idx], dtype=dtype),
-                "test": gs.molecule_batches(smi_te, y_te, dtype=dtype)}
+        cls_task = name == "solubility-class"
+        train_all, test_all = (_molecules(f"solubility-{split}", cls_task, dtype) for split in ("train", "test"))
+        perm = np.random.default_rng(split_seed).permutation(len(train_all))
+        n_val = len(train_all) // 10
+        idx = {"train": np.sort(perm[n_val:]), "val": np.sort(perm[:n_val]), "test": np.arange(len(test_all))}
+        mols = {s: _cap([(test_all if s == "test" else train_all)[i] for i in ix], size) for s, ix in idx.items()}
         fin, fe = mols["train"][0].x.shape[1], mols["train"][0].edge_attr.shape[1]
-        if name == "solubility-class":
+        if cls_task:
             return GraphData(name, "classification", mols["train"], mols["val"], mols["test"], fin, fe, n_classes=3)
         return _regression(name, mols["train"], mols["val"], mols["test"], fin, fe, "log S")
     # freesolv
-    smi, y = gs.load_freesolv()
+    every = _molecules("freesolv", False, dtype)
     if not 0 <= fold < 10:
         raise ValueError(f"{where}: FreeSolv uses 10-fold CV, `fold` must be in 0..9, got {fold}")
-    rest, test_idx = gs.kfold_indices(len(smi), 10, seed=split_seed)[fold]
+    rest, test_idx = gs.kfold_indices(len(every), 10, seed=split_seed)[fold]
     rest = np.random.default_rng(split_seed + 1).permutation(rest)
     n_val = len(rest) // 10
-    val_idx, train_idx = np.sort(rest[:n_val]), np.sort(rest[n_val:])
-    split = {"train": train_idx, "val": val_idx, "test": np.sort(test_idx)}
-    mols = {s: gs.molecule_batches([smi[i] for i in _cap(list(idx), size)], y[_cap(list(idx), size)], dtype=dtype)
-            for s, idx in split.items()}
+    split = {"train": np.sort(rest[n_val:]), "val": np.sort(rest[:n_val]), "test": np.sort(test_idx)}
+    mols = {s: _cap([every[i] for i in idx], size) for s, idx in split.items()}
     fin, fe = mols["train"][0].x.shape[1], mols["train"][0].edge_attr.shape[1]
     return _regression(name, mols["train"], mols["val"], mols["test"], fin, fe, "kcal/mol")
+
+
+@functools.lru_cache(maxsize=16)
+def _molecules(which: str, classes: bool, dtype: torch.dtype) -> tuple[GraphBatch, ...]:
+    """Featurised molecules of a shipped file, once per process (RDKit parsing and one-hot
+    features take seconds; splits and folds reuse them). ``classes``: the 3-class label."""
+    if which == "freesolv":
+        smiles, y = gs.load_freesolv()
+    else:
+        smiles, sol, cls = gs.load_solubility(which.split("-")[1])
+        y = cls if classes else sol
+    return tuple(gs.molecule_batches(smiles, y, dtype=dtype))
 
 
 def rng_order(idx: np.ndarray, seed: int) -> np.ndarray:
