@@ -97,7 +97,12 @@ struct Row {
     T* s;        // scratch, max(d1, d3) * max channels
     T* wv;       // scratch, max channels
     const T* wT; // shared uvw weights transposed per path ([w][u v]), for the gradients; or null
+    T* chunk;    // shared uvw weight gradient: per path, T and z of up to CHUNK rows; or null
+    const int64_t* chunk_off;  // per path, its offset in chunk
+    int64_t chunk_row;         // this row's index in the chunk
 };
+
+constexpr int64_t CHUNK = 16;  // rows per weight-gradient GEMM (the dW tile is read once per chunk)
 
 // channelwise: z[u, k] += sum_v W[u, v] sum_e c x1[u, i] x2[v, j]
 template <typename T>
@@ -199,7 +204,7 @@ void path_uuu(int slot, const int64_t* p, const int32_t* ei, const T* ec, const 
 // KB): a register-blocked micro GEMM, KB rows of A times CW output channels per block, so each
 // weight vector loaded is used KB times.
 template <typename T>
-void small_gemm(int64_t nk, int64_t n, int64_t nq, const T* __restrict A, const T* __restrict M,
+void small_gemm(int64_t nk, int64_t n, int64_t nq, const T* __restrict A, int64_t lda, const T* __restrict M,
                 T* __restrict Z) {
     constexpr int64_t KB = 4, CW = 16;
     const int64_t nk_full = nk / KB * KB;
@@ -207,11 +212,11 @@ void small_gemm(int64_t nk, int64_t n, int64_t nq, const T* __restrict A, const 
     for (; w0 + CW <= n; w0 += CW) {
         for (int64_t k0 = 0; k0 < nk_full; k0 += KB) {
             T acc[KB][CW] = {};
-            const T* a = A + k0 * nq;
+            const T* a = A + k0 * lda;
             for (int64_t q = 0; q < nq; ++q) {
                 const T* m = M + q * n + w0;
                 for (int64_t kk = 0; kk < KB; ++kk) {
-                    const T aq = a[kk * nq + q];
+                    const T aq = a[kk * lda + q];
 #pragma omp simd
                     for (int64_t w = 0; w < CW; ++w) acc[kk][w] += aq * m[w];
                 }
@@ -223,7 +228,7 @@ void small_gemm(int64_t nk, int64_t n, int64_t nq, const T* __restrict A, const 
     for (int64_t k = 0; k < nk; ++k) {
         const int64_t start = k < nk_full ? w0 : 0;  // rows of the tail block: every column
         if (start < n)
-            for (int64_t q = 0; q < nq; ++q) axpy(n - start, A[k * nq + q], M + q * n + start, Z + k * n + start);
+            for (int64_t q = 0; q < nq; ++q) axpy(n - start, A[k * lda + q], M + q * n + start, Z + k * n + start);
     }
 }
 
@@ -246,7 +251,7 @@ void rows_times(int64_t nq, int64_t n, const T* __restrict M, const T* __restric
 // fully connected: z[w, k] += sum_{u v} W[u, v, w] T[k][u, v],  T[k][u, v] = sum_e c x1[u, i] x2[v, j]
 // T is built with u fastest ([k][v][u]); A holds it in weight order (u V + v), rows padded to 4.
 template <typename T>
-void path_uvw(int slot, const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r) {
+void path_uvw(int slot, const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r, int64_t q_path) {
     const int64_t U = p[F_U], V = p[F_V], Wo = p[F_K], d3 = p[F_D3], woff = p[F_WOFF];
     const int64_t UV = U * V, d3p = (d3 + 3) / 4 * 4;
     T* X = r.x1 + p[F_OFF1];
@@ -267,7 +272,7 @@ void path_uvw(int slot, const int64_t* p, const int32_t* ei, const T* ec, const 
                     for (int64_t v = 0; v < V; ++v) A[k * UV + u * V + v] = Tm[(k * V + v) * U + u];
         if (slot == 0) {
             if (Wm) {
-                small_gemm(d3, Wo, UV, A, Wm, Z);
+                small_gemm(d3, Wo, UV, A, UV, Wm, Z);
             } else {
                 for (int64_t k = 0; k < d3; ++k) {
                     T t = 0;
@@ -275,11 +280,18 @@ void path_uvw(int slot, const int64_t* p, const int32_t* ei, const T* ec, const 
                     for (int64_t w = 0; w < Wo; ++w) Z[k * Wo + w] += t;
                 }
             }
+        } else if (r.chunk) {  // stash T^T and z of the row; the GEMM runs once per chunk of rows
+            const int64_t ld = CHUNK * d3, c0 = r.chunk_row * d3;
+            T* ATc = r.chunk + r.chunk_off[q_path];
+            T* Zc = ATc + UV * ld;
+            for (int64_t k = 0; k < d3; ++k)
+                for (int64_t q = 0; q < UV; ++q) ATc[q * ld + c0 + k] = A[k * UV + q];
+            std::memcpy(Zc + c0 * Wo, Z, sizeof(T) * d3 * Wo);
         } else {  // gW[u, v, :] += sum_k T[k][u, v] z[:, k]: (U V x d3) @ (d3 x Wo)
             T* AT = A + d3p * UV;
             for (int64_t k = 0; k < d3; ++k)
                 for (int64_t q = 0; q < UV; ++q) AT[q * d3 + k] = A[k * UV + q];
-            small_gemm(UV, Wo, d3, AT, Z, r.gw + woff);
+            small_gemm(UV, Wo, d3, AT, d3, Z, r.gw + woff);
         }
         return;
     }
@@ -287,7 +299,7 @@ void path_uvw(int slot, const int64_t* p, const int32_t* ei, const T* ec, const 
     if (Wm && r.wT) {  // shared weights: (d3 x Wo) @ (Wo x U V) with the transposed weights
         T* G = V == 1 ? Tm : A;
         std::fill(G, G + d3 * UV, T(0));
-        small_gemm(d3, UV, Wo, Z, r.wT + woff, G);
+        small_gemm(d3, UV, Wo, Z, Wo, r.wT + woff, G);
         if (V != 1)
             for (int64_t k = 0; k < d3; ++k)
                 for (int64_t u = 0; u < U; ++u)
@@ -351,7 +363,31 @@ void contract(int slot, int64_t rows, const int64_t* paths, int64_t npaths, cons
                 for (int64_t a = 0; a < UV; ++a)
                     for (int64_t b = 0; b < Wo; ++b) wT[off + b * UV + a] = w[off + a * Wo + b];
             }
+        // shared weight gradient of uvw paths: chunks of rows (see path_uvw)
+        std::vector<int64_t> chunk_off(npaths, -1);
+        int64_t chunk_size = 0;
+        if (shared_grad)
+            for (int64_t q = 0; q < npaths; ++q) {
+                const int64_t* p = paths + q * F_N;
+                if (p[F_MODE] != 0 || p[F_WOFF] < 0) continue;
+                chunk_off[q] = chunk_size;
+                chunk_size += CHUNK * p[F_D3] * (p[F_U] * p[F_V] + p[F_K]);
+            }
+        std::vector<T> chunk(chunk_size);
+        int64_t chunk_rows = 0;
+        auto flush = [&](T* gw) {
+            for (int64_t q = 0; q < npaths && chunk_rows > 0; ++q) {
+                if (chunk_off[q] < 0) continue;
+                const int64_t* p = paths + q * F_N;
+                const int64_t UV = p[F_U] * p[F_V], ld = CHUNK * p[F_D3];
+                const T* ATc = chunk.data() + chunk_off[q];
+                small_gemm(UV, p[F_K], chunk_rows * p[F_D3], ATc, ld, ATc + UV * ld, gw + p[F_WOFF]);
+            }
+            chunk_rows = 0;
+        };
         Row<T> r;
+        r.chunk = chunk_size ? chunk.data() : nullptr;
+        r.chunk_off = chunk_off.data();
         r.x1 = buf.data();
         r.x2 = r.x1 + d1;
         r.z = r.x2 + d2;
@@ -374,20 +410,23 @@ void contract(int slot, int64_t rows, const int64_t* paths, int64_t npaths, cons
                     std::fill(r.gw, r.gw + wn, T(0));
                 }
             }
+            r.chunk_row = chunk_rows;
             for (int64_t q = 0; q < npaths; ++q) {
                 const int64_t* p = paths + q * F_N;
                 if (slot == 3 && p[F_WOFF] < 0) continue;
                 switch (p[F_MODE]) {
                     case 1: path_uvu<T>(slot, p, ei, ec, r); break;
                     case 2: path_uuu<T>(slot, p, ei, ec, r); break;
-                    case 0: path_uvw<T>(slot, p, ei, ec, r); break;
+                    case 0: path_uvw<T>(slot, p, ei, ec, r, q); break;
                     default: break;
                 }
             }
             if (slot == 0) from_buffer(r.z, out + n * d3, o3);
             else if (slot == 1) from_buffer(r.x1, out + n * d1, o1);
             else if (slot == 2) from_buffer(r.x2, out + n * d2, o2);
+            if (r.chunk && ++chunk_rows == CHUNK) flush(local_gw);
         }
+        if (r.chunk) flush(local_gw);
         if (shared_grad) {
 #pragma omp critical
             for (int64_t q = 0; q < wn; ++q) out[q] += local_gw[q];
