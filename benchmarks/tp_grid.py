@@ -20,6 +20,7 @@ of each (``tp.expressivity(..., rank=True)`` on the ``C = 1`` case): paths, pari
 couplings it could not run, independent weights, bilinear rank.
 
     python benchmarks/tp_grid.py --threads 1 [--ls 1,2,3,4,5,6] [--channels 32] [--rows 1000]
+    python benchmarks/tp_grid.py --threads 1 --ls 6 --rows 10000 --skip gaunt_fourier,e3nn --name tp_grid_rows10k
 
 Writes benchmarks/results/tp_grid.{json,md,png}.
 """
@@ -61,7 +62,7 @@ def e3nn_module(cg):
                              shared_weights=True, internal_weights=False)
 
 
-def candidates(lmax: int, mul: int, with_e3nn: bool):
+def candidates(lmax: int, mul: int, with_e3nn: bool, skip=()):
     g, cg = descriptors(lmax, mul)
     w = torch.randn(cg.weight_numel)
     ex = {"sparse_cg[gaunt]": tp.make_executor(g, "sparse_cg"), "sparse_cg[cg]": tp.make_executor(cg, "sparse_cg"),
@@ -72,11 +73,11 @@ def candidates(lmax: int, mul: int, with_e3nn: bool):
         m = e3nn_module(cg)
         fns["e3nn"] = lambda a, b, ww: m(a, b, ww)
     native = getattr(ex["sparse_cg[gaunt]"], "native", None)
-    return g, cg, w, {k: fns[k] for k in METHODS if k in fns}, native
+    return g, cg, w, {k: fns[k] for k in METHODS if k in fns and k not in skip}, native
 
 
-def time_case(lmax, mul, rows, repeats, with_e3nn):
-    g, _, w, fns, native = candidates(lmax, mul, with_e3nn)
+def time_case(lmax, mul, rows, repeats, with_e3nn, skip=()):
+    g, _, w, fns, native = candidates(lmax, mul, with_e3nn, skip)
     gen = torch.Generator().manual_seed(0)
     x1, x2 = torch.randn(rows, g.irreps1.dim, generator=gen), torch.randn(rows, g.irreps2.dim, generator=gen)
     grad = torch.randn(rows, g.irreps_out.dim, generator=gen)
@@ -195,13 +196,15 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--no-e3nn", action="store_true")
+    ap.add_argument("--skip", default="", help="comma-separated methods to leave out, e.g. gaunt_fourier")
     ap.add_argument("--name", default="tp_grid")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     cases = []
     native = None
     for lmax in [int(s) for s in args.ls.split(",")]:
-        t = time_case(lmax, args.channels, args.rows, args.repeats, not args.no_e3nn)
+        skip = tuple(m for m in args.skip.split(",") if m)
+        t = time_case(lmax, args.channels, args.rows, args.repeats, not args.no_e3nn, skip)
         native = t.pop("native_sparse_cg")
         case = {"L": lmax, "C": args.channels, "rows": args.rows, **t, "errors": errors(lmax, 2),
                 "expressivity": expressivity_columns(lmax)}
