@@ -33,9 +33,9 @@ from equikit.tp._descriptor import (
     tensor_square,
 )
 from equikit.tp._expressivity import Expressivity, expressivity, expressivity_table
+from equikit.tp._functional import tensor_product
 from equikit.tp._gaunt_fourier import GauntFourierExecutor
 from equikit.tp._sphere_grid import SphereGridExecutor, product_resolution
-from equikit.tp._functional import tensor_product
 from equikit.tp._symmetric import (
     SymmetricContractionDescriptor,
     count_coupling_paths,
