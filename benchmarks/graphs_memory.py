@@ -101,7 +101,12 @@ def main(argv=None) -> int:
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "N"))
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--plot-only", action="store_true", help="redraw the png from the json")
     args = parser.parse_args(argv)
+    if args.plot_only:
+        payload = json.loads((Path(args.out) / "graphs_memory.json").read_text())
+        plot(payload["results"], payload["slopes_n_ge_100"], Path(args.out) / "graphs_memory.png")
+        return 0
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]))))
         return 0
@@ -178,7 +183,10 @@ def plot(rows, slopes, path: Path) -> None:
                        label=f"{label}, slope {slopes[m]['time'] or float('nan'):.2f}")
     axes[0].set_ylabel("peak memory of a training step (MB)")
     axes[1].set_ylabel("step time (s, loaded machine)")
+    ns = sorted({r["n"] for r in rows})
     for ax in axes:
+        ax.minorticks_off()
+        ax.set_xticks(ns, [str(n) for n in ns])
         ax.set_xlabel("nodes n (random 3-regular graph)")
         ax.legend(fontsize=7)
     fig.tight_layout()
