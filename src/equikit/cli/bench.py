@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-PROVIDERS = ("equikit.o3._cli",)
+PROVIDERS = ("equikit.o3._cli", "equikit.tp._cli")
 
 
 def register(subparsers) -> None:

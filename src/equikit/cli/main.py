@@ -17,6 +17,7 @@ COMMANDS = {
     "demo": "equikit.cli.demo",
     "cayley": "equikit.groups.cayley._cli",
     "bench": "equikit.cli.bench",
+    "train": "equikit.cli.train",
 }
 
 
