@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all test-gpu lint venv clean bench bench-deps bench-check bench-o3 bench-tp bench-cayley bench-weights bench-symmetrize bench-nbody
+.PHONY: demo test test-all test-gpu lint venv clean bench bench-deps bench-check bench-o3 bench-tp bench-tp-grid bench-cayley bench-weights bench-symmetrize bench-nbody bench-graphs bench-atoms data-atoms
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -47,8 +47,12 @@ bench-o3: $(STAMP)
 	$(BIN)/python benchmarks/o3_sh.py --threads 1
 	$(BIN)/python benchmarks/o3_cg.py --threads 1
 
-bench-tp: $(STAMP)
-	$(BIN)/python benchmarks/tp.py
+bench-tp: bench-deps
+	$(BIN)/python benchmarks/tp.py --threads 1
+
+bench-tp-grid: $(STAMP)
+	$(BIN)/python benchmarks/tp_grid.py --threads 1
+	$(BIN)/python benchmarks/grid_mlp_error.py
 
 bench-cayley: bench-deps
 	$(BIN)/python benchmarks/cayley_growth.py
@@ -67,7 +71,23 @@ bench-symmetrize: bench-deps
 bench-nbody: $(STAMP)
 	$(BIN)/python benchmarks/nbody.py
 
-bench: bench-check bench-o3 bench-tp bench-cayley bench-weights bench-symmetrize bench-nbody
+# graphs: layer speed/invariance, expressivity vs 1-WL, molecules, memory, LCM extrapolation
+bench-graphs: $(STAMP)
+	$(BIN)/python benchmarks/graphs_layers.py
+	$(BIN)/python benchmarks/graphs_expressivity.py
+	$(BIN)/python benchmarks/graphs_molecules.py
+	$(BIN)/python benchmarks/graphs_memory.py
+	$(BIN)/python benchmarks/graphs_lcm.py
+
+bench-atoms: bench-deps
+	$(BIN)/python benchmarks/atoms_neighbors.py --threads 1
+
+# generate and cache every atomistic data set (EMT metals take minutes per temperature)
+data-atoms: $(STAMP)
+	$(BIN)/python -c "from equikit.data.atoms_md import *; from equikit.data.qm9 import load_qm9; \
+	[load_mmff(MMFFConfig(m)) for m in MD17_SMILES]; load_emt(EMTConfig()); load_emt(EMTConfig(element='CuNi')); load_qm9()"
+
+bench: bench-check bench-o3 bench-tp bench-tp-grid bench-cayley bench-weights bench-symmetrize bench-nbody bench-graphs bench-atoms
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
