@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all test-gpu lint venv clean bench bench-deps bench-check bench-o3 bench-tp bench-tp-grid bench-cayley bench-weights bench-symmetrize bench-nbody bench-graphs bench-atoms data-atoms
+.PHONY: demo test test-all test-gpu lint venv clean bench bench-deps bench-check bench-o3 bench-tp bench-tp-grid bench-symmetric bench-mace bench-cayley bench-weights bench-symmetrize bench-nbody bench-graphs bench-atoms data-atoms
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -50,6 +50,21 @@ bench-o3: $(STAMP)
 bench-tp: bench-deps
 	$(BIN)/python benchmarks/tp.py --threads 1
 
+# MACE's symmetric contraction (recursive vs naive; spline vs radial MLP)
+bench-symmetric: $(STAMP)
+	$(BIN)/python benchmarks/tp_symmetric.py --threads 1
+
+# against mace-torch 0.3.16, which pins e3nn 0.4.4: a second venv (DESIGN §5)
+MACE_VENV := .venv-mace
+$(MACE_VENV)/.installed:
+	test -x $(MACE_VENV)/bin/python || $(PY) -m venv $(MACE_VENV)
+	$(MACE_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(MACE_VENV)/bin/python -m pip install -q mace-torch==0.3.16
+	touch $@
+
+bench-mace: $(MACE_VENV)/.installed
+	TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $(MACE_VENV)/bin/python benchmarks/tp_symmetric_mace.py --threads 1
+
 bench-tp-grid: $(STAMP)
 	$(BIN)/python benchmarks/tp_grid.py --threads 1
 	$(BIN)/python benchmarks/grid_mlp_error.py
@@ -87,7 +102,7 @@ data-atoms: $(STAMP)
 	$(BIN)/python -c "from equikit.data.atoms_md import *; from equikit.data.qm9 import load_qm9; \
 	[load_mmff(MMFFConfig(m)) for m in MD17_SMILES]; load_emt(EMTConfig()); load_emt(EMTConfig(element='CuNi')); load_qm9()"
 
-bench: bench-check bench-o3 bench-tp bench-tp-grid bench-cayley bench-weights bench-symmetrize bench-nbody bench-graphs bench-atoms
+bench: bench-check bench-o3 bench-tp bench-tp-grid bench-symmetric bench-cayley bench-weights bench-symmetrize bench-nbody bench-graphs bench-atoms
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(MACE_VENV) build *.egg-info src/*.egg-info

@@ -4,7 +4,7 @@ mace-torch 0.3.16 pins e3nn 0.4.4, so this runs in a SECOND venv (DESIGN §5), w
 imported from ``src/`` (its core needs only torch, numpy and scipy)::
 
     python3 -m venv /tmp/mace-venv
-    /tmp/mace-venv/bin/pip install torch==2.13.0 mace-torch==0.3.16
+    /tmp/mace-venv/bin/pip install torch==2.13.0 mace-torch==0.3.16   # or: make bench-mace (.venv-mace)
     TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 /tmp/mace-venv/bin/python benchmarks/tp_symmetric_mace.py --threads 1
 
 Same cases and protocol as ``benchmarks/tp_symmetric.py`` (``irreps_in = 0e+1o+2e+3o`` per
