@@ -8,6 +8,8 @@
 - :mod:`equikit.models.frame_averaged`: FA-GNN, the GNN averaged over PCA frames.
 - :mod:`equikit.models.graph`: :class:`GraphModel` graph classifiers / regressors (GIN, GCN,
   PPGN, SPEN, polynomial features, DeepSets backbones).
+- :mod:`equikit.models.potential`: :class:`Potential`, a MACE-style interatomic potential;
+  :mod:`equikit.models.calculator`: its ASE calculator (imports ase).
 """
 
 from equikit.models.dynamics import EGNN, GNN, EGNNLayer, GNNLayer, LinearDynamics
@@ -15,6 +17,8 @@ from equikit.models.eqmotion import EqMotion, EqMotionLayer
 from equikit.models.frame_averaged import FAGNN
 from equikit.models.graph import GraphModel, GraphModelConfig
 from equikit.models.ponita import Ponita
+from equikit.models.potential import Potential, PotentialConfig  # MACE-style potential (issue 7)
 
 __all__ = ["EGNN", "FAGNN", "GNN", "EGNNLayer", "EqMotion", "EqMotionLayer", "GNNLayer", "LinearDynamics", "Ponita"]
 __all__ += ["GraphModel", "GraphModelConfig"]
+__all__ += ["Potential", "PotentialConfig"]  # the ASE calculator: equikit.models.calculator (needs ase)

@@ -1,0 +1,83 @@
+"""An ASE calculator around :class:`~equikit.models.potential.Potential`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from equikit.data.atoms import AtomsBatch, import_ase
+from equikit.models.potential import Potential, PotentialConfig
+
+import_ase("EquikitCalculator")
+from ase.calculators import calculator as _calc  # noqa: E402 - after the friendly import check
+
+
+def save_potential(model: Potential, path: str | Path) -> None:
+    """Write ``{"config": dict, "state_dict": ...}`` that :func:`load_potential` reads."""
+    torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, Path(path))
+
+
+def load_potential(path: str | Path) -> Potential:
+    """Rebuild a :class:`Potential` from a file written by :func:`save_potential`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"load_potential: no checkpoint at {str(path)!r}")
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or "config" not in data or "state_dict" not in data:
+        raise ValueError(f"load_potential: {str(path)!r} is not a potential checkpoint (needs keys 'config', "
+                         "'state_dict'; write one with save_potential)")
+    model = Potential(PotentialConfig.from_dict(data["config"]))
+    model.load_state_dict(data["state_dict"])
+    return model
+
+
+class EquikitCalculator(_calc.Calculator):
+    """ASE calculator: ``energy``, ``free_energy`` (= energy), ``forces`` and, for periodic
+    cells, ``stress`` (Voigt 6-vector as ASE expects, eV/A^3, ASE's sign convention).
+
+    Args:
+        model: a :class:`Potential`, or a path to a checkpoint of :func:`save_potential`.
+        device: where to run (default CPU).
+
+    >>> from ase.build import molecule
+    >>> cfg = PotentialConfig(atomic_numbers=(1, 8), hidden_irreps="4x0e + 4x1o", max_ell=1, correlation=2,
+    ...                       radial_mlp=(8,))
+    >>> atoms = molecule("H2O")
+    >>> atoms.calc = EquikitCalculator(Potential(cfg))
+    >>> atoms.get_forces().shape
+    (3, 3)
+    """
+
+    implemented_properties: ClassVar[list[str]] = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(self, model: Potential | str | Path, device: str | torch.device = "cpu", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(model, (str, Path)):
+            model = load_potential(model)
+        if not isinstance(model, Potential):
+            raise TypeError(f"EquikitCalculator: `model` must be a Potential or a checkpoint path, got "
+                            f"{type(model).__name__}")
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.dtype = model.e0.dtype
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=_calc.all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        a = self.atoms  # from_arrays, not from_atoms: that would ask this calculator for labels
+        batch = AtomsBatch.from_arrays(positions=a.get_positions(), numbers=a.get_atomic_numbers(),
+                                       natoms=[len(a)], cell=np.asarray(a.cell)[None], pbc=np.asarray(a.pbc)[None],
+                                       dtype=self.dtype).to(device=self.device)
+        want_stress = "stress" in properties and bool(np.all(self.atoms.pbc))
+        out = self.model(batch, compute_forces=True, compute_stress=want_stress)
+        e = float(out["energy"].detach()[0])
+        self.results = {"energy": e, "free_energy": e,
+                        "forces": out["forces"].detach().cpu().numpy().astype(np.float64)}
+        if want_stress:
+            s = out["stress"].detach().cpu().numpy()[0].astype(np.float64)
+            self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+        elif "stress" in properties:
+            raise _calc.PropertyNotImplementedError(
+                "EquikitCalculator: stress needs a periodic cell in all three directions (atoms.pbc all True)")

@@ -1,0 +1,385 @@
+r"""A MACE-style interatomic potential (Batatia et al. 2022) composed from :mod:`equikit.nn`.
+
+Per interaction ``t = 1..T`` (``h^0`` = a learned embedding of the element, ``C x 0e``):
+
+.. math::
+    m_i = \frac{1}{\bar n} \sum_{j \in N(i)} R(r_{ij}) \otimes_{uvu} \big(W_{up} h^{t-1}_j,\ Y(\hat r_{ij})\big), \quad
+    A_i = W_{A}\, m_i, \quad
+    h^t_i = W_{B}\, \mathrm{SC}_{z_i}(A_i) + W_{skip} h^{t-1}_i
+
+with ``R`` the radial weights (Bessel basis times polynomial envelope through an MLP, or a
+cubic spline), ``Y`` the spherical harmonics up to ``max_ell``, ``SC`` the symmetric
+contraction up to ``correlation`` with per-element weights, and ``\bar n`` =
+``avg_num_neighbors``. Atomic energy ``E_i = E0[z_i] + sum_t readout_t(h^t_i)`` (linear for
+early layers, a one-hidden-layer MLP on the scalars of the last); the structure's energy is
+the sum over its atoms. Forces ``F = -dE/dpos`` and stress ``sigma = (1/V) dE/d(strain)``
+(ASE's sign convention) come from autograd. See ``docs/potentials.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from equikit.data.atoms import AtomsBatch
+from equikit.data.neighbors import edge_vectors, radius_graph
+from equikit.nn import BesselBasis, Linear, PolynomialCutoff, SplineRadial, SymmetricContraction, TensorProduct
+from equikit.nn._mlp import make_mlp
+from equikit.o3 import Irreps, spherical_harmonics
+from equikit.tp import BACKENDS, SYMMETRIC_BACKENDS, channelwise
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+# --------------------------------------------------------------------------- configuration
+@dataclass
+class PotentialConfig:
+    """Configuration of :class:`Potential` (also readable from / writable to YAML).
+
+    Fields:
+        atomic_numbers: the elements the model knows, e.g. ``(29,)`` or ``(1, 6, 8)``.
+        e0: per-element reference energies (eV), same order; default zeros.
+        cutoff: neighbour cutoff (Angstrom).
+        num_radial: Bessel functions (``radial="bessel"``).
+        radial: ``"bessel"`` (Bessel x envelope -> MLP ``radial_mlp``) or ``"spline"``
+            (:class:`~equikit.nn.SplineRadial`, ``spline_intervals`` intervals).
+        radial_mlp: hidden widths of the radial MLP.
+        spline_intervals: intervals of the spline radial function.
+        envelope_p: exponent of the polynomial cutoff envelope.
+        max_ell: highest degree of the spherical harmonics (and of the messages ``A``).
+        hidden_irreps: node features, every block with the same multiplicity ``C``,
+            natural parities (``0e + 1o + 2e ...``), e.g. ``"32x0e + 32x1o"``.
+        correlation: order of the symmetric contraction (1..4).
+        num_interactions: number of interaction layers (>= 1).
+        avg_num_neighbors: the message sum is divided by this.
+        readout_hidden: width of the last layer's readout MLP.
+        tp_backend: tensor-product backend of the edge convolution (``equikit.tp.BACKENDS``:
+            ``"sparse_cg"``, ``"naive"``, ``"sphere_grid"``, ``"gaunt_fourier"``).
+        symmetric_backend: executor of the symmetric contraction (``"recursive"``, ``"naive"``).
+        dtype: ``"float32"`` or ``"float64"``, the parameters' dtype.
+    """
+
+    atomic_numbers: tuple[int, ...] = (29,)
+    e0: tuple[float, ...] | None = None
+    cutoff: float = 5.0
+    num_radial: int = 8
+    radial: str = "bessel"
+    radial_mlp: tuple[int, ...] = (64, 64, 64)
+    spline_intervals: int = 16
+    envelope_p: int = 6
+    max_ell: int = 3
+    hidden_irreps: str = "32x0e + 32x1o"
+    correlation: int = 3
+    num_interactions: int = 2
+    avg_num_neighbors: float = 10.0
+    readout_hidden: int = 16
+    tp_backend: str = "sparse_cg"
+    symmetric_backend: str = "recursive"
+    dtype: str = "float64"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` / ``TypeError`` naming the field for any inconsistent value."""
+        w = "PotentialConfig"
+        zs = tuple(self.atomic_numbers)
+        if not zs or any(isinstance(z, bool) or not isinstance(z, int) or not 1 <= z <= 118 for z in zs):
+            raise ValueError(f"{w}: `atomic_numbers` must be a non-empty list of ints in 1..118, "
+                             f"got {self.atomic_numbers!r}")
+        if len(set(zs)) != len(zs):
+            raise ValueError(f"{w}: `atomic_numbers` has duplicates: {self.atomic_numbers!r}")
+        self.atomic_numbers = zs
+        if self.e0 is not None:
+            e0 = tuple(float(e) for e in self.e0)
+            if len(e0) != len(zs):
+                raise ValueError(f"{w}: `e0` must have one entry per element ({len(zs)}), got {len(e0)}")
+            self.e0 = e0
+        for name in ("cutoff", "avg_num_neighbors"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ValueError(f"{w}: `{name}` must be a number > 0, got {v!r}")
+        for name, lo in (("num_radial", 1), ("spline_intervals", 1), ("envelope_p", 2), ("max_ell", 0),
+                         ("correlation", 1), ("num_interactions", 1), ("readout_hidden", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"{w}: `{name}` must be an int >= {lo}, got {v!r}")
+        if self.correlation > 4:
+            raise ValueError(f"{w}: `correlation` must be <= 4 (the symmetric basis is built up to 4), "
+                             f"got {self.correlation}")
+        if self.radial not in ("bessel", "spline"):
+            raise ValueError(f"{w}: `radial` must be 'bessel' or 'spline', got {self.radial!r}")
+        self.radial_mlp = tuple(self.radial_mlp)
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in self.radial_mlp):
+            raise ValueError(f"{w}: `radial_mlp` must be positive ints, got {self.radial_mlp!r}")
+        if self.tp_backend not in BACKENDS:
+            raise ValueError(f"{w}: unknown `tp_backend` {self.tp_backend!r}; available: {sorted(BACKENDS)}")
+        if self.symmetric_backend not in SYMMETRIC_BACKENDS:
+            raise ValueError(f"{w}: unknown `symmetric_backend` {self.symmetric_backend!r}; "
+                             f"available: {sorted(SYMMETRIC_BACKENDS)}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"{w}: `dtype` must be 'float32' or 'float64', got {self.dtype!r}")
+        try:
+            irreps = Irreps(self.hidden_irreps)
+        except Exception as err:
+            raise ValueError(f"{w}: `hidden_irreps` {self.hidden_irreps!r} is not an irreps string ({err})") from err
+        muls = {m.mul for m in irreps}
+        if len(muls) != 1 or irreps[0].ir.l != 0 or irreps[0].ir.p != 1:
+            raise ValueError(f"{w}: `hidden_irreps` must start with scalars '0e' and use one multiplicity C for every "
+                             f"block (e.g. '32x0e + 32x1o'), got {self.hidden_irreps!r}")
+        ls = [m.ir.l for m in irreps]
+        if len(set(ls)) != len(ls) or any(m.ir.p != (-1) ** m.ir.l for m in irreps):
+            raise ValueError(f"{w}: `hidden_irreps` must hold each degree once with natural parity (0e, 1o, 2e, 3o), "
+                             f"got {self.hidden_irreps!r}")
+        if max(ls) > self.max_ell:
+            raise ValueError(f"{w}: `hidden_irreps` degrees must be <= max_ell = {self.max_ell}, "
+                             f"got {self.hidden_irreps!r}")
+
+    # --------------------------------------------------------------------- YAML
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PotentialConfig:
+        if not isinstance(data, dict):
+            raise TypeError(f"PotentialConfig.from_dict: expected a mapping, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"PotentialConfig.from_dict: unknown fields {unknown}; known: {sorted(names)}")
+        return cls(**data)
+
+    def to_yaml(self, path: str | Path) -> None:
+        """Write the configuration as YAML."""
+        import yaml
+
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> PotentialConfig:
+        """Read a configuration written by :meth:`to_yaml` (or by hand).
+
+        >>> import pathlib, tempfile
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "potential.yaml"
+        >>> PotentialConfig(atomic_numbers=(1, 8), hidden_irreps="8x0e + 8x1o").to_yaml(p)
+        >>> PotentialConfig.from_yaml(p).atomic_numbers
+        (1, 8)
+        """
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"PotentialConfig.from_yaml: no file at {str(path)!r}")
+        return cls.from_dict(yaml.safe_load(path.read_text()) or {})
+
+
+# --------------------------------------------------------------------------- helpers
+def _natural(lmax: int, mul: int) -> Irreps:
+    return Irreps("+".join(f"{mul}x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(lmax + 1)))
+
+
+def mul_ir_to_channels(x: torch.Tensor, irreps: Irreps) -> torch.Tensor:
+    """``(N, irreps.dim)`` in e3nn's ``mul x ir`` layout with one multiplicity ``C`` per block ->
+    ``(N, C, sum_b d_b)`` (MACE's per-channel layout for the symmetric contraction).
+
+    >>> mul_ir_to_channels(torch.arange(8.0)[None], Irreps("2x0e + 2x1o"))[0].tolist()
+    [[0.0, 2.0, 3.0, 4.0], [1.0, 5.0, 6.0, 7.0]]
+    """
+    c = irreps[0].mul
+    blocks = [x[..., sl].reshape(*x.shape[:-1], c, m.ir.dim) for m, sl in zip(irreps, irreps.slices())]
+    return torch.cat(blocks, dim=-1)
+
+
+class RadialWeights(nn.Module):
+    """Per-edge weights of the edge convolution from the edge length: Bessel basis x
+    polynomial envelope -> SiLU MLP, or a cubic spline with the envelope.
+    Shapes: ``r (E,)`` -> ``(E, num_outputs)``."""
+
+    def __init__(self, cfg: PotentialConfig, num_outputs: int) -> None:
+        super().__init__()
+        self.kind = cfg.radial
+        if cfg.radial == "bessel":
+            self.basis = BesselBasis(cfg.cutoff, cfg.num_radial)
+            self.envelope = PolynomialCutoff(cfg.cutoff, cfg.envelope_p)
+            self.mlp = make_mlp([cfg.num_radial, *cfg.radial_mlp, num_outputs])
+        else:
+            self.spline = SplineRadial(cfg.cutoff, num_outputs, cfg.spline_intervals)
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        if self.kind == "bessel":
+            return self.mlp(self.basis(r) * self.envelope(r)[..., None])
+        return self.spline(r)
+
+
+class Interaction(nn.Module):
+    """One MACE layer: linear up, channelwise TP with ``Y`` and radial weights, scatter to the
+    centres / ``avg_num_neighbors``, linear, symmetric contraction, linear + linear skip."""
+
+    def __init__(self, cfg: PotentialConfig, irreps_in: Irreps, irreps_out: Irreps, skip: bool) -> None:
+        super().__init__()
+        c = irreps_in[0].mul
+        self.irreps_in, self.irreps_out = irreps_in, irreps_out
+        self.avg = float(cfg.avg_num_neighbors)
+        self.irreps_a = _natural(cfg.max_ell, c)
+        self.linear_up = Linear(irreps_in, irreps_in)
+        desc = channelwise(irreps_in, _natural(cfg.max_ell, 1), self.irreps_a)
+        self.conv = TensorProduct(desc, backend=cfg.tp_backend, internal_weights=False)
+        self.radial = RadialWeights(cfg, desc.weight_numel)
+        self.linear_a = Linear(self.irreps_a, self.irreps_a)
+        self.product = SymmetricContraction(_natural(cfg.max_ell, 1), Irreps([(1, m.ir) for m in irreps_out]),
+                                            cfg.correlation, len(cfg.atomic_numbers), c,
+                                            backend=cfg.symmetric_backend)
+        self.linear_out = Linear(self.product.irreps_out_full, irreps_out)
+        self.skip = Linear(irreps_in, irreps_out) if skip else None
+
+    def forward(self, h, element, sh, r, edge_index):
+        src, dst = edge_index[0], edge_index[1]
+        w = self.radial(r)
+        msg = self.conv(self.linear_up(h)[src], sh, w)
+        m = torch.zeros(h.shape[0], msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
+        a = self.linear_a(m / self.avg)
+        out = self.linear_out(self.product(mul_ir_to_channels(a, self.irreps_a), element))
+        return out + self.skip(h) if self.skip is not None else out
+
+
+# --------------------------------------------------------------------------- the model
+class Potential(nn.Module):
+    """MACE-style potential: energy, forces ``-dE/dpos`` and stress ``(1/V) dE/d(strain)``.
+
+    ``forward(batch, compute_forces=True, compute_stress=False, training=False)`` returns a
+    dict with ``energy (B,)``, ``node_energy (N,)`` and, when asked, ``forces (N, 3)`` and
+    ``stress (B, 3, 3)`` (eV/A^3, ASE's sign: positive under tension). ``training=True``
+    keeps the graph of the derivatives (``create_graph``) so force and stress losses train.
+
+    >>> import torch
+    >>> from equikit.data.atoms import AtomsBatch
+    >>> cfg = PotentialConfig(atomic_numbers=(1, 8), hidden_irreps="4x0e + 4x1o", max_ell=1, correlation=2,
+    ...                       radial_mlp=(8,), num_interactions=2)
+    >>> model = Potential(cfg)
+    >>> b = AtomsBatch.from_arrays(positions=torch.tensor([[0.0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]]),
+    ...                            numbers=torch.tensor([8, 1, 1]), natoms=torch.tensor([3]), dtype=torch.float64)
+    >>> out = model(b)
+    >>> out["energy"].shape, out["forces"].shape
+    (torch.Size([1]), torch.Size([3, 3]))
+    """
+
+    def __init__(self, config: PotentialConfig) -> None:
+        super().__init__()
+        if not isinstance(config, PotentialConfig):
+            raise TypeError(f"Potential: `config` must be a PotentialConfig, got {type(config).__name__}")
+        config.validate()
+        self.config = config
+        dtype = _DTYPES[config.dtype]
+        hidden = Irreps(config.hidden_irreps)
+        c = hidden[0].mul
+        n_el = len(config.atomic_numbers)
+        table = torch.full((119,), -1, dtype=torch.long)
+        table[list(config.atomic_numbers)] = torch.arange(n_el)
+        self.register_buffer("z_to_index", table, persistent=False)
+        e0 = config.e0 if config.e0 is not None else (0.0,) * n_el
+        self.register_buffer("e0", torch.tensor(e0, dtype=dtype))
+        self.embedding = nn.Parameter(torch.randn(n_el, c, dtype=dtype))
+        self.sh_irreps = _natural(config.max_ell, 1)
+        scalars = Irreps(f"{c}x0e")
+        layers, readouts, irreps = [], [], scalars
+        for t in range(config.num_interactions):
+            last = t == config.num_interactions - 1
+            out = scalars if last else hidden
+            layers.append(Interaction(config, irreps, out, skip=t > 0))
+            readouts.append(make_mlp([c, config.readout_hidden, 1]) if last else Linear(out, "1x0e"))
+            irreps = out
+        self.interactions = nn.ModuleList(layers)
+        self.readouts = nn.ModuleList(readouts)
+        self.to(dtype)
+
+    def element_index(self, numbers: torch.Tensor) -> torch.Tensor:
+        """Atomic numbers ``(N,)`` -> indices into ``config.atomic_numbers``; ValueError for unknown ones."""
+        if not isinstance(numbers, torch.Tensor) or numbers.is_floating_point():
+            raise TypeError(f"Potential: `numbers` must be an integer tensor (N,), got {numbers!r}")
+        ok = (numbers >= 0) & (numbers < 119)
+        idx = torch.where(ok, self.z_to_index[numbers.clamp(0, 118)], -1)
+        if bool((idx < 0).any()):
+            bad = sorted(set(numbers[idx < 0].tolist()))
+            raise ValueError(f"Potential: atomic numbers {bad} are not in the model's elements "
+                             f"{list(self.config.atomic_numbers)} (PotentialConfig.atomic_numbers)")
+        return idx
+
+    def edge_features(self, vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Edge lengths ``(E,)`` and spherical harmonics ``(E, (max_ell + 1)^2)`` of the edge vectors."""
+        r = torch.linalg.vector_norm(vec, dim=-1)
+        return r, spherical_harmonics(self.sh_irreps, vec, normalize=True, normalization="component")
+
+    def node_energies(self, pos, cell, batch, numbers, pbc, edge_index=None, shifts=None):
+        """Atomic energies ``(N,)`` from positions and cells (differentiable in both); the
+        neighbour list is searched without gradients when not given."""
+        element = self.element_index(numbers)
+        if edge_index is None:
+            nb = radius_graph(pos.detach(), self.config.cutoff, batch=batch, cell=cell.detach(), pbc=pbc)
+            edge_index, shifts = nb.edge_index, nb.shifts
+        r, sh = self.edge_features(edge_vectors(pos, edge_index, shifts, cell, batch))
+        h = self.embedding[element].to(pos.dtype)
+        energy = self.e0.to(pos.dtype)[element]
+        for layer, readout in zip(self.interactions, self.readouts):
+            h = layer(h, element, sh, r, edge_index)
+            energy = energy + readout(h).squeeze(-1)
+        return energy
+
+    def forward(self, batch: AtomsBatch, compute_forces: bool = True, compute_stress: bool = False,
+                training: bool = False) -> dict[str, torch.Tensor]:
+        if not isinstance(batch, AtomsBatch):
+            raise TypeError(f"Potential.forward: `batch` must be an AtomsBatch, got {type(batch).__name__}")
+        dtype = self.e0.dtype
+        if batch.positions.dtype != dtype:
+            raise TypeError(f"Potential.forward: positions are {batch.positions.dtype} but the model is {dtype}; "
+                            f"use batch.to(dtype={dtype})")
+        if compute_stress and not bool(batch.pbc.all()):
+            raise ValueError("Potential.forward: compute_stress=True needs periodic cells (pbc all True) "
+                             f"in every structure, got pbc {batch.pbc.tolist()}")
+        # derivatives need a graph even under torch.no_grad() (inference, MD)
+        with torch.enable_grad() if compute_forces or compute_stress else contextlib.nullcontext():
+            return self._forward(batch, compute_forces, compute_stress, training)
+
+    def _forward(self, batch: AtomsBatch, compute_forces: bool, compute_stress: bool,
+                 training: bool) -> dict[str, torch.Tensor]:
+        dtype, n_struct = self.e0.dtype, batch.num_graphs
+        pos, cell = batch.positions, batch.cell
+        inputs = []
+        if compute_forces or compute_stress:
+            if not pos.requires_grad:  # positions that already carry a graph keep it (gradcheck)
+                pos = pos.detach().requires_grad_(True)
+            inputs.append(pos)
+        if compute_stress:
+            eps = torch.zeros(n_struct, 3, 3, dtype=dtype, device=pos.device, requires_grad=True)
+            sym = 0.5 * (eps + eps.transpose(1, 2))
+            pos = pos + torch.einsum("nj,njk->nk", pos, sym[batch.batch])
+            cell = cell + cell @ sym
+            inputs.append(eps)
+        node_e = self.node_energies(pos, cell, batch.batch, batch.numbers, batch.pbc)
+        energy = torch.zeros(n_struct, dtype=dtype, device=pos.device).index_add_(0, batch.batch, node_e)
+        out = {"energy": energy, "node_energy": node_e}
+        if inputs:
+            grads = torch.autograd.grad(energy.sum(), inputs, create_graph=training, allow_unused=True)
+            if compute_forces:
+                g = grads[0]
+                out["forces"] = -g if g is not None else torch.zeros_like(batch.positions)
+            if compute_stress:
+                g = grads[-1]
+                g = g if g is not None else torch.zeros(n_struct, 3, 3, dtype=dtype, device=pos.device)
+                vol = torch.linalg.det(batch.cell).abs()
+                out["stress"] = g / vol[:, None, None]
+        return out
+
+    def count_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+__all__ = ["Interaction", "Potential", "PotentialConfig", "RadialWeights", "mul_ir_to_channels"]
