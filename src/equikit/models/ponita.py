@@ -21,12 +21,26 @@ input positions.
 
 **Equivariance.** The invariants make the network exactly equivariant to translations and to
 relabelling particles, and exactly E(3)-equivariant *if the grid were rotated with the input*.
-With a fixed finite grid, a rotation of the input is not a permutation of the grid, so the
-model is only approximately rotation-equivariant; the error shrinks as the grid gets finer
-(measured in tests/models/test_ponita.py and docs/dynamics.md). The published model rotates
-the grid randomly per graph and forward pass (``random_grid=True`` here, in training mode only),
-which makes the map equivariant in distribution and acts as augmentation; in eval mode the
-fixed grid gives a deterministic map.
+Two grid modes:
+
+- ``grid="frame"`` (default): the grid is expressed per system (connected component of the
+  graph) in an equivariant frame ``R_s`` (:func:`system_frames`: principal axes of the centred
+  positions and the velocities, signs fixed by third moments), ``o = R_s g``. A rotation or
+  reflection ``Q`` of the input maps ``R_s -> Q R_s``, so every invariant, hence every fibre
+  value, is unchanged and the read-out ``sum_o r(o) R_s g(o)`` turns with ``Q``: exactly
+  O(3)- (with translations, E(3)-) equivariant, reflections included, wherever the frame is
+  unique (distinct eigenvalues, non-zero sign moments). At degenerate inputs (e.g. collinear
+  positions with velocities along the same line) the frame is an arbitrary but finite choice
+  of the eigensolver; the output stays finite, and is equivariant only as far as the fixed
+  grid is. ``o . o'`` is frame-independent, so the orientation kernel is shared by all systems.
+- ``grid="fixed"``: the previous model, one fixed grid for every system; a rotation of the
+  input is not a permutation of a finite grid, so it is only approximately rotation-
+  equivariant (the error shrinks as the grid gets finer; docs/dynamics.md).
+
+``random_grid`` rotates the grid by a random rotation per forward pass in training mode (as
+the published model does): for ``"fixed"`` that makes the map equivariant in distribution;
+for ``"frame"`` the rotation acts inside the frame, so every draw is still exactly
+equivariant (default: on for ``"fixed"``, off for ``"frame"``).
 """
 
 from __future__ import annotations
@@ -85,6 +99,70 @@ def pair_invariants(rel: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return torch.stack([along, torch.sqrt(ortho2 + 1e-12)], dim=-1)
 
 
+def graph_components(edge_index: torch.Tensor, n: int) -> tuple[torch.Tensor, int]:
+    """Connected components of the graph on ``n`` nodes (edges taken as undirected):
+    ``(labels (N,), n_components)`` with labels ``0 .. n_components - 1`` numbered by each
+    component's smallest node index. Vectorised label propagation (one ``scatter_reduce`` per
+    sweep; a collated batch of complete graphs needs one sweep plus the check).
+
+    Example:
+        >>> graph_components(torch.tensor([[0, 1, 3], [1, 0, 4]]), 5)
+        (tensor([0, 0, 1, 2, 2]), 3)
+    """
+    labels = torch.arange(n, device=edge_index.device)
+    src, dst = edge_index[0], edge_index[1]
+    while True:
+        new = labels.scatter_reduce(0, dst, labels[src], reduce="amin")
+        new = new.scatter_reduce(0, src, new[dst], reduce="amin")
+        if torch.equal(new, labels):
+            break
+        labels = new
+    uniq, inverse = torch.unique(labels, return_inverse=True)
+    return inverse, int(uniq.numel())
+
+
+def system_frames(pos: torch.Tensor, vel: torch.Tensor, system: torch.Tensor, n_systems: int,
+                  tol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """An O(3)-equivariant orthonormal frame per system: ``(frames (S, 3, 3), degenerate (S,))``.
+
+    .. math::
+        C_s = \\sum_{i \\in s} c_i c_i^T + v_i v_i^T,\\quad c_i = x_i - \\bar x_s, \\qquad
+        R_s = [\\sigma_1 e_1, \\sigma_2 e_2, \\sigma_3 e_3],\\quad
+        \\sigma_k = \\mathrm{sign} \\sum_{i \\in s} (c_i \\cdot e_k)^3 + (v_i \\cdot e_k)^3
+
+    with ``e_k`` the eigenvectors of ``C_s`` (ascending eigenvalues; columns of ``R_s``). For
+    ``Q`` in O(3) and any translation, ``R_s -> Q R_s``, as long as the frame is unique.
+    ``degenerate`` flags the systems where it is not: two eigenvalues closer than
+    ``tol * lambda_max`` (e.g. collinear positions and velocities, or a single particle), or a
+    sign moment below ``tol`` times its absolute counterpart; there the frame is the
+    eigensolver's arbitrary (finite) choice. Computed in float64, returned in ``pos.dtype``.
+
+    Args & shapes: ``pos, vel (N, 3)``, ``system (N,)`` ids in ``[0, n_systems)``.
+
+    Example:
+        >>> pos, vel = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+        >>> r, bad = system_frames(pos, vel, torch.zeros(4, dtype=torch.long), 1)
+        >>> bool(torch.allclose(r[0].T @ r[0], torch.eye(3, dtype=torch.float64))), bool(bad[0])
+        (True, False)
+    """
+    x, v = pos.to(torch.float64), vel.to(torch.float64)
+    count = x.new_zeros(n_systems).index_add_(0, system, x.new_ones(x.shape[0])).clamp(min=1.0)
+    mean = x.new_zeros(n_systems, 3).index_add_(0, system, x) / count[:, None]
+    c = x - mean[system]
+    outer = c.unsqueeze(-1) * c.unsqueeze(-2) + v.unsqueeze(-1) * v.unsqueeze(-2)
+    cov = x.new_zeros(n_systems, 3, 3).index_add_(0, system, outer)
+    evals, evecs = torch.linalg.eigh(cov)
+    pc = torch.einsum("ni,nik->nk", c, evecs[system])
+    pv = torch.einsum("ni,nik->nk", v, evecs[system])
+    moment = x.new_zeros(n_systems, 3).index_add_(0, system, pc**3 + pv**3)
+    scale = x.new_zeros(n_systems, 3).index_add_(0, system, pc.abs() ** 3 + pv.abs() ** 3)
+    sign = torch.where(moment < 0, -1.0, 1.0)
+    frames = evecs * sign[:, None, :]
+    top = evals[:, -1:].clamp(min=torch.finfo(torch.float64).tiny)
+    degenerate = ((evals[:, 1:] - evals[:, :-1]) <= tol * top).any(-1) | (moment.abs() <= tol * scale).any(-1)
+    return frames.to(pos.dtype), degenerate
+
+
 class _Basis(nn.Module):
     """``invariants (..., d) -> (..., basis)``: an MLP of polynomial features (GELU)."""
 
@@ -102,8 +180,14 @@ class SeparableSphereConv(nn.Module):
     """The separable position-orientation convolution: a channelwise spatial kernel over
     edges at equal orientation, then a channelwise kernel over pairs of orientations.
 
-    Shapes: ``f (N, O, C)``, ``basis_spatial (E, O, B)``, ``basis_sphere (O, O, B)``,
-    ``edge_index (2, E)`` (``j -> i``) -> ``(N, O, C)``.
+    .. math::
+        g_i(o) = k_s(\\text{loop}) \\odot f_i(o) + \\sum_{j \\to i} k_s(a_{ij}(o)) \\odot f_j(o), \\qquad
+        h_i(o') = \\tfrac1O \\sum_o k_o(o \\cdot o') \\odot g_i(o) + \\text{bias}
+
+    Shapes: ``f (N, O, C)``, ``basis_spatial (E, O, B)`` (the given edges),
+    ``basis_loop (B,)`` (the added self-loop's basis: ``a_ii(o) = (0, 0)`` for every ``o``, so one
+    vector serves every node), ``basis_sphere (O, O, B)``, ``edge_index (2, E)``
+    (``j -> i``) -> ``(N, O, C)``.
 
     ``calibrated`` (a buffer): on the first forward pass in training mode the two kernels are
     rescaled so that each stage keeps the standard deviation of its input (as the published
@@ -117,10 +201,10 @@ class SeparableSphereConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
         self.register_buffer("calibrated", torch.tensor(False))
 
-    def forward(self, f, basis_spatial, basis_sphere, edge_index):
+    def forward(self, f, basis_spatial, basis_loop, basis_sphere, edge_index):
         src, dst = edge_index[0], edge_index[1]
         msg = self.kernel_spatial(basis_spatial) * f[src]
-        g = f.new_zeros(f.shape).index_add_(0, dst, msg)
+        g = (self.kernel_spatial(basis_loop) * f).index_add_(0, dst, msg)
         k = self.kernel_sphere(basis_sphere)  # (O, O', C)
         h = torch.einsum("noc,opc->npc", g, k) / k.shape[0]
         if self.training and not bool(self.calibrated):
@@ -129,7 +213,7 @@ class SeparableSphereConv(nn.Module):
                 self.kernel_spatial.weight.mul_(s_in / s_g.clamp(min=1e-12))
                 self.kernel_sphere.weight.mul_(s_g / s_h.clamp(min=1e-12))
                 self.calibrated.fill_(True)
-            return self.forward(f, basis_spatial, basis_sphere, edge_index)
+            return self.forward(f, basis_spatial, basis_loop, basis_sphere, edge_index)
         return h + self.bias
 
 
@@ -146,13 +230,11 @@ class ConvNextBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(channels, widening * channels), nn.GELU(),
                                  nn.Linear(widening * channels, channels))
 
-    def forward(self, f, basis_spatial, basis_sphere, edge_index):
-        return f + self.mlp(self.norm(self.conv(f, basis_spatial, basis_sphere, edge_index)))
+    def forward(self, f, basis_spatial, basis_loop, basis_sphere, edge_index):
+        return f + self.mlp(self.norm(self.conv(f, basis_spatial, basis_loop, basis_sphere, edge_index)))
 
 
-def _with_self_loops(edge_index: torch.Tensor, n: int) -> torch.Tensor:
-    loops = torch.arange(n, device=edge_index.device).unsqueeze(0).expand(2, n)
-    return torch.cat([edge_index, loops], dim=1)
+GRIDS = ("frame", "fixed")
 
 
 class Ponita(nn.Module):
@@ -161,8 +243,8 @@ class Ponita(nn.Module):
     Inputs lifted to the sphere per particle: the node scalars ``h`` (default ``|v|``)
     repeated over the grid and the velocity as ``v . o``; the edge attributes (charge
     products) enter the spatial kernel basis beside the two pair invariants. Self-loops are
-    added (the published n-body setting is a complete graph with loops), with zero edge
-    attributes.
+    part of every convolution (the published n-body setting is a complete graph with loops),
+    with zero edge attributes; their basis is computed once (it does not depend on the node).
 
     Args:
         hidden: channels ``C`` (published n-body: 128).
@@ -173,10 +255,14 @@ class Ponita(nn.Module):
         widening: ConvNeXt widening factor (published: 4).
         edge_features: ``F`` of ``edge_attr`` (1: the charge product).
         node_features: ``C`` of the node scalars ``h`` (default ``|v|``, 1).
-        random_grid: rotate the grid by a random rotation per forward pass in training mode.
+        grid: ``"frame"`` (grid in each system's equivariant frame: exactly E(3)-equivariant
+            away from degenerate frames) or ``"fixed"`` (one fixed grid: approximate).
+        random_grid: rotate the grid by a random rotation per forward pass in training mode;
+            ``None`` (default): ``True`` for ``"fixed"``, ``False`` for ``"frame"``.
 
     Shapes: ``pos, vel (N, 3)``, ``edge_index (2, E)``, ``edge_attr (E, F)``, optional
-    ``h (N, node_features)`` -> ``(N, 3)``.
+    ``h (N, node_features)`` -> ``(N, 3)``. With ``grid="frame"`` a system is a connected
+    component of ``edge_index``.
 
     Example:
         >>> import torch
@@ -198,15 +284,21 @@ class Ponita(nn.Module):
         widening: int = 4,
         edge_features: int = 1,
         node_features: int = 1,
-        random_grid: bool = True,
+        grid: str = "frame",
+        random_grid: bool | None = None,
     ) -> None:
         super().__init__()
         for name, v, lo in (("hidden", hidden, 1), ("n_layers", n_layers, 1), ("n_orientations", n_orientations, 1),
                             ("basis", basis, 1), ("degree", degree, 1), ("widening", widening, 1),
                             ("edge_features", edge_features, 0), ("node_features", node_features, 1)):
             check_int(v, name, "Ponita", minimum=lo)
+        if grid not in GRIDS:
+            raise ValueError(f"Ponita: `grid` must be one of {GRIDS}, got {grid!r}")
+        if random_grid is not None and not isinstance(random_grid, bool):
+            raise TypeError(f"Ponita: `random_grid` must be a bool or None, got {type(random_grid).__name__}")
         self.node_features, self.edge_features = node_features, edge_features
-        self.random_grid = bool(random_grid)
+        self.grid_mode = grid
+        self.random_grid = (grid == "fixed") if random_grid is None else random_grid
         self.register_buffer("grid", fibonacci_sphere(n_orientations, torch.get_default_dtype()))
         self.basis_spatial = _Basis(2 + edge_features, hidden, basis, degree)
         self.basis_sphere = _Basis(1, hidden, basis, degree)
@@ -220,6 +312,17 @@ class Ponita(nn.Module):
             grid = grid @ SO(3).sample(1, dtype=dtype, device=grid.device)[0].T
         return grid
 
+    def node_grids(self, pos: torch.Tensor, vel: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """The orientations each particle uses, ``(N, O, 3)``: the (possibly randomly rotated)
+        grid, turned into each system's frame for ``grid="frame"``."""
+        grid = self._grid(pos.dtype)
+        n = pos.shape[0]
+        if self.grid_mode == "fixed":
+            return grid.unsqueeze(0).expand(n, -1, -1)
+        system, n_systems = graph_components(edge_index, n)
+        frames, _ = system_frames(pos, vel, system, n_systems)
+        return torch.einsum("nij,oj->noi", frames[system], grid)
+
     def forward(self, pos, vel, edge_index, edge_attr=None, h=None):
         _check_graph(pos, vel, edge_index, edge_attr, "Ponita")
         if (edge_attr is None) != (self.edge_features == 0):
@@ -231,22 +334,24 @@ class Ponita(nn.Module):
         if h.shape != (n, self.node_features):
             raise ValueError(f"Ponita: `h` must have shape (N, node_features) = {(n, self.node_features)}, "
                              f"got {tuple(h.shape)}")
-        grid = self._grid(pos.dtype)
-        o = grid.shape[0]
+        grids = self.node_grids(pos, vel, edge_index)  # (N, O, 3)
+        o = grids.shape[1]
         # lift: scalars repeated over the grid, the velocity as v . o
-        f = torch.cat([h.unsqueeze(1).expand(n, o, -1), (vel @ grid.T).unsqueeze(-1)], dim=-1)
+        f = torch.cat([h.unsqueeze(1).expand(n, o, -1), (grids @ vel.unsqueeze(-1))], dim=-1)
         f = self.embed(f)
-        ei = _with_self_loops(edge_index, n)
+        ei = edge_index  # the self-loop of every node is added in the convolution (`b_loop`)
         rel = pos[ei[0]] - pos[ei[1]]
-        attr = pair_invariants(rel, grid)
+        attr = pair_invariants(rel, grids[0] if self.grid_mode == "fixed" else grids[ei[1]])
+        loop = pair_invariants(pos.new_zeros(1, 3), grids[:1, :1])[0, 0]  # (0, 1e-6) for every o
         if edge_attr is not None:
-            ea = torch.cat([edge_attr, edge_attr.new_zeros(n, edge_attr.shape[1])], dim=0)
-            attr = torch.cat([attr, ea.unsqueeze(1).expand(-1, o, -1)], dim=-1)
+            attr = torch.cat([attr, edge_attr.unsqueeze(1).expand(-1, o, -1)], dim=-1)
+            loop = torch.cat([loop, loop.new_zeros(edge_attr.shape[1])])
         b_spatial = self.basis_spatial(attr)
-        b_sphere = self.basis_sphere((grid @ grid.T).unsqueeze(-1))
+        b_loop = self.basis_spatial(loop)
+        b_sphere = self.basis_sphere((grids[0] @ grids[0].T).unsqueeze(-1))  # o . o': frame-independent
         readout = 0.0
         for block, read in zip(self.blocks, self.readouts):
-            f = block(f, b_spatial, b_sphere, ei)
+            f = block(f, b_spatial, b_loop, b_sphere, ei)
             readout = readout + read(f)
         readout = readout / len(self.blocks)  # (N, O, 1)
-        return pos + (readout * grid).mean(dim=1)
+        return pos + (readout * grids).mean(dim=1)
