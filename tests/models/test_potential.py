@@ -65,9 +65,10 @@ def _energy_forces(model, pbc=False):
 E3_OUT = PointCloud(E(3), pos=None, vectors=("forces",), scalars=("energy",))
 
 
-@pytest.mark.parametrize("radial", ["bessel", "spline"])
-def test_energy_invariant_forces_equivariant_under_e3(dtype, radial):
-    model = _model(dtype, radial=radial)
+@pytest.mark.parametrize("radial, backend", [("bessel", "sparse_cg"), ("spline", "sparse_cg"),
+                                             ("bessel", "sphere_grid")])
+def test_energy_invariant_forces_equivariant_under_e3(dtype, radial, backend):
+    model = _model(dtype, radial=radial, tp_backend=backend)
     x = _cluster(dtype)
     report = assert_equivariant(_energy_forces(model), x, PointCloud(E(3), scalars=("numbers",)), E3_OUT,
                                 n_samples=8, generator=1, rtol=RTOL[dtype])
@@ -250,6 +251,21 @@ def test_backends_sparse_cg_and_naive_agree():
     assert oa["energy"].abs().item() > 1e-3
 
 
+@pytest.mark.parametrize("backend", ["sparse_cg", "sphere_grid", "gaunt_fourier"])
+def test_gaunt_product_backends_agree_with_naive(backend):
+    a = _model(tp_backend="naive", tp_product="gaunt")
+    b = _model(tp_backend=backend, tp_product="auto" if backend != "sparse_cg" else "gaunt")
+    assert b.interactions[0].gaunt
+    b.load_state_dict(a.state_dict())
+    at = _crystal()
+    at.numbers[:] = [8, 1, 8, 1]
+    ba = _batch([at])
+    oa, ob = a(ba, compute_stress=True), b(ba, compute_stress=True)
+    for k in ("energy", "forces", "stress"):
+        torch.testing.assert_close(oa[k], ob[k], rtol=1e-10, atol=1e-13)
+    assert oa["energy"].abs().item() > 1e-3
+
+
 def test_e0_reference_energies_are_added_per_atom():
     model = _model()
     x = _cluster(torch.float64)
@@ -281,6 +297,8 @@ def test_yaml_roundtrip(tmp_path):
     ({"e0": (1.0,)}, "e0"),
     ({"atomic_numbers": (1, 1)}, "duplicates"),
     ({"dtype": "float16"}, "dtype"),
+    ({"tp_backend": "sphere_grid", "tp_product": "clebsch_gordan"}, "only computes Gaunt"),
+    ({"tp_product": "fourier"}, "tp_product"),
 ])
 def test_invalid_config_raises(kw, match):
     with pytest.raises(ValueError, match=match):

@@ -31,8 +31,9 @@ from equikit.data.neighbors import edge_vectors, radius_graph
 from equikit.nn import BesselBasis, Linear, PolynomialCutoff, SplineRadial, SymmetricContraction, TensorProduct
 from equikit.nn._mlp import make_mlp
 from equikit.o3 import Irreps, spherical_harmonics
-from equikit.tp import BACKENDS, SYMMETRIC_BACKENDS, channelwise
+from equikit.tp import BACKENDS, SYMMETRIC_BACKENDS, channelwise, gaunt_product
 
+_GAUNT_BACKENDS = ("sphere_grid", "gaunt_fourier")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -60,6 +61,13 @@ class PotentialConfig:
         readout_hidden: width of the last layer's readout MLP.
         tp_backend: tensor-product backend of the edge convolution (``equikit.tp.BACKENDS``:
             ``"sparse_cg"``, ``"naive"``, ``"sphere_grid"``, ``"gaunt_fourier"``).
+        tp_product: the edge convolution. ``"clebsch_gordan"``: MACE's channelwise product with
+            one radial weight per edge, channel and path. ``"gaunt"``: the unweighted Gaunt
+            product (pointwise product of spherical functions, Luo et al. 2024) of the
+            neighbour features and ``Y``, with radial weights per edge, channel and degree
+            applied before (to each ``l_1`` block) and after (to each ``l_out`` block); the only
+            form the grid backends (``sphere_grid``, ``gaunt_fourier``) can run. ``"auto"``
+            (default): ``"gaunt"`` for the grid backends, ``"clebsch_gordan"`` otherwise.
         symmetric_backend: executor of the symmetric contraction (``"recursive"``, ``"naive"``).
         dtype: ``"float32"`` or ``"float64"``, the parameters' dtype.
     """
@@ -79,6 +87,7 @@ class PotentialConfig:
     avg_num_neighbors: float = 10.0
     readout_hidden: int = 16
     tp_backend: str = "sparse_cg"
+    tp_product: str = "auto"
     symmetric_backend: str = "recursive"
     dtype: str = "float64"
 
@@ -119,6 +128,11 @@ class PotentialConfig:
             raise ValueError(f"{w}: `radial_mlp` must be positive ints, got {self.radial_mlp!r}")
         if self.tp_backend not in BACKENDS:
             raise ValueError(f"{w}: unknown `tp_backend` {self.tp_backend!r}; available: {sorted(BACKENDS)}")
+        if self.tp_product not in ("auto", "clebsch_gordan", "gaunt"):
+            raise ValueError(f"{w}: `tp_product` must be 'auto', 'clebsch_gordan' or 'gaunt', got {self.tp_product!r}")
+        if self.tp_product == "clebsch_gordan" and self.tp_backend in _GAUNT_BACKENDS:
+            raise ValueError(f"{w}: tp_backend {self.tp_backend!r} only computes Gaunt products; use "
+                             "tp_product='gaunt' (or 'auto')")
         if self.symmetric_backend not in SYMMETRIC_BACKENDS:
             raise ValueError(f"{w}: unknown `symmetric_backend` {self.symmetric_backend!r}; "
                              f"available: {sorted(SYMMETRIC_BACKENDS)}")
@@ -199,6 +213,14 @@ def mul_ir_to_channels(x: torch.Tensor, irreps: Irreps) -> torch.Tensor:
     return torch.cat(blocks, dim=-1)
 
 
+def _block_columns(irreps: Irreps) -> torch.Tensor:
+    """For each component of the ``mul x ir`` layout, the column ``block * mul + channel`` of a
+    per-(block, channel) weight (all blocks have one multiplicity)."""
+    c = irreps[0].mul
+    cols = [(b * c + torch.arange(c)).repeat_interleave(m.ir.dim) for b, m in enumerate(irreps)]
+    return torch.cat(cols)
+
+
 class RadialWeights(nn.Module):
     """Per-edge weights of the edge convolution from the edge length: Bessel basis x
     polynomial envelope -> SiLU MLP, or a cubic spline with the envelope.
@@ -231,10 +253,24 @@ class Interaction(nn.Module):
         self.avg = float(cfg.avg_num_neighbors)
         self.irreps_a = _natural(cfg.max_ell, c)
         self.linear_up = Linear(irreps_in, irreps_in)
-        desc = channelwise(irreps_in, _natural(cfg.max_ell, 1), self.irreps_a)
+        product = cfg.tp_product
+        if product == "auto":
+            product = "gaunt" if cfg.tp_backend in _GAUNT_BACKENDS else "clebsch_gordan"
+        self.gaunt = product == "gaunt"
+        sh = _natural(cfg.max_ell, 1)
+        if self.gaunt:  # unweighted product; per-(channel, l) radial scalings before and after
+            desc = gaunt_product(irreps_in, sh, lmax=cfg.max_ell, mode="uvu")
+            self.register_buffer("scale_in", _block_columns(irreps_in), persistent=False)
+            self.register_buffer("scale_out", _block_columns(desc.irreps_out), persistent=False)
+            self.num_scale_in = c * len(irreps_in)
+            num_weights = self.num_scale_in + c * len(desc.irreps_out)
+        else:
+            desc = channelwise(irreps_in, sh, self.irreps_a)
+            num_weights = desc.weight_numel
         self.conv = TensorProduct(desc, backend=cfg.tp_backend, internal_weights=False)
-        self.radial = RadialWeights(cfg, desc.weight_numel)
-        self.linear_a = Linear(self.irreps_a, self.irreps_a)
+        self.radial = RadialWeights(cfg, num_weights)
+        self.irreps_conv = desc.irreps_out
+        self.linear_a = Linear(self.irreps_conv, self.irreps_a)
         self.product = SymmetricContraction(_natural(cfg.max_ell, 1), Irreps([(1, m.ir) for m in irreps_out]),
                                             cfg.correlation, len(cfg.atomic_numbers), c,
                                             backend=cfg.symmetric_backend)
@@ -244,7 +280,12 @@ class Interaction(nn.Module):
     def forward(self, h, element, sh, r, edge_index):
         src, dst = edge_index[0], edge_index[1]
         w = self.radial(r)
-        msg = self.conv(self.linear_up(h)[src], sh, w)
+        x = self.linear_up(h)[src]
+        if self.gaunt:
+            w_in, w_out = w[:, : self.num_scale_in], w[:, self.num_scale_in :]
+            msg = self.conv(x * w_in[:, self.scale_in], sh) * w_out[:, self.scale_out]
+        else:
+            msg = self.conv(x, sh, w)
         m = torch.zeros(h.shape[0], msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
         a = self.linear_a(m / self.avg)
         out = self.linear_out(self.product(mul_ir_to_channels(a, self.irreps_a), element))
