@@ -321,3 +321,29 @@ def test_invalid_inputs_raise(tmp_path):
         PotentialConfig.from_dict({"cutof": 5.0})
     with pytest.raises(ValueError, match="no file"):
         PotentialConfig.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_dataset_statistics_against_ase_and_known_reference_energies():
+    from ase.neighborlist import neighbor_list
+
+    from equikit.models.potential import average_num_neighbors, fit_reference_energies
+
+    frames = [_crystal(seed=s, repeat=(1, 1, 2)) for s in range(2)]
+    expected = sum(len(neighbor_list("i", a, 3.0)) for a in frames) / sum(len(a) for a in frames)
+    assert average_num_neighbors(_batch(frames), 3.0) == pytest.approx(expected, rel=1e-12)
+    # energies built from known per-element values are recovered exactly (no noise)
+    g = torch.Generator().manual_seed(0)
+    numbers = torch.tensor([1, 8, 8, 1, 1, 6, 8, 1, 6, 6])
+    natoms = torch.tensor([3, 4, 3])
+    true = {1: -0.5, 6: -3.25, 8: -2.0}
+    batch_idx = torch.repeat_interleave(torch.arange(3), natoms)
+    energy = torch.zeros(3, dtype=torch.float64).index_add_(
+        0, batch_idx, torch.tensor([true[int(z)] for z in numbers], dtype=torch.float64))
+    b = AtomsBatch.from_arrays(positions=torch.rand(10, 3, generator=g), numbers=numbers, natoms=natoms,
+                               energy=energy, dtype=torch.float64)
+    e0 = fit_reference_energies(b, (1, 6, 8, 29))
+    np.testing.assert_allclose(e0, [-0.5, -3.25, -2.0, 0.0], rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match=r"atomic numbers \[6\]"):
+        fit_reference_energies(b, (1, 8))
+    with pytest.raises(ValueError, match="no energy labels"):
+        fit_reference_energies(_batch(frames), (29,))

@@ -196,6 +196,52 @@ class PotentialConfig:
         return cls.from_dict(yaml.safe_load(path.read_text()) or {})
 
 
+# --------------------------------------------------------------------------- dataset statistics
+def average_num_neighbors(batch: AtomsBatch, cutoff: float) -> float:
+    """Mean number of neighbours within ``cutoff`` per atom (periodic images counted), the value
+    for :attr:`PotentialConfig.avg_num_neighbors`.
+
+    >>> from equikit.data.atoms import AtomsBatch
+    >>> b = AtomsBatch.from_arrays(positions=torch.tensor([[0.0, 0, 0], [1.0, 0, 0], [5.0, 0, 0]]),
+    ...                            numbers=torch.tensor([1, 1, 1]), natoms=torch.tensor([3]))
+    >>> average_num_neighbors(b, 2.0)  # one pair: 2 directed edges over 3 atoms
+    0.6666666666666666
+    """
+    if not isinstance(batch, AtomsBatch):
+        raise TypeError(f"average_num_neighbors: `batch` must be an AtomsBatch, got {type(batch).__name__}")
+    return batch.neighbors(float(cutoff)).edge_index.shape[1] / len(batch.positions)
+
+
+def fit_reference_energies(batch: AtomsBatch, atomic_numbers) -> tuple[float, ...]:
+    r"""Per-element reference energies ``E0`` by least squares on the composition:
+    ``min_{E0} sum_s (E_s - sum_z n_{s,z} E0_z)^2`` (MACE's ``E0s="average"``), the value for
+    :attr:`PotentialConfig.e0`. Elements absent from the data get 0; with fewer independent
+    compositions than elements the minimum-norm solution is returned.
+
+    >>> from equikit.data.atoms import AtomsBatch
+    >>> b = AtomsBatch.from_arrays(positions=torch.zeros(5, 3), numbers=torch.tensor([1, 8, 1, 1, 8]),
+    ...                            natoms=torch.tensor([2, 3]), energy=torch.tensor([-3.0, -5.0]))
+    >>> [round(e, 6) for e in fit_reference_energies(b, (1, 8))]
+    [-2.0, -1.0]
+    """
+    where = "fit_reference_energies"
+    if not isinstance(batch, AtomsBatch):
+        raise TypeError(f"{where}: `batch` must be an AtomsBatch, got {type(batch).__name__}")
+    if batch.energy is None:
+        raise ValueError(f"{where}: `batch` has no energy labels (AtomsBatch.energy is None)")
+    zs = list(atomic_numbers)
+    unknown = sorted(set(batch.numbers.tolist()) - set(zs))
+    if unknown:
+        raise ValueError(f"{where}: atomic numbers {unknown} in the data are not in `atomic_numbers` {zs}")
+    table = torch.full((119,), -1, dtype=torch.long)
+    table[zs] = torch.arange(len(zs))
+    counts = torch.zeros(batch.num_graphs, len(zs), dtype=torch.float64)
+    counts.index_put_((batch.batch, table[batch.numbers]), torch.ones(len(batch.numbers), dtype=torch.float64),
+                      accumulate=True)
+    e0 = torch.linalg.pinv(counts) @ batch.energy.to(torch.float64)
+    return tuple(float(e) for e in e0)
+
+
 # --------------------------------------------------------------------------- helpers
 def _natural(lmax: int, mul: int) -> Irreps:
     return Irreps("+".join(f"{mul}x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(lmax + 1)))
@@ -423,4 +469,5 @@ class Potential(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-__all__ = ["Interaction", "Potential", "PotentialConfig", "RadialWeights", "mul_ir_to_channels"]
+__all__ = ["Interaction", "Potential", "PotentialConfig", "RadialWeights", "average_num_neighbors",
+           "fit_reference_energies", "mul_ir_to_channels"]
