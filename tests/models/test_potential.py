@@ -73,7 +73,7 @@ def test_energy_invariant_forces_equivariant_under_e3(dtype, radial, backend):
     report = assert_equivariant(_energy_forces(model), x, PointCloud(E(3), scalars=("numbers",)), E3_OUT,
                                 n_samples=8, generator=1, rtol=RTOL[dtype])
     assert report.n_elements == 8
-    A, _ = E(3).as_affine(E(3).sample(8, generator=1))
+    A, _ = E(3).as_affine(E(3).sample(8, generator=1, dtype=torch.float64))  # the checker's elements
     assert (torch.linalg.det(A.double()) < 0).any()  # reflections are among the samples
 
 
@@ -347,3 +347,20 @@ def test_dataset_statistics_against_ase_and_known_reference_energies():
         fit_reference_energies(b, (1, 8))
     with pytest.raises(ValueError, match="no energy labels"):
         fit_reference_energies(_batch(frames), (29,))
+
+
+def test_stress_transforms_as_a_rank_two_tensor():
+    """stress(R pos, R cell) = R stress R^T for rotations and reflections (float64)."""
+    model = _model(atomic_numbers=(29,), e0=None, cutoff=4.0)
+    at = _crystal(rattle=0.1)
+    ref = model(_batch([at]), compute_stress=True)["stress"][0].detach()
+    A, _ = E(3).as_affine(E(3).sample(6, generator=1, dtype=torch.float64))  # both orientations (asserted)
+    A = A.double()
+    assert (torch.linalg.det(A) < 0).any()
+    for R in A:
+        moved = at.copy()
+        moved.positions = at.positions @ R.numpy().T
+        moved.cell = np.asarray(at.cell) @ R.numpy().T
+        got = model(_batch([moved]), compute_stress=True)["stress"][0].detach()
+        torch.testing.assert_close(got, R @ ref @ R.T, rtol=1e-9, atol=1e-12)
+    assert ref.abs().max() > 1e-6
