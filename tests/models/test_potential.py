@@ -65,10 +65,11 @@ def _energy_forces(model, pbc=False):
 E3_OUT = PointCloud(E(3), pos=None, vectors=("forces",), scalars=("energy",))
 
 
-@pytest.mark.parametrize("radial, backend", [("bessel", "sparse_cg"), ("spline", "sparse_cg"),
-                                             ("bessel", "sphere_grid")])
-def test_energy_invariant_forces_equivariant_under_e3(dtype, radial, backend):
-    model = _model(dtype, radial=radial, tp_backend=backend)
+@pytest.mark.parametrize("variant", [{}, {"radial": "spline"}, {"tp_backend": "sphere_grid"},
+                                     {"product": "grid_mlp", "grid_hidden": 8}],
+                         ids=["mace", "spline", "grid", "gridmlp"])
+def test_energy_invariant_forces_equivariant_under_e3(dtype, variant):
+    model = _model(dtype, **variant)
     x = _cluster(dtype)
     report = assert_equivariant(_energy_forces(model), x, PointCloud(E(3), scalars=("numbers",)), E3_OUT,
                                 n_samples=8, generator=1, rtol=RTOL[dtype])
@@ -299,6 +300,8 @@ def test_yaml_roundtrip(tmp_path):
     ({"dtype": "float16"}, "dtype"),
     ({"tp_backend": "sphere_grid", "tp_product": "clebsch_gordan"}, "only computes Gaunt"),
     ({"tp_product": "fourier"}, "tp_product"),
+    ({"product": "mlp"}, "product"),
+    ({"grid_hidden": 0}, "grid_hidden"),
 ])
 def test_invalid_config_raises(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -364,3 +367,23 @@ def test_stress_transforms_as_a_rank_two_tensor():
         got = model(_batch([moved]), compute_stress=True)["stress"][0].detach()
         torch.testing.assert_close(got, R @ ref @ R.T, rtol=1e-9, atol=1e-12)
     assert ref.abs().max() > 1e-6
+
+
+def test_grid_mlp_product_forces_match_finite_differences_and_train():
+    model = _model(atomic_numbers=(29,), e0=None, cutoff=4.0, product="grid_mlp", grid_hidden=8)
+    at = _crystal()
+    b = _batch([at])
+    forces = model(b)["forces"]
+    h = 1e-5
+    for i, k in [(0, 1), (2, 2)]:
+        e = []
+        for s in (h, -h):
+            p = b.positions.clone()
+            p[i, k] += s
+            moved = AtomsBatch(p, b.numbers, b.cell, b.pbc, b.batch)
+            e.append(float(model(moved, compute_forces=False)["energy"].detach()))
+        fd = -(e[0] - e[1]) / (2 * h)
+        assert abs(fd - float(forces[i, k])) <= 1e-6 * max(abs(fd), 1e-3), (i, k, fd, float(forces[i, k]))
+    out = model(b, training=True)
+    (out["forces"] ** 2).sum().backward()
+    assert model.interactions[0].product.layers[0].weight.grad.abs().sum() > 0

@@ -28,7 +28,15 @@ from torch import nn
 
 from equikit.data.atoms import AtomsBatch
 from equikit.data.neighbors import edge_vectors, radius_graph
-from equikit.nn import BesselBasis, Linear, PolynomialCutoff, SplineRadial, SymmetricContraction, TensorProduct
+from equikit.nn import (
+    BesselBasis,
+    Linear,
+    PolynomialCutoff,
+    SphereGridMLP,
+    SplineRadial,
+    SymmetricContraction,
+    TensorProduct,
+)
 from equikit.nn._mlp import make_mlp
 from equikit.o3 import Irreps, spherical_harmonics
 from equikit.tp import BACKENDS, SYMMETRIC_BACKENDS, channelwise, gaunt_product
@@ -69,6 +77,14 @@ class PotentialConfig:
             form the grid backends (``sphere_grid``, ``gaunt_fourier``) can run. ``"auto"``
             (default): ``"gaunt"`` for the grid backends, ``"clebsch_gordan"`` otherwise.
         symmetric_backend: executor of the symmetric contraction (``"recursive"``, ``"naive"``).
+        product: the many-body product of each layer: ``"symmetric_contraction"`` (MACE, per-element
+            weights) or ``"grid_mlp"`` (the "grid + MLP" variant: :class:`~equikit.nn.SphereGridMLP`
+            evaluates ``A`` on a sphere grid, mixes channels per grid point with a one-hidden-layer
+            MLP whose activation is the polynomial ``sum_{k=1..correlation} t^k / k!``, and
+            projects back; the grid is exact for that degree, so the layer is exactly
+            equivariant; it reaches the pointwise (Gaunt) products of ``A`` up to order
+            ``correlation``, no per-element weights).
+        grid_hidden: hidden width of the grid MLP (``product="grid_mlp"``).
         dtype: ``"float32"`` or ``"float64"``, the parameters' dtype.
     """
 
@@ -89,6 +105,8 @@ class PotentialConfig:
     tp_backend: str = "sparse_cg"
     tp_product: str = "auto"
     symmetric_backend: str = "recursive"
+    product: str = "symmetric_contraction"
+    grid_hidden: int = 32
     dtype: str = "float64"
 
     def __post_init__(self) -> None:
@@ -136,6 +154,10 @@ class PotentialConfig:
         if self.symmetric_backend not in SYMMETRIC_BACKENDS:
             raise ValueError(f"{w}: unknown `symmetric_backend` {self.symmetric_backend!r}; "
                              f"available: {sorted(SYMMETRIC_BACKENDS)}")
+        if self.product not in ("symmetric_contraction", "grid_mlp"):
+            raise ValueError(f"{w}: `product` must be 'symmetric_contraction' or 'grid_mlp', got {self.product!r}")
+        if isinstance(self.grid_hidden, bool) or not isinstance(self.grid_hidden, int) or self.grid_hidden < 1:
+            raise ValueError(f"{w}: `grid_hidden` must be an int >= 1, got {self.grid_hidden!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"{w}: `dtype` must be 'float32' or 'float64', got {self.dtype!r}")
         try:
@@ -267,6 +289,26 @@ def _block_columns(irreps: Irreps) -> torch.Tensor:
     return torch.cat(cols)
 
 
+class PolynomialActivation(nn.Module):
+    """``sum_{k=1..degree} t^k / k!`` (the truncated ``exp(t) - 1``): a polynomial activation, so
+    a sphere grid exact for ``degree`` keeps :class:`~equikit.nn.SphereGridMLP` exactly equivariant.
+
+    >>> PolynomialActivation(2)(torch.tensor([2.0]))
+    tensor([4.])
+    """
+
+    def __init__(self, degree: int) -> None:
+        super().__init__()
+        self.degree = degree
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        out, term = t, t
+        for k in range(2, self.degree + 1):
+            term = term * t / k
+            out = out + term
+        return out
+
+
 class RadialWeights(nn.Module):
     """Per-edge weights of the edge convolution from the edge length: Bessel basis x
     polynomial envelope -> SiLU MLP, or a cubic spline with the envelope.
@@ -317,10 +359,17 @@ class Interaction(nn.Module):
         self.radial = RadialWeights(cfg, num_weights)
         self.irreps_conv = desc.irreps_out
         self.linear_a = Linear(self.irreps_conv, self.irreps_a)
-        self.product = SymmetricContraction(_natural(cfg.max_ell, 1), Irreps([(1, m.ir) for m in irreps_out]),
-                                            cfg.correlation, len(cfg.atomic_numbers), c,
-                                            backend=cfg.symmetric_backend)
-        self.linear_out = Linear(self.product.irreps_out_full, irreps_out)
+        self.grid = cfg.product == "grid_mlp"
+        if self.grid:
+            self.product = SphereGridMLP(self.irreps_a, irreps_out, hidden=(cfg.grid_hidden,),
+                                         act=PolynomialActivation(cfg.correlation), exact_degree=cfg.correlation)
+            product_irreps = irreps_out
+        else:
+            self.product = SymmetricContraction(_natural(cfg.max_ell, 1), Irreps([(1, m.ir) for m in irreps_out]),
+                                                cfg.correlation, len(cfg.atomic_numbers), c,
+                                                backend=cfg.symmetric_backend)
+            product_irreps = self.product.irreps_out_full
+        self.linear_out = Linear(product_irreps, irreps_out)
         self.skip = Linear(irreps_in, irreps_out) if skip else None
 
     def forward(self, h, element, sh, r, edge_index):
@@ -334,7 +383,8 @@ class Interaction(nn.Module):
             msg = self.conv(x, sh, w)
         m = torch.zeros(h.shape[0], msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
         a = self.linear_a(m / self.avg)
-        out = self.linear_out(self.product(mul_ir_to_channels(a, self.irreps_a), element))
+        b = self.product(a) if self.grid else self.product(mul_ir_to_channels(a, self.irreps_a), element)
+        out = self.linear_out(b)
         return out + self.skip(h) if self.skip is not None else out
 
 
