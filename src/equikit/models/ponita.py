@@ -2,7 +2,7 @@
 (Bekkers et al. 2024, "Fast, Expressive SE(n) Equivariant Networks through Weight-Sharing in
 Position-Orientation Space").
 
-Every particle carries a signal on a fixed grid of ``O`` orientations ``o`` on the sphere,
+Every particle carries a signal on a grid of ``O`` orientations ``o`` on the sphere (see below),
 ``f_i(o) in R^C``. Layers are separable group convolutions whose kernels are functions of the
 invariants of pairs of position-orientations:
 
