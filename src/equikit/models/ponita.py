@@ -140,7 +140,8 @@ def system_frames(pos: torch.Tensor, vel: torch.Tensor, system: torch.Tensor, n_
     Args & shapes: ``pos, vel (N, 3)``, ``system (N,)`` ids in ``[0, n_systems)``.
 
     Example:
-        >>> pos, vel = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> pos, vel = torch.randn(2, 4, 3, generator=g, dtype=torch.float64)
         >>> r, bad = system_frames(pos, vel, torch.zeros(4, dtype=torch.long), 1)
         >>> bool(torch.allclose(r[0].T @ r[0], torch.eye(3, dtype=torch.float64))), bool(bad[0])
         (True, False)
