@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from equikit.tp._backends import Executor
 from equikit.tp._descriptor import Mode, Path, TensorProductDescriptor, gaunt_factor
 
 
@@ -181,6 +182,27 @@ def register_plan(module, plan: ProductPlan) -> None:
                                persistent=False)
     if plan.mode == Mode.UUU:
         module.register_buffer("idx2", torch.from_numpy(plan.mat2), persistent=False)
+
+
+class ProductExecutor(Executor):
+    """Shared base of the Gaunt-product backends (``sphere_grid``, ``gaunt_fourier``): they
+    express exactly the descriptors with a :class:`ProductPlan`, which ``__init__`` stores as
+    ``self.plan`` and registers as buffers (:func:`register_plan`)."""
+
+    @classmethod
+    def can_express(cls, descriptor: TensorProductDescriptor, path: Path) -> bool:
+        return path_reason(descriptor, path) is None and isinstance(plan_or_reason(descriptor), ProductPlan)
+
+    @classmethod
+    def why_not(cls, descriptor: TensorProductDescriptor, path: Path) -> str:
+        why = path_reason(descriptor, path)
+        plan = plan_or_reason(descriptor)
+        return why or (plan if isinstance(plan, str) else "it can")
+
+    def __init__(self, descriptor: TensorProductDescriptor) -> None:
+        super().__init__(descriptor)
+        self.plan = plan_or_reason(descriptor)
+        register_plan(self, self.plan)
 
 
 def operands(module, plan: ProductPlan, x1, x2):

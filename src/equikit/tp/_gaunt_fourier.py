@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from equikit.o3 import spherical_harmonics
-from equikit.tp._backends import Executor, _prepare, register_backend
-from equikit.tp._descriptor import Path, TensorProductDescriptor
-from equikit.tp._function_product import ProductPlan, assemble, operands, path_reason, plan_or_reason, register_plan
+from equikit.tp._backends import _prepare, register_backend
+from equikit.tp._descriptor import TensorProductDescriptor
+from equikit.tp._function_product import ProductExecutor, assemble, operands
 
 
 def _torus_samples(lmax: int, n: int, times_sin: bool) -> np.ndarray:
@@ -90,25 +90,14 @@ def _as_real_matrix(c: np.ndarray) -> torch.Tensor:
 
 
 @register_backend
-class GauntFourierExecutor(Executor):
+class GauntFourierExecutor(ProductExecutor):
     """The Gaunt product by 2D FFT in the Fourier basis of the torus (see the module docs)."""
 
     name = "gaunt_fourier"
 
-    @classmethod
-    def can_express(cls, descriptor: TensorProductDescriptor, path: Path) -> bool:
-        return path_reason(descriptor, path) is None and isinstance(plan_or_reason(descriptor), ProductPlan)
-
-    @classmethod
-    def why_not(cls, descriptor: TensorProductDescriptor, path: Path) -> str:
-        why = path_reason(descriptor, path)
-        plan = plan_or_reason(descriptor)
-        return why or (plan if isinstance(plan, str) else "it can")
-
     def __init__(self, descriptor: TensorProductDescriptor) -> None:
         super().__init__(descriptor)
-        plan = self.plan = plan_or_reason(descriptor)
-        register_plan(self, plan)
+        plan = self.plan
         self.n = 2 * (plan.lmax1 + plan.lmax2) + 1
         self.register_buffer("e1", _as_real_matrix(sh_to_fourier(plan.lmax1)), persistent=False)
         self.register_buffer("e2", _as_real_matrix(sh_to_fourier(plan.lmax2)), persistent=False)

@@ -26,9 +26,9 @@ import math
 import torch
 
 from equikit.o3 import sphere_grid, spherical_harmonics
-from equikit.tp._backends import Executor, _prepare, register_backend
-from equikit.tp._descriptor import Path, TensorProductDescriptor
-from equikit.tp._function_product import ProductPlan, assemble, operands, path_reason, plan_or_reason, register_plan
+from equikit.tp._backends import _prepare, register_backend
+from equikit.tp._descriptor import TensorProductDescriptor
+from equikit.tp._function_product import ProductExecutor, assemble, operands
 
 
 def product_resolution(lmax1: int, lmax2: int, lmax_out: int) -> tuple[int, int]:
@@ -54,25 +54,13 @@ def grid_matrices(lmax1: int, lmax2: int, lmax_out: int) -> tuple[torch.Tensor, 
 
 
 @register_backend
-class SphereGridExecutor(Executor):
+class SphereGridExecutor(ProductExecutor):
     """The Gaunt product by quadrature on an exact sphere grid (see the module docs)."""
 
     name = "sphere_grid"
 
-    @classmethod
-    def can_express(cls, descriptor: TensorProductDescriptor, path: Path) -> bool:
-        return path_reason(descriptor, path) is None and isinstance(plan_or_reason(descriptor), ProductPlan)
-
-    @classmethod
-    def why_not(cls, descriptor: TensorProductDescriptor, path: Path) -> str:
-        why = path_reason(descriptor, path)
-        plan = plan_or_reason(descriptor)
-        return why or (plan if isinstance(plan, str) else "it can")
-
     def __init__(self, descriptor: TensorProductDescriptor) -> None:
         super().__init__(descriptor)
-        self.plan = plan_or_reason(descriptor)
-        register_plan(self, self.plan)
         y1, y2, proj = grid_matrices(self.plan.lmax1, self.plan.lmax2, self.plan.lmax_out)
         self.register_buffer("y1", y1, persistent=False)
         self.register_buffer("y2", y2, persistent=False)
