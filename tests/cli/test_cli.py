@@ -63,5 +63,6 @@ def test_check_errors_from_the_library_are_reported_without_traceback(capsys):
 def test_demo_prints_the_audit(capsys):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
-    assert "18/18 verdicts as expected" in out and "egnn" in out and "margin" in out and "zero-pad-conv" in out
+    assert "22/22 verdicts as expected" in out and "egnn" in out and "margin" in out and "zero-pad-conv" in out
+    assert "gin+node-ids" in out and "potential+x-comp" in out
     assert "harmonics+wrong-parity" in out and "mlp-weight-space+unit0" in out and "flat-mlp+se3-frame" in out

@@ -118,9 +118,98 @@ def _dynamics_entries() -> list[zoo.ZooEntry]:
     ]
 
 
+def _graph_entries() -> list[zoo.ZooEntry]:
+    """A GIN graph classifier is invariant under relabelling the nodes of a batch of three
+    graphs; the same model fed node ids as a feature is not."""
+    try:
+        from equikit.data.graph import GraphBatch, collate_graphs
+        from equikit.models import GraphModel, GraphModelConfig
+    except ImportError:
+        return []
+    sizes = (6, 4, 7)
+
+    def make_batch(dtype, gen):
+        graphs = []
+        for n in sizes:
+            upper = torch.triu(torch.rand(n, n, generator=gen) < 0.45, diagonal=1)
+            ei = (upper | upper.T).nonzero().T.contiguous()
+            graphs.append(GraphBatch(x=torch.randn(n, 3, generator=gen, dtype=torch.float64).to(dtype), edge_index=ei))
+        return collate_graphs(graphs)
+
+    action = make_batch(torch.float64, torch.Generator().manual_seed(1)).permutation_action()
+
+    def wrap(model, node_ids: bool):
+        def f(d):
+            g = GraphBatch.from_dict(d, num_graphs=len(sizes))
+            if node_ids:
+                x = g.x + torch.arange(g.num_nodes, dtype=g.x.dtype).unsqueeze(-1) / 7
+                g = GraphBatch(x=x, edge_index=g.edge_index, batch=g.batch, num_graphs=len(sizes))
+            return model.to(g.x.dtype)(g)
+
+        return f
+
+    def make(node_ids):
+        cfg = GraphModelConfig(in_channels=3, out_channels=2, hidden=16, n_layers=3, layer="gin")
+        return lambda: wrap(GraphModel(cfg).eval(), node_ids)
+
+    return [
+        zoo.ZooEntry("gin-graph", "GIN graph classifier on a batch of 3 graphs", make(False), (), action, None,
+                     True, make_input=lambda dt, g: make_batch(dt, g).to_dict()),
+        zoo.ZooEntry("gin+node-ids", "the same reading node ids as a feature", make(True), (), action, None,
+                     False, "gin-graph", make_input=lambda dt, g: make_batch(dt, g).to_dict()),
+    ]
+
+
+def _potential_entries() -> list[zoo.ZooEntry]:
+    """A MACE-style potential: energy invariant and forces equivariant under E(3); a variant whose
+    radial input reads the x-component of the edge vector is not."""
+    try:
+        from equikit.data.atoms import AtomsBatch
+        from equikit.groups import E, PointCloud
+        from equikit.models.potential import Potential, PotentialConfig
+    except ImportError:
+        return []
+
+    class XComponent(Potential):
+        def edge_features(self, vec):
+            r, sh = super().edge_features(vec)
+            return r + 0.3 * vec[:, 0], sh
+
+    cfg = dict(atomic_numbers=(1, 8), e0=(-0.5, -2.0), hidden_irreps="4x0e + 4x1o", max_ell=2, correlation=3,
+               radial_mlp=(8,), cutoff=3.0, num_interactions=2, avg_num_neighbors=4.0, readout_hidden=4)
+
+    def make_input(dtype, gen):
+        pos = (torch.rand(7, 3, generator=gen, dtype=torch.float64) * 3.0).to(dtype)
+        return {"pos": pos, "numbers": torch.tensor([8, 1, 1, 8, 1, 8, 1])}
+
+    def wrap(cls):
+        def build():
+            model = cls(PotentialConfig(**cfg, dtype="float64"))
+
+            def f(d):
+                m = model.to(d["pos"].dtype)
+                b = AtomsBatch.from_arrays(positions=d["pos"], numbers=d["numbers"], natoms=[d["pos"].shape[0]])
+                out = m(b)
+                return {"energy": out["energy"].detach(), "forces": out["forces"].detach()}
+
+            return f
+
+        return build
+
+    in_action = PointCloud(E(3), scalars=("numbers",))
+    out_action = PointCloud(E(3), pos=None, vectors=("forces",), scalars=("energy",))
+    return [
+        zoo.ZooEntry("mace-potential", "MACE-style potential: energy and forces of 7 atoms", wrap(Potential), (),
+                     in_action, out_action, True, make_input=make_input),
+        zoo.ZooEntry("potential+x-comp", "the same with the edge x-component in the radial input",
+                     wrap(XComponent), (), in_action, out_action, False, "mace-potential", make_input=make_input),
+    ]
+
+
 def entries() -> list[zoo.ZooEntry]:
     """What the demo audits: the check zoo plus one pair per capability that has landed."""
-    return zoo.zoo() + _o3_entries() + _weights_entries() + _symmetrize_entries() + _dynamics_entries()
+    return (zoo.zoo() + _o3_entries() + _weights_entries() + _symmetrize_entries() + _dynamics_entries()
+            + _graph_entries() + _potential_entries())
 
 
 def register(subparsers) -> None:
