@@ -99,53 +99,45 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _run(kind: str, xc: torch.Tensor, io: list[int], ls: list[int], normalize: bool, normalization: str) -> None:
+    """Call ``eq_sh_<kind>_f32/f64`` on the ``(N, 3)`` points ``xc`` with the data pointers
+    ``io`` (the arrays between the points and the row count); nothing for ``N = 0``."""
+    if not xc.shape[0]:
+        return
+    lmax = max(ls)
+    cols = _columns(tuple(ls))
+    coef = coefficients(lmax, normalization, xc.dtype)
+    suffix = "f32" if xc.dtype == torch.float32 else "f64"
+    fn = getattr(library(), f"eq_sh_{kind}_{suffix}")
+    fn(
+        xc.data_ptr(),
+        *io,
+        xc.shape[0],
+        lmax,
+        coef.data_ptr(),
+        _ptr(cols),
+        sum(2 * l + 1 for l in ls),
+        int(normalize),
+        torch.get_num_threads(),
+    )
+
+
 def forward(x: torch.Tensor, ls: list[int], normalize: bool, normalization: str) -> torch.Tensor:
     """Run the kernel on ``x (..., 3)`` (CPU, float32/float64); no autograd."""
-    lmax = max(ls)
     xc = x.detach().reshape(-1, 3).contiguous()
     dim = sum(2 * l + 1 for l in ls)
     out = torch.empty(xc.shape[0], dim, dtype=x.dtype)
-    if xc.shape[0]:
-        cols = _columns(tuple(ls))
-        coef = coefficients(lmax, normalization, x.dtype)
-        fn = library().eq_sh_forward_f32 if x.dtype == torch.float32 else library().eq_sh_forward_f64
-        fn(
-            xc.data_ptr(),
-            out.data_ptr(),
-            xc.shape[0],
-            lmax,
-            coef.data_ptr(),
-            _ptr(cols),
-            dim,
-            int(normalize),
-            torch.get_num_threads(),
-        )
+    _run("forward", xc, [out.data_ptr()], ls, normalize, normalization)
     return out.reshape(*x.shape[:-1], dim)
 
 
 def backward(x: torch.Tensor, grad: torch.Tensor, ls: list[int], normalize: bool, normalization: str) -> torch.Tensor:
     """``grad_x = sum_k grad[..., k] dY_k / dx`` by the kernel; no autograd."""
-    lmax = max(ls)
     xc = x.detach().reshape(-1, 3).contiguous()
     dim = sum(2 * l + 1 for l in ls)
     gc = grad.detach().reshape(-1, dim).contiguous()
     out = torch.empty(xc.shape[0], 3, dtype=x.dtype)
-    if xc.shape[0]:
-        cols = _columns(tuple(ls))
-        coef = coefficients(lmax, normalization, x.dtype)
-        fn = library().eq_sh_backward_f32 if x.dtype == torch.float32 else library().eq_sh_backward_f64
-        fn(
-            xc.data_ptr(),
-            gc.data_ptr(),
-            out.data_ptr(),
-            xc.shape[0],
-            lmax,
-            coef.data_ptr(),
-            _ptr(cols),
-            dim,
-            int(normalize),
-            torch.get_num_threads(),
-        )
+    _run("backward", xc, [gc.data_ptr(), out.data_ptr()], ls, normalize, normalization)
     return out.reshape(x.shape)
 
 
