@@ -15,7 +15,8 @@ from equikit.groups.actions import OnKeys
 from equikit.o3 import Irreps, IrrepsRep
 from equikit.tp import _native
 
-LMAX = 4
+from ._helpers import LMAX, irreps_st
+
 needs_native = pytest.mark.skipif(not _native.available(), reason="no C++ compiler: the kernel cannot be built")
 
 
@@ -25,16 +26,6 @@ def test_kernel_builds_where_a_compiler_exists():
         pytest.skip("no c++ on PATH")
     assert _native.available()
     assert tp.make_executor(tp.channelwise("2x1o", "0e + 1o"), "sparse_cg").native
-
-
-@st.composite
-def irreps_st(draw, max_blocks=3, max_mul=3, muls=None):
-    n = len(muls) if muls is not None else draw(st.integers(1, max_blocks))
-    blocks = []
-    for i in range(n):
-        mul = muls[i] if muls is not None else draw(st.integers(1, max_mul))
-        blocks.append(f"{mul}x{draw(st.integers(0, LMAX))}{draw(st.sampled_from('eo'))}")
-    return Irreps("+".join(blocks))
 
 
 @st.composite
