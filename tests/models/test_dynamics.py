@@ -5,6 +5,9 @@ short training run."""
 import numpy as np
 import pytest
 import torch
+from dynamics_test_helpers import E3_IN, E3_OUT, PERM_IN, PERM_OUT, small_batch
+from dynamics_test_helpers import as_function as _f
+from dynamics_test_helpers import inputs as _inputs
 
 from equikit.check import assert_equivariant, equivariance_error
 from equikit.data.nbody import ChargedNBodyConfig, NBodyDataset, collate_nbody, generate_charged_nbody
@@ -17,28 +20,11 @@ MODELS = {
     "linear": lambda: LinearDynamics(),
 }
 KEYS = ("pos", "vel", "charges", "edge_index", "edge_attr")
-E3_IN = PointCloud(E(3), vectors=("vel",), scalars=("charges", "edge_attr", "edge_index"))
-E3_OUT = PointCloud(E(3))
-N = 10  # two 5-particle graphs
-PERM_IN = NodePermutation(N, nodes={"pos": -2, "vel": -2, "charges": -2}, edge_index="edge_index",
-                          invariant=("edge_attr",))
-PERM_OUT = NodePermutation(N, node_dim=-2)
 
 
 @pytest.fixture(scope="module")
 def batch():
-    cfg = ChargedNBodyConfig(n_train=2, n_val=0, n_test=0, steps=600, sample_every=50)
-    ds = NBodyDataset(trajectories=generate_charged_nbody(cfg)["train"], frame_in=5, frame_out=9,
-                      dtype=torch.float64)
-    return collate_nbody([ds[0], ds[1]])
-
-
-def _inputs(batch, dtype):
-    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in batch.inputs().items()}
-
-
-def _f(model):
-    return lambda d: model(d["pos"], d["vel"], d["edge_index"], d["edge_attr"])
+    return small_batch()
 
 
 def _model(name, dtype):
