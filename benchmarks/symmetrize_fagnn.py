@@ -32,9 +32,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, environment, write_results
 from equikit.check import assert_equivariant, equivariance_error
-from equikit.data.nbody import PROTOCOL_TRAIN_SAMPLES, NBodyDataset, collate_nbody, complete_edge_index
+from equikit.data.nbody import PROTOCOL_TRAIN_SAMPLES, NBodyDataset, collate_nbody
 from equikit.groups import E, PointCloud
 from equikit.models import GNN
+from equikit.models.frame_averaged import _DenseGNN as DenseGNN  # the GNN on dense (B, n, ...) systems
 from equikit.symmetrize import PCAFrame, Symmetrize
 from nbody import PUBLISHED as NBODY_PUBLISHED
 from nbody import fit, predict_graph
@@ -44,25 +45,6 @@ PUBLISHED = {"fa_gnn": 0.0057, "egnn": NBODY_PUBLISHED["egnn"], "gnn": NBODY_PUB
 SHARE = {"gnn": 0.4, "fa_gnn": 0.6}
 IN_ACTION = PointCloud(E(3), vectors=("vel",), scalars=("edge_attr",))
 OUT_ACTION = PointCloud(E(3))
-
-
-class DenseGNN(torch.nn.Module):
-    """A :class:`GNN` on dense systems: ``{"pos": (B, n, 3), "vel": (B, n, 3),
-    "edge_attr": (B, n(n-1), 1)}`` -> ``(B, n, 3)``, a complete graph per system (edges in
-    the order of ``complete_edge_index(n)``)."""
-
-    def __init__(self, gnn: GNN) -> None:
-        super().__init__()
-        self.gnn = gnn
-
-    def forward(self, x: dict) -> torch.Tensor:
-        pos, vel, ea = x["pos"], x["vel"], x["edge_attr"]
-        b, n, _ = pos.shape
-        ei = complete_edge_index(n).to(pos.device)
-        offsets = (torch.arange(b, device=pos.device) * n).repeat_interleave(ei.shape[1])
-        ei = ei.repeat(1, b) + offsets
-        out = self.gnn(pos.reshape(b * n, 3), vel.reshape(b * n, 3), ei, ea.reshape(b * ea.shape[1], -1))
-        return out.reshape(b, n, 3)
 
 
 def fa_gnn(hidden=64, n_layers=4, mode="average", generator=None) -> Symmetrize:
