@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from equikit._utils.files import atomic_write
 
 ENV_VAR = "EQUIKIT_DATA"
 
@@ -40,18 +41,7 @@ def data_dir(root: str | os.PathLike | None = None) -> Path:
 def _atomic_write(path: Path, write) -> None:
     """Write through ``write(fileobj)`` to a temp file in ``path``'s folder, then
     ``os.replace`` it onto ``path``: readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, write, prefix=f".{path.name}.")
 
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
