@@ -63,7 +63,9 @@ def _displacement(model):
 
 def test_frame_grid_is_e3_equivariant_exactly(dtype, batch):
     """Positions and displacement, 16 random E(3) elements (about half are reflections),
-    default tolerances (float64 1e-10, float32 1e-5 relative)."""
+    default tolerances (float64 1e-10, float32 1e-5 relative). Measured: float64 2e-16 /
+    8e-15, float32 7e-8 / 4e-6 (positions / displacement); the float32 displacement error is
+    mostly the rounding of ``output - pos`` (|pos| ~ 1, |displacement| ~ 0.05)."""
     model, x = _model(dtype), _inputs(batch, dtype)
     report = assert_equivariant(_f(model), x, E3_IN, E3_OUT, n_samples=16, generator=1)
     assert report.n_elements == 16
