@@ -225,11 +225,12 @@ def simulate_charged_reference(
     return loc.transpose(0, 2, 1).copy(), vel.transpose(0, 2, 1).copy(), charges[:, 0].copy()
 
 
-def _reflect_from_walls(x: np.ndarray, v: np.ndarray, box: float) -> None:
+def _reflect_from_walls(x: np.ndarray, v: np.ndarray, box: float, system: str = "charged n-body") -> None:
     """Elastic reflection at ``+-box`` (in place); the protocol applies it to the initial state
-    only. Positions beyond ``3 box`` are a bug upstream (the published code asserts)."""
+    only. Positions beyond ``3 box`` are a bug upstream (the published code asserts); the
+    error names ``system``."""
     if np.any(np.abs(x) >= 3 * box):
-        raise RuntimeError(f"charged n-body: an initial position lies beyond 3 * box = {3 * box}")
+        raise RuntimeError(f"{system}: an initial position lies beyond 3 * box = {3 * box}")
     over = x > box
     x[over] = 2 * box - x[over]
     v[over] = -np.abs(v[over])
@@ -424,19 +425,27 @@ def load_charged_nbody(
         return {s: NBodyTrajectories(**load_arrays(folder / f"{s}.npz")) for s in SPLITS}
     t0 = time.perf_counter()
     splits = generate_charged_nbody(cfg, progress=progress)
-    seconds = time.perf_counter() - t0
+    _store_splits(folder, splits, cfg, time.perf_counter() - t0, "charged n-body", progress)
+    return splits
+
+
+def _store_splits(folder: Path, splits: dict, cfg, seconds: float, label: str, progress: bool) -> None:
+    """Cache ``splits`` (dataclasses of arrays) under ``folder``: the old manifest is removed
+    first (it must not vouch for half-written files), each split is written atomically to
+    ``<split>.npz`` (one array per field), then ``manifest.json`` (``cfg``'s recipe and seed,
+    file sizes, ``seconds`` of generation) last."""
+    manifest_path = folder / "manifest.json"
     if manifest_path.exists():
-        manifest_path.unlink()  # the old manifest must not vouch for half-written files
+        manifest_path.unlink()
     files = {}
     for name, traj in splits.items():
         path = folder / f"{name}.npz"
-        save_arrays(path, {"pos": traj.pos, "vel": traj.vel, "charges": traj.charges})
+        save_arrays(path, {f.name: getattr(traj, f.name) for f in dataclasses.fields(traj)})
         files[name] = {"file": path.name, "bytes": path.stat().st_size, "n_sims": len(traj)}
     write_manifest(manifest_path, {"recipe": cfg.recipe(), "seed": cfg.seed, "files": files,
                                    "generation_seconds": round(seconds, 2)})
     if progress:
-        print(f"charged n-body: cached in {folder} ({seconds:.1f} s)", file=sys.stderr, flush=True)
-    return splits
+        print(f"{label}: cached in {folder} ({seconds:.1f} s)", file=sys.stderr, flush=True)
 
 
 def cache_folder(config: ChargedNBodyConfig | None = None, root=None) -> Path:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +45,8 @@ import numpy as np
 import torch
 
 from equikit._utils import check_int, check_positive
-from equikit.data._cache import data_dir, load_arrays, read_manifest, save_arrays, write_manifest
-from equikit.data.nbody import NBodyTrajectories, complete_edge_index
+from equikit.data._cache import data_dir, load_arrays, read_manifest
+from equikit.data.nbody import NBodyTrajectories, _reflect_from_walls, _store_splits, complete_edge_index
 
 SPLITS = ("train", "val", "test")
 GENERATOR_VERSION = 1
@@ -56,6 +55,17 @@ GENERATOR_VERSION = 1
 # --------------------------------------------------------------------------- recipes
 @dataclass(frozen=True)
 class _Recipe:
+    """The fields (and defaults) shared by the springs and gravity recipes, their validation,
+    split sizes and cache key; each system appends its own fields."""
+
+    n_particles: int = 5
+    n_train: int = 10000
+    n_val: int = 2000
+    n_test: int = 2000
+    steps: int = 5000
+    sample_every: int = 100
+    dt: float = 0.001
+
     def __post_init__(self) -> None:
         where = type(self).__name__
         check_int(self.n_particles, "n_particles", where, minimum=2)
@@ -91,13 +101,6 @@ class SpringsConfig(_Recipe):
         (49, 42)
     """
 
-    n_particles: int = 5
-    n_train: int = 10000
-    n_val: int = 2000
-    n_test: int = 2000
-    steps: int = 5000
-    sample_every: int = 100
-    dt: float = 0.001
     loc_std: float = 0.5
     vel_norm: float = 0.5
     interaction_strength: float = 0.1
@@ -129,13 +132,6 @@ class GravityConfig(_Recipe):
         (50, 0.1)
     """
 
-    n_particles: int = 5
-    n_train: int = 10000
-    n_val: int = 2000
-    n_test: int = 2000
-    steps: int = 5000
-    sample_every: int = 100
-    dt: float = 0.001
     interaction_strength: float = 1.0
     softening: float = 0.1
     noise_var: float = 0.0
@@ -194,17 +190,6 @@ def _check(config, cls, where: str):
     return config
 
 
-def _reflect(x: np.ndarray, v: np.ndarray, box: float) -> None:
-    if np.any(np.abs(x) >= 3 * box):
-        raise RuntimeError(f"springs: an initial position lies beyond 3 * box = {3 * box}")
-    over = x > box
-    x[over] = 2 * box - x[over]
-    v[over] = -np.abs(v[over])
-    under = x < -box
-    x[under] = -2 * box - x[under]
-    v[under] = np.abs(v[under])
-
-
 # --------------------------------------------------------------------------- springs
 def _spring_forces(x: np.ndarray, k_e: np.ndarray, cfg: SpringsConfig) -> np.ndarray:
     """``x (..., 3, n)``, ``k_e = -k e (..., n, n)`` with zero diagonal -> clipped forces."""
@@ -242,7 +227,7 @@ def simulate_springs_reference(rng: np.random.RandomState, config: SpringsConfig
     x = rng.randn(3, n) * cfg.loc_std
     v = rng.randn(3, n)
     v = v * cfg.vel_norm / np.sqrt((v**2).sum(axis=0)).reshape(1, -1)
-    _reflect(x, v, cfg.box_size)
+    _reflect_from_walls(x, v, cfg.box_size, "springs")
     k_e = -cfg.interaction_strength * edges
     loc, vel = _leapfrog(x, v, lambda y: _spring_forces(y, k_e, cfg), cfg)
     a, b = rng.randn(cfg.n_frames, 3, n), rng.randn(cfg.n_frames, 3, n)
@@ -287,7 +272,7 @@ def simulate_springs(rng: np.random.RandomState, n_sims: int, config: SpringsCon
             rng.randn(T, 3, n), rng.randn(T, 3, n)
     v = v * cfg.vel_norm / np.sqrt((v**2).sum(axis=1))[:, None, :]
     for s in range(n_sims):
-        _reflect(x[s], v[s], cfg.box_size)
+        _reflect_from_walls(x[s], v[s], cfg.box_size, "springs")
     pos, vel = np.empty((n_sims, T, n, 3)), np.empty((n_sims, T, n, 3))
     for start in range(0, n_sims, chunk):
         sl = slice(start, min(start + chunk, n_sims))
@@ -449,18 +434,7 @@ def load_system(config: SpringsConfig | GravityConfig, *, root=None, regenerate:
         return {s: SystemTrajectories(**load_arrays(folder / f"{s}.npz")) for s in SPLITS}
     t0 = time.perf_counter()
     splits = generate_system(config)
-    seconds = time.perf_counter() - t0
-    if manifest_path.exists():
-        manifest_path.unlink()
-    files = {}
-    for name, traj in splits.items():
-        path = folder / f"{name}.npz"
-        save_arrays(path, dataclasses.asdict(traj))
-        files[name] = {"file": path.name, "bytes": path.stat().st_size, "n_sims": len(traj)}
-    write_manifest(manifest_path, {"recipe": config.recipe(), "seed": config.seed, "files": files,
-                                   "generation_seconds": round(seconds, 2)})
-    if progress:
-        print(f"{config.system}: cached in {folder} ({seconds:.1f} s)", file=sys.stderr, flush=True)
+    _store_splits(folder, splits, config, time.perf_counter() - t0, config.system, progress)
     return splits
 
 
