@@ -85,6 +85,7 @@ bench-symmetrize: bench-deps
 
 bench-nbody: $(STAMP)
 	$(BIN)/python benchmarks/nbody.py
+	$(BIN)/python benchmarks/ponita.py
 
 # graphs: layer speed/invariance, expressivity vs 1-WL, molecules, memory, LCM extrapolation
 bench-graphs: $(STAMP)
