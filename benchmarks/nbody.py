@@ -161,6 +161,19 @@ def speed(data: dict, repeats: int) -> dict:
 
 
 # --------------------------------------------------------------------------- rollouts
+def _trained_models(args):
+    """``(name, model)`` in eval mode for every model of :data:`MODELS` whose seed-0 run left
+    ``<args.runs>/<name>-s0/best_state.pt`` (the others are skipped)."""
+    for m in MODELS:
+        path = Path(args.runs) / f"{m}-s0" / "best_state.pt"
+        if not path.is_file():
+            continue
+        model = build_nbody_model(m, **MODEL_KWARGS[m])
+        model.load_state_dict(torch.load(path, weights_only=True))
+        model.eval()
+        yield m, model
+
+
 def rollouts(args, n_sims: int = 200, start: int = 8, steps: int = 4, stride: int = 10) -> dict:
     """Autoregressive rollouts of the seed-0 models on the first ``n_sims`` test simulations:
     from frame ``start``, ``steps`` predictions of ``stride`` frames each. The model predicts
@@ -179,13 +192,7 @@ def rollouts(args, n_sims: int = 200, start: int = 8, steps: int = 4, stride: in
     edge_attr = (q[:, ei[0]] * q[:, ei[1]]).reshape(-1, 1)
     dt = stride * 100 * 0.001
     out = {"start_frame": start, "stride_frames": stride, "n_sims": n_sims, "models": {}}
-    for m in MODELS:
-        path = Path(args.runs) / f"{m}-s0" / "best_state.pt"
-        if not path.is_file():
-            continue
-        model = build_nbody_model(m, **MODEL_KWARGS[m])
-        model.load_state_dict(torch.load(path, weights_only=True))
-        model.eval()
+    for m, model in _trained_models(args):
         x, v = pos[:, start].reshape(-1, 3), vel[:, start].reshape(-1, 3)
         errs = []
         with torch.no_grad():
@@ -212,13 +219,7 @@ def equivariance_of_trained(args, data: dict) -> dict:
     act_in = PointCloud(E(3), vectors=("vel",), scalars=("ei", "ea"))
     disp = PointCloud(E(3), pos=None, vectors=("d",))
     out = {}
-    for m in MODELS:
-        path = Path(args.runs) / f"{m}-s0" / "best_state.pt"
-        if not path.is_file():
-            continue
-        model = build_nbody_model(m, **MODEL_KWARGS[m])
-        model.load_state_dict(torch.load(path, weights_only=True))
-        model.eval()
+    for m, model in _trained_models(args):
         with torch.no_grad():
             rep = equivariance_error(lambda d, model=model: model(d["pos"], d["vel"], d["ei"], d["ea"]), x, act_in,
                                      PointCloud(E(3)), n_samples=16, generator=1)
