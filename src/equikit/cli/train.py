@@ -38,7 +38,7 @@ class Task:
 TASKS: dict[str, Task] = {}
 # modules that call register_task when imported (other tasks: add their module here); a
 # provider missing from this checkout is skipped
-TASK_PROVIDERS: tuple[str, ...] = ("equikit.cli.train_graph",)
+TASK_PROVIDERS: tuple[str, ...] = ("equikit.cli.train_graph", "equikit.cli.train_potential")
 
 
 def register_task(task: Task) -> Task:
