@@ -58,6 +58,18 @@ MD17_SMILES = {
 _LATTICE = {"Cu": 3.61, "Ni": 3.52, "Al": 4.05}
 
 
+def _check_schedule(cfg, where: str, counts: tuple[str, ...]) -> None:
+    """Validate the MD schedule fields of a recipe ``cfg``: ``frames_per_temperature`` and
+    ``stride`` >= 1, the integer fields ``counts`` >= 0 (checked in that order), then
+    ``timestep_fs`` and ``friction_per_fs`` > 0."""
+    for name in ("frames_per_temperature", "stride"):
+        check_int(getattr(cfg, name), name, where, minimum=1)
+    for name in counts:
+        check_int(getattr(cfg, name), name, where, minimum=0)
+    check_positive(cfg.timestep_fs, "timestep_fs", where)
+    check_positive(cfg.friction_per_fs, "friction_per_fs", where)
+
+
 def _check_temperatures(temps, where: str) -> tuple[float, ...]:
     if isinstance(temps, (int, float)):
         temps = (temps,)
@@ -118,12 +130,7 @@ class EMTConfig:
         if not 0.0 <= float(self.alloy_fraction) <= 1.0:
             raise ValueError(f"{where}: `alloy_fraction` must be in [0, 1], got {self.alloy_fraction}")
         check_int(self.repeat, "repeat", where, minimum=1)
-        for name in ("frames_per_temperature", "stride"):
-            check_int(getattr(self, name), name, where, minimum=1)
-        check_int(self.equilibration_steps, "equilibration_steps", where, minimum=0)
-        check_int(self.seed, "seed", where, minimum=0)
-        check_positive(self.timestep_fs, "timestep_fs", where)
-        check_positive(self.friction_per_fs, "friction_per_fs", where)
+        _check_schedule(self, where, ("equilibration_steps", "seed"))
         if self.lattice_constant is not None:
             check_positive(self.lattice_constant, "lattice_constant", where)
         object.__setattr__(self, "temperatures", _check_temperatures(self.temperatures, where))
@@ -383,12 +390,7 @@ class MMFFConfig:
         where = "MMFFConfig"
         if not isinstance(self.molecule, str) or not self.molecule:
             raise TypeError(f"{where}: `molecule` must be an MD17 name {sorted(MD17_SMILES)} or a SMILES string")
-        for name in ("frames_per_temperature", "stride"):
-            check_int(getattr(self, name), name, where, minimum=1)
-        for name in ("equilibration_steps", "minimize_steps", "seed"):
-            check_int(getattr(self, name), name, where, minimum=0)
-        check_positive(self.timestep_fs, "timestep_fs", where)
-        check_positive(self.friction_per_fs, "friction_per_fs", where)
+        _check_schedule(self, where, ("equilibration_steps", "minimize_steps", "seed"))
         object.__setattr__(self, "temperatures", _check_temperatures(self.temperatures, where))
 
     @property
