@@ -145,12 +145,17 @@ def _check_rng(rng, where: str) -> np.random.RandomState:
     return rng
 
 
-def _check_config(config, where: str) -> ChargedNBodyConfig:
+def _check_config_type(config, cls: type, where: str):
+    """``cls()`` for ``None``, ``config`` if it is a ``cls``, else TypeError naming ``where``."""
     if config is None:
-        return ChargedNBodyConfig()
-    if not isinstance(config, ChargedNBodyConfig):
-        raise TypeError(f"{where}: `config` must be a ChargedNBodyConfig, got {type(config).__name__}")
+        return cls()
+    if not isinstance(config, cls):
+        raise TypeError(f"{where}: `config` must be a {cls.__name__}, got {type(config).__name__}")
     return config
+
+
+def _check_config(config, where: str) -> ChargedNBodyConfig:
+    return _check_config_type(config, ChargedNBodyConfig, where)
 
 
 # --------------------------------------------------------------------------- reference loop

@@ -47,6 +47,7 @@ import torch
 from equikit._utils import check_int, check_positive
 from equikit.data._cache import data_dir, load_arrays, read_manifest
 from equikit.data.nbody import NBodyTrajectories, _reflect_from_walls, _store_splits, complete_edge_index
+from equikit.data.nbody import _check_config_type as _check
 
 SPLITS = ("train", "val", "test")
 GENERATOR_VERSION = 1
@@ -180,14 +181,6 @@ def _check_rng(rng, where: str) -> np.random.RandomState:
     if not isinstance(rng, np.random.RandomState):
         raise TypeError(f"{where}: `rng` must be a numpy.random.RandomState, got {type(rng).__name__}")
     return rng
-
-
-def _check(config, cls, where: str):
-    if config is None:
-        return cls()
-    if not isinstance(config, cls):
-        raise TypeError(f"{where}: `config` must be a {cls.__name__}, got {type(config).__name__}")
-    return config
 
 
 # --------------------------------------------------------------------------- springs
