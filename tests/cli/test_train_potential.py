@@ -141,15 +141,20 @@ def test_saved_model_holds_the_ema_weights_which_differ_from_the_raw_ones(frames
         assert torch.equal(v, best[f"ema.{k}"]), k
         differ += not torch.equal(v, best[f"model.{k}"])
     assert differ > 0
-    # the EMA recursion itself: decay 0.5 after one step from identical weights
+    # the EMA recursion itself, from identical weights: d_1 = min(0.9, 1/10), d_2 = min(0.9, 2/11)
     s = tp.PotentialTrainConfig(model=dict(TINY_MODEL))
-    w = tp.EMAPotential(tp.Potential(tp.build_model_config(s, frames)), decay=0.5)
-    before = w.model.embedding.detach().clone()
+    w = tp.EMAPotential(tp.Potential(tp.build_model_config(s, frames)), decay=0.9)
     opt = torch.optim.SGD(w.model.parameters(), lr=0.1)
     opt.register_step_post_hook(lambda *_: w.update())
-    tp.potential_loss(w.model, frames[[0, 1]], s).backward()
-    opt.step()
-    torch.testing.assert_close(w.ema.embedding, 0.5 * before + 0.5 * w.model.embedding, rtol=1e-12, atol=0)
+    expected = w.model.embedding.detach().clone()
+    for k, d in ((0, 0.1), (2, 2 / 11)):
+        opt.zero_grad()
+        tp.potential_loss(w.model, frames[[k, k + 1]], s).backward()
+        opt.step()
+        expected = d * expected + (1 - d) * w.model.embedding.detach()
+    assert int(w.ema_updates) == 2
+    torch.testing.assert_close(w.ema.embedding, expected, rtol=1e-12, atol=0)
+    assert not torch.equal(w.ema.embedding, w.model.embedding)
 
 
 @pytest.mark.parametrize(("extra", "match"), [
@@ -176,3 +181,49 @@ def _tiny_frames():
                                   numbers=[29] * 12, natoms=[3] * 4,
                                   energy=torch.rand(4, generator=g, dtype=torch.float64),
                                   forces=torch.zeros(12, 3, dtype=torch.float64))
+
+
+class _XComponentPotential(tp.Potential):
+    """Negative control: the trained weights, but the edge length gets the raw x-component of
+    the edge vector added."""
+
+    def edge_features(self, vec):
+        r, sh = super().edge_features(vec)
+        return r + 0.3 * vec[:, 0], sh
+
+
+def test_trained_model_is_e3_and_permutation_equivariant(frames, tmp_path, dtype):
+    """The EMA model the task saves (trained in ``dtype``) through the public checker on a
+    rattled periodic cell: energy invariant, forces equivariant under rotations, reflections
+    and translations (cell rotated with the atoms) and atom permutations; the negative control
+    with the same weights fails."""
+    from equikit.check import assert_equivariant, equivariance_error
+    from equikit.data.atoms import AtomsBatch
+    from equikit.groups import E, NodePermutation, PointCloud
+
+    rtol = {torch.float32: 1e-5, torch.float64: 1e-10}[dtype]
+    model_cfg = {**TINY_MODEL, "dtype": str(dtype).split(".")[-1]}
+    tp.train_potential(_cfg(epochs=1, model=model_cfg), tmp_path, frames=frames)
+    model = load_potential(tmp_path / "model.pt")
+    assert model.e0.dtype == dtype
+    broken = _XComponentPotential(model.config)
+    broken.load_state_dict(model.state_dict())
+    x = {"pos": frames.positions[:4].to(dtype), "cell": frames.cell[0].to(dtype), "numbers": frames.numbers[:4]}
+
+    def f(m):
+        def run(d):
+            b = AtomsBatch.from_arrays(positions=d["pos"], numbers=d["numbers"], natoms=[len(d["numbers"])],
+                                       cell=d["cell"][None], pbc=torch.ones(1, 3, dtype=torch.bool))
+            out = m(b)
+            return {"energy": out["energy"].detach(), "forces": out["forces"].detach()}
+
+        return run
+
+    e3_in = PointCloud(E(3), vectors=("cell",), scalars=("numbers",))
+    e3_out = PointCloud(E(3), pos=None, vectors=("forces",), scalars=("energy",))
+    assert_equivariant(f(model), x, e3_in, e3_out, n_samples=6, generator=4, rtol=rtol)
+    perm_in = NodePermutation(4, nodes={"pos": -2, "numbers": -1}, invariant=("cell",))
+    perm_out = NodePermutation(4, nodes={"forces": -2}, invariant=("energy",))
+    assert_equivariant(f(model), x, perm_in, perm_out, n_samples=4, generator=5, rtol=rtol)
+    bad = equivariance_error(f(broken), x, e3_in, e3_out, n_samples=6, generator=4)
+    assert not bad.passed(rtol=rtol) and bad.rel_max > 1e-3

@@ -62,8 +62,9 @@ class PotentialTrainConfig:
         optimizer: ``"adam"`` or ``"adamw"`` (``TrainConfig.lr``/``weight_decay``).
         schedule: ``"none"``, ``"plateau"`` (ReduceLROnPlateau on ``val_loss`` with
             ``plateau_factor``/``plateau_patience`` evaluations) or ``"cosine"`` (to 0 over the epochs).
-        ema_decay: exponential moving average of the weights after every step; validation,
-            test and ``model.pt`` use the EMA weights. ``None``: no EMA.
+        ema_decay: exponential moving average of the weights after every step (with a
+            warm-up, :class:`EMAPotential`); validation, test and ``model.pt`` use the EMA
+            weights. ``None``: no EMA.
         eval_batch_size: structures per batch in evaluation.
 
     Example:
@@ -201,9 +202,12 @@ def build_model_config(s: PotentialTrainConfig, train: AtomsBatch) -> PotentialC
 # --------------------------------------------------------------------------- model + EMA
 class EMAPotential(nn.Module):
     """A :class:`Potential` (``model``, trained) with an exponential moving average copy
-    (``ema``) of its parameters: ``ema <- decay * ema + (1 - decay) * model`` after each
-    optimizer step (:meth:`update`). Both are in ``state_dict``, so checkpoints resume the
-    average exactly. ``ema`` is ``None`` without EMA; :attr:`inference` is the model to use.
+    (``ema``) of its parameters: after the ``n``-th optimizer step (:meth:`update`, ``n = 1,
+    2, ...``) ``ema <- d_n ema + (1 - d_n) model`` with the warm-up
+    ``d_n = min(decay, n / (n + 9))`` (early steps weigh more, so a short run's average is not
+    stuck at the initial weights). ``ema``, ``model`` and the step count ``ema_updates`` are in
+    ``state_dict``, so checkpoints resume the average exactly. ``ema`` is ``None`` without
+    EMA; :attr:`inference` is the model to use.
 
     Example:
         >>> cfg = PotentialConfig(hidden_irreps="2x0e + 2x1o", max_ell=1, correlation=1, radial_mlp=(4,),
@@ -211,8 +215,8 @@ class EMAPotential(nn.Module):
         >>> w = EMAPotential(Potential(cfg), decay=0.9)
         >>> with torch.no_grad():
         ...     _ = w.model.embedding.add_(1.0)
-        >>> w.update()
-        >>> bool(torch.allclose(w.ema.embedding, w.model.embedding - 0.9))
+        >>> w.update()  # first step: d_1 = 0.1
+        >>> bool(torch.allclose(w.ema.embedding, w.model.embedding - 0.1))
         True
     """
 
@@ -221,6 +225,7 @@ class EMAPotential(nn.Module):
         self.model = model
         self.decay = decay
         self.ema = None
+        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         if decay is not None:
             import copy
 
@@ -235,8 +240,11 @@ class EMAPotential(nn.Module):
     def update(self) -> None:
         if self.ema is None:
             return
+        self.ema_updates += 1
+        n = int(self.ema_updates)
+        d = min(self.decay, n / (n + 9))
         for e, p in zip(self.ema.parameters(), self.model.parameters()):
-            e.mul_(self.decay).add_(p.detach(), alpha=1.0 - self.decay)
+            e.mul_(d).add_(p.detach(), alpha=1.0 - d)
 
 
 # --------------------------------------------------------------------------- loss and metrics
