@@ -18,6 +18,7 @@ COMMANDS = {
     "cayley": "equikit.groups.cayley._cli",
     "bench": "equikit.cli.bench",
     "train": "equikit.cli.train",
+    "md": "equikit.cli.md",
 }
 
 
