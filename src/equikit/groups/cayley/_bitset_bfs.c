@@ -30,26 +30,9 @@ static inline uint64_t rank_perm(const uint8_t *p, int n, const uint64_t *fact) 
 
 /* Digits of r in the factorial base by a floating reciprocal (exact after a +-1 fix, as
  * r < 2^53), and the d-th still unused value read from a list of 4-bit entries from which
- * it is then cut out: no loops inside the loop over positions. */
-static inline void unrank_perm(uint64_t r, int n, const uint64_t *fact, const double *inv,
-                               uint8_t *p) {
-    uint64_t list = 0xFEDCBA9876543210ull;
-    for (int i = 0; i < n; i++) {
-        uint64_t f = fact[n - 1 - i];
-        uint64_t d = (uint64_t)((double)r * inv[n - 1 - i]);
-        if (d * f > r) d--;
-        else if ((d + 1) * f <= r) d++;
-        r -= d * f;
-        int sh = 4 * (int)d;
-        p[i] = (uint8_t)((list >> sh) & 15u);
-        uint64_t low = sh ? (list & ((1ull << sh) - 1ull)) : 0ull;
-        uint64_t high = (sh + 4 < 64) ? ((list >> (sh + 4)) << sh) : 0ull;
-        list = low | high;
-    }
-}
-
-/* Positions [0, m) of the permutation of rank r (they depend only on r / (n-m)!); returns
- * the values not used there as a list of 4-bit entries in increasing order. */
+ * it is then cut out: no loops inside the loop over positions. This gives positions [0, m) of
+ * the permutation of rank r (they depend only on r / (n-m)!) and returns the values not used
+ * there as a list of 4-bit entries in increasing order. */
 static inline uint64_t unrank_prefix(uint64_t r, int n, int m, const uint64_t *fact,
                                      const double *inv, uint8_t *p) {
     uint64_t list = 0xFEDCBA9876543210ull;
@@ -66,6 +49,12 @@ static inline uint64_t unrank_prefix(uint64_t r, int n, int m, const uint64_t *f
         list = low | high;
     }
     return list;
+}
+
+/* The whole permutation of rank r: its prefix of length n. */
+static inline void unrank_perm(uint64_t r, int n, const uint64_t *fact, const double *inv,
+                               uint8_t *p) {
+    (void)unrank_prefix(r, n, n, fact, inv, p);
 }
 
 static void reciprocals(int n, const uint64_t *fact, double *inv) {
