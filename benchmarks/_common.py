@@ -64,3 +64,13 @@ def write_results(name: str, payload: dict, table_md: str, out_dir: Path = RESUL
         tmp.write_text(text)
         os.replace(tmp, path)
     return json_path, md_path
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (benchmarks only write PNG files)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

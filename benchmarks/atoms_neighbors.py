@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, environment, interleaved, write_results
+from _common import RESULTS, environment, interleaved, pyplot, write_results
 from equikit.data import neighbors
 from equikit.data.neighbors import radius_graph
 
@@ -107,10 +107,7 @@ def table(payload: dict) -> str:
 
 
 def plot(payload: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     names = list(payload["rows"][0]["median_s"])

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from _common import pyplot
 from equikit.groups.cayley import CayleyGraph, growth
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -286,10 +287,7 @@ def markdown(summaries: list[dict], rows: list[dict], meta: dict) -> str:
 
 
 def plot(summaries: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for s in summaries:

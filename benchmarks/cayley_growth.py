@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from _common import pyplot
+
 RESULTS = Path(__file__).resolve().parent / "results"
 ALL = ("cayleypy", "equikit_bitset", "equikit_torch")
 NO_TORCH = ("cayleypy", "equikit_bitset")
@@ -237,10 +239,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
     width = 0.8 / len(ALL)

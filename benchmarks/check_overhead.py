@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, environment, interleaved, write_results
+from _common import RESULTS, environment, interleaved, pyplot, write_results
 from equikit.check import equivariance_error
 from equikit.groups import E, PointCloud
 
@@ -114,10 +114,7 @@ def main(argv=None) -> int:
     out_dir = Path(args.out) if args.out else RESULTS
     json_path, md_path = write_results(name, payload, md, out_dir)
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         fig, ax = plt.subplots(figsize=(5, 3.2))
         names = ["check", "check_vectorized"]

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, environment, write_results
+from _common import RESULTS, environment, pyplot, write_results
 from equikit.nn import LCMAggregation, group_slots, scatter
 
 K = 10
@@ -187,10 +187,7 @@ def table(rows: list[dict], seeds: list[int]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(TASKS), figsize=(4.2 * len(TASKS), 3.4))
     for ax, task in zip(axes, TASKS):

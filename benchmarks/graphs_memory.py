@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, environment, write_results
+from _common import RESULTS, environment, pyplot, write_results
 
 SIZES = (20, 50, 100, 200, 300, 400, 500)
 MODELS = ("spen", "ppgn")
@@ -168,10 +168,7 @@ def main(argv=None) -> int:
 
 
 def plot(rows, slopes, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for m, label in (("spen", "SPEN (k=2 ego nets)"), ("ppgn", "PPGN (dense 2nd order)")):

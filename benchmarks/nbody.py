@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, environment, interleaved, write_results
+from _common import RESULTS, environment, interleaved, pyplot, write_results
 from equikit.data.nbody import PROTOCOL_TRAIN_SAMPLES, NBodyDataset, collate_nbody, load_charged_nbody
 from equikit.train import TrainConfig
 from equikit.train.nbody import (
@@ -294,10 +294,7 @@ def render(payload: dict, out_dir: Path) -> None:
         "",
     ])
     write_results("nbody", payload, md, out_dir)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     ax = axes[0]

@@ -18,15 +18,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write_results
+from _common import RESULTS, pyplot, write_results
 from equikit.o3._bench import bench_sh, sh_table
 
 
 def plot(payload: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
     for ax, mode in zip(axes, ("forward", "forward+backward")):

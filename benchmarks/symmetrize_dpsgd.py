@@ -35,7 +35,7 @@ from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, environment, write_results
+from _common import RESULTS, environment, pyplot, write_results
 from equikit.groups import Cyclic, Dihedral, ImageDihedral, ImageRot90
 from equikit.symmetrize import GroupAverage
 
@@ -197,10 +197,7 @@ def main() -> int:
 
 
 def plot(rows):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for name in dict.fromkeys(r["model"] for r in rows):

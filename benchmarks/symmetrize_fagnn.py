@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, environment, write_results
+from _common import RESULTS, environment, pyplot, write_results
 from equikit.check import assert_equivariant, equivariance_error
 from equikit.data.nbody import PROTOCOL_TRAIN_SAMPLES, NBodyDataset, collate_nbody
 from equikit.groups import E, PointCloud
@@ -131,10 +131,7 @@ def render(payload: dict, out_dir: Path) -> None:
         "",
     ])
     write_results("symmetrize_fagnn", payload, md, out_dir)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for k, (name, r) in enumerate(payload["models"].items()):

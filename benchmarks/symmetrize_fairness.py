@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, environment, write_results
+from _common import RESULTS, environment, pyplot, write_results
 from equikit.symmetrize import DependenceRegularizer, one_hot
 
 WEIGHTS = [0.0, 0.3, 1.0, 3.0, 10.0, 30.0]
@@ -129,10 +129,7 @@ def main() -> int:
 
 
 def plot(rows):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
     base = next(r for r in rows if r["kind"] == "none")

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, environment, write_results
+from _common import RESULTS, environment, pyplot, write_results
 from equikit.groups import O, PointCloud
 from equikit.symmetrize import LatentAlignmentLoss, LearnedLatentAction
 
@@ -146,10 +146,7 @@ def main() -> int:
 
 
 def plot(rows):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
     for method in METHODS:

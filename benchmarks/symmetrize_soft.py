@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, environment, write_results
+from _common import RESULTS, environment, pyplot, write_results
 from equikit.check import equivariance_error
 from equikit.groups import NodePermutation, O, PointCloud, Scaling
 from equikit.symmetrize import PCAFrame, ProjectionRegularizer, SortFrame, Symmetrize
@@ -168,10 +168,7 @@ def main() -> int:
 
 
 def plot(rows):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
     ax[0].barh([r["model"] for r in rows], [r["test_mse"] for r in rows])

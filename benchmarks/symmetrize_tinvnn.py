@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, environment, write_results
+from _common import RESULTS, environment, pyplot, write_results
 from equikit.check import equivariance_error
 from equikit.groups import E, PointCloud, Scaling
 from equikit.symmetrize import MDSCanonicalizer, PCAFrame, Symmetrize
@@ -197,10 +197,7 @@ def main() -> int:
 
 
 def plot(rows):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7.5, 3.5))
     w = 0.38

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, environment, write_results
+from _common import RESULTS, environment, pyplot, write_results
 from equikit.check import equivariance_error
 from equikit.groups import ImageShift
 from equikit.symmetrize import AnchoredPatchEmbed, PolyphaseFrame, Symmetrize
@@ -180,10 +180,7 @@ def main() -> int:
 
 
 def plot(rows):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 3.5))
     names = [r["model"].replace(" (", "\n(").replace(" + ", "\n+ ") for r in rows]

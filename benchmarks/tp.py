@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, environment, interleaved, write_results
+from _common import RESULTS, environment, interleaved, pyplot, write_results
 from equikit import tp
 from equikit.o3 import Irreps, clebsch_gordan
 from equikit.o3._cg import clear_caches
@@ -314,10 +314,7 @@ def table(payload) -> str:
 
 
 def plot(payload, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     for ax, phase in zip(axes, ("forward", "forward_backward", "double_backward")):

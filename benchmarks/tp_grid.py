@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, environment, interleaved, write_results
+from _common import RESULTS, environment, interleaved, pyplot, write_results
 from equikit import tp
 from equikit.o3 import Irreps
 
@@ -168,10 +168,7 @@ def table(payload) -> str:
 
 
 def plot(payload, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, ph in zip(axes, ("forward", "forward_backward")):

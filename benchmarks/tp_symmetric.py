@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, environment, interleaved, write_results
+from _common import RESULTS, environment, interleaved, pyplot, write_results
 from equikit import tp
 from equikit.nn import BesselBasis, PolynomialCutoff, SplineRadial
 from equikit.o3 import Irreps
@@ -218,10 +218,7 @@ def table(payload) -> str:
 
 
 def plot(payload, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     runs = payload["symmetric"]

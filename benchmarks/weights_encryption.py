@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from _common import pyplot
 from equikit.weights import (
     MLP,
     Transformer,
@@ -138,10 +139,7 @@ def table(results: dict) -> str:
 
 
 def plot(results: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     for ax, g in zip(axes, ("input", "h0", "h1")):

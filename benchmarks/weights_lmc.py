@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from _common import pyplot
 from equikit.weights import (
     CNN,
     MLP,
@@ -163,10 +164,7 @@ def table(results: dict) -> str:
 
 
 def plots(results: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from weights_common import RESULTS
 

@@ -15,6 +15,7 @@ import argparse
 import torch
 from torch import nn
 
+from _common import pyplot
 from equikit.weights import (
     MLP,
     STEConfig,
@@ -125,10 +126,7 @@ def table(results: dict) -> str:
 
 
 def plot(results: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     widths = list(results["widths"])
     k_max = len(results["config"]["seeds"])
