@@ -309,6 +309,22 @@ class PolynomialActivation(nn.Module):
         return out
 
 
+def _radial_mlp(sizes: list[int]) -> nn.Sequential:
+    """SiLU MLP without biases: it maps 0 to 0, so weights computed from the enveloped basis vanish
+    (with two derivatives) at the cutoff and the energy stays C2 when an atom crosses it (MACE's
+    radial MLP has no biases for the same reason; with biases the energy jumps at the cutoff).
+
+    >>> _radial_mlp([4, 8, 2])(torch.zeros(3, 4)).abs().max().item()
+    0.0
+    """
+    layers: list[nn.Module] = []
+    for k in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[k], sizes[k + 1], bias=False))
+        if k < len(sizes) - 2:
+            layers.append(nn.SiLU())
+    return nn.Sequential(*layers)
+
+
 class RadialWeights(nn.Module):
     """Per-edge weights of the edge convolution from the edge length: Bessel basis x
     polynomial envelope -> SiLU MLP, or a cubic spline with the envelope.
@@ -320,7 +336,7 @@ class RadialWeights(nn.Module):
         if cfg.radial == "bessel":
             self.basis = BesselBasis(cfg.cutoff, cfg.num_radial)
             self.envelope = PolynomialCutoff(cfg.cutoff, cfg.envelope_p)
-            self.mlp = make_mlp([cfg.num_radial, *cfg.radial_mlp, num_outputs])
+            self.mlp = _radial_mlp([cfg.num_radial, *cfg.radial_mlp, num_outputs])
         else:
             self.spline = SplineRadial(cfg.cutoff, num_outputs, cfg.spline_intervals)
 
