@@ -53,6 +53,30 @@ def _mean_at(values: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
     return _sum_at(values, index, n) / count.unsqueeze(-1)
 
 
+def _pair_mlp(mlp: nn.Sequential, h: torch.Tensor, src: torch.Tensor, dst: torch.Tensor,
+              extra: torch.Tensor | None) -> torch.Tensor:
+    r"""``mlp(cat[h[dst], h[src], extra])`` per edge, without building the ``(E, 2H + F)``
+    input: the first linear layer ``W = [W_d, W_s, W_e]`` is applied to the nodes first,
+
+    .. math:: W [h_i, h_j, e_{ij}] + b = (W_d h + b)_i + (W_s h)_j + W_e e_{ij},
+
+    so its cost is two ``(N, H) x (H, H)`` products and two gathers instead of one
+    ``(E, 2H + F) x (2H + F, H)`` product (E = 4N for 5-particle complete graphs). Same
+    parameters and the same function as the concatenated form (to rounding).
+
+    Shapes: ``h (N, H)``, ``src, dst (E,)``, ``extra (E, F)`` or ``None`` -> ``(E, out)``.
+    """
+    first, k = mlp[0], h.shape[-1]
+    w = first.weight
+    out = (nn.functional.linear(h, w[:, :k], first.bias).index_select(0, dst)
+           + nn.functional.linear(h, w[:, k : 2 * k]).index_select(0, src))
+    if extra is not None:
+        out = out + nn.functional.linear(extra, w[:, 2 * k :])
+    for layer in mlp[1:]:
+        out = layer(out)
+    return out
+
+
 def _mlp(sizes: list[int], act: type[nn.Module], last_act: bool = False) -> nn.Sequential:
     layers: list[nn.Module] = []
     for k in range(len(sizes) - 1):
@@ -109,10 +133,10 @@ class EGNNLayer(nn.Module):
     def forward(self, h, x, vel, edge_index, edge_attr=None):
         src, dst = edge_index[0], edge_index[1]
         n = x.shape[0]
-        diff = x[dst] - x[src]  # x_i - x_j for the message j -> i
+        diff = x.index_select(0, dst) - x.index_select(0, src)  # x_i - x_j for the message j -> i
         radial = (diff * diff).sum(-1, keepdim=True)
-        parts = [h[dst], h[src], radial] + ([edge_attr] if edge_attr is not None else [])
-        m = self.edge_mlp(torch.cat(parts, dim=-1))
+        m = _pair_mlp(self.edge_mlp, h, src, dst,
+                      radial if edge_attr is None else torch.cat([radial, edge_attr], dim=-1))
         x = x + _mean_at(diff * self.coord_mlp(m), dst, n) + self.vel_mlp(h) * vel
         h = h + self.node_mlp(torch.cat([h, _sum_at(m, dst, n)], dim=-1))
         return h, x
@@ -171,7 +195,7 @@ class EGNN(nn.Module):
                 f"got {tuple(h.shape)}"
             )
         src, dst = edge_index[0], edge_index[1]
-        radial = ((pos[dst] - pos[src]) ** 2).sum(-1, keepdim=True)
+        radial = ((pos.index_select(0, dst) - pos.index_select(0, src)) ** 2).sum(-1, keepdim=True)
         edges = radial if edge_attr is None else torch.cat([edge_attr, radial], dim=-1)
         h = self.embedding(h)
         x = pos
@@ -204,10 +228,8 @@ class GNNLayer(nn.Module):
         self.node_mlp = _mlp([2 * hidden, hidden, hidden], act)
 
     def forward(self, h, edge_index, edge_attr=None):
-        src, dst = edge_index[0], edge_index[1]
-        parts = [h[dst], h[src]] + ([edge_attr] if edge_attr is not None else [])
-        m = self.edge_mlp(torch.cat(parts, dim=-1))
-        return h + self.node_mlp(torch.cat([h, _sum_at(m, dst, h.shape[0])], dim=-1))
+        m = _pair_mlp(self.edge_mlp, h, edge_index[0], edge_index[1], edge_attr)
+        return h + self.node_mlp(torch.cat([h, _sum_at(m, edge_index[1], h.shape[0])], dim=-1))
 
 
 class GNN(nn.Module):

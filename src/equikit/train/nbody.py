@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from equikit.data.nbody import ChargedNBodyConfig, NBodyDataset, collate_nbody, load_charged_nbody
+from equikit.data.nbody import ChargedNBodyConfig, NBodyDataset, load_charged_nbody
 from equikit.models import EGNN, FAGNN, GNN, EqMotion, LinearDynamics, Ponita
 from equikit.train._checkpoint import seed_everything
 from equikit.train._config import TrainConfig
@@ -79,13 +79,15 @@ def load_nbody_splits(settings: dict[str, Any], root=None, dtype=torch.float32) 
 
 
 def nbody_batches(ds: NBodyDataset, batch_size: int, shuffle: bool, generator: torch.Generator | None = None):
-    """Collated batches; shuffled with ``generator`` and dropping the last partial batch when
-    ``shuffle`` (training), in order and complete otherwise."""
+    """Collated batches (as :func:`~equikit.data.nbody.collate_nbody` makes them, indexed from
+    the dataset's tensors by :meth:`~equikit.data.nbody.NBodyDataset.batch`); shuffled with
+    ``generator`` and dropping the last partial batch when ``shuffle`` (training), in order and
+    complete otherwise."""
     n = len(ds)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     stop = n - n % batch_size if shuffle and n >= batch_size else n
     for k in range(0, stop, batch_size):
-        yield collate_nbody([ds[int(i)] for i in order[k : k + batch_size]])
+        yield ds.batch(order[k : k + batch_size])
 
 
 def predict_nbody(model: nn.Module, batch) -> torch.Tensor:
@@ -131,7 +133,8 @@ def train_nbody(config: TrainConfig, out_dir: str | Path | None = None, *, resum
     data = data if data is not None else load_nbody_splits(s, root=root)
     seed_everything(config.seed)
     model = build_nbody_model(s["model"], **s["model_kwargs"])
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # the fused kernel: the same Adam update (to rounding) in one pass over all parameters
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
 
     def batches(epoch, gen):
         return nbody_batches(data["train"], config.batch_size, shuffle=True, generator=gen)
