@@ -34,6 +34,15 @@ from equikit.cli.train import Task, config_from_args, register_task
 from equikit.data.atoms import AtomsBatch, collate_atoms, read_ase_db, read_extxyz
 from equikit.models.potential import Potential, PotentialConfig, average_num_neighbors, fit_reference_energies
 from equikit.train import FitResult, TrainConfig, config_to_dict, fit, seed_everything, write_summary
+from equikit.train.distributed import (
+    DistributedContext,
+    all_reduce_sums,
+    broadcast_parameters,
+    check_global_batch,
+    close_distributed,
+    init_distributed,
+    shard,
+)
 
 #: built-in data recipes: ``emt-<element>`` (EMT metals, :class:`~equikit.data.atoms_md.EMTConfig`)
 #: and ``mmff-<molecule>`` (MMFF94 molecules, :class:`~equikit.data.atoms_md.MMFFConfig`)
@@ -248,21 +257,53 @@ class EMAPotential(nn.Module):
 
 
 # --------------------------------------------------------------------------- loss and metrics
-def potential_loss(model: Potential, batch: AtomsBatch, s: PotentialTrainConfig,
+@dataclass
+class BatchShard:
+    """One rank's part of a global batch in data parallel training (:mod:`equikit.train.distributed`):
+    ``batch`` (``None`` when a short last batch leaves this rank nothing) and the global batch's
+    ``num_structures``, ``num_atoms`` and ``periodic`` (every structure periodic), by which
+    :func:`potential_loss` normalises, and the ``world_size``."""
+
+    batch: AtomsBatch | None
+    num_structures: int
+    num_atoms: int
+    periodic: bool
+    world_size: int
+
+
+def potential_loss(model: Potential, batch: AtomsBatch | BatchShard, s: PotentialTrainConfig,
                    training: bool = True) -> torch.Tensor:
     r"""``w_E mean_s ((E_s - E*_s) / n_s)^2 + w_F mean_{i,a} (F_ia - F*_ia)^2
-    + w_S mean_{s,ab} (S_sab - S*_sab)^2`` (terms with weight 0 or without labels skipped)."""
+    + w_S mean_{s,ab} (S_sab - S*_sab)^2`` (terms with weight 0 or without labels skipped).
+
+    For a :class:`BatchShard` (rank ``r`` of ``W``) each mean becomes this rank's sum divided
+    by the *global* count (structures, ``3 x`` atoms, ``9 x`` structures) times ``W``: the
+    mean over the ranks of these losses, which is what the gradient all-reduce averages, is
+    the loss of the whole global batch even when the shards hold different numbers of atoms.
+    """
+    scale, periodic = None, None
+    if isinstance(batch, BatchShard):
+        w, periodic = batch.world_size, batch.periodic
+        scale = (w / batch.num_structures, w / (3 * batch.num_atoms), w / (9 * batch.num_structures))
+        if batch.batch is None:  # nothing here: a zero loss that still reaches every parameter
+            return sum((p.sum() * 0 for p in model.parameters()), torch.zeros((), dtype=model.e0.dtype))
+        batch = batch.batch
+    periodic = bool(batch.pbc.all()) if periodic is None else periodic
+
+    def reduce(err: torch.Tensor, k: int) -> torch.Tensor:
+        return err.pow(2).mean() if scale is None else err.pow(2).sum() * scale[k]
+
     use_f = s.forces_weight > 0 and batch.forces is not None
-    use_s = s.stress_weight > 0 and batch.stress is not None and bool(batch.pbc.all())
+    use_s = s.stress_weight > 0 and batch.stress is not None and periodic
     out = model(batch, compute_forces=use_f, compute_stress=use_s, training=training)
     n = batch.natoms.to(out["energy"].dtype)
     loss = out["energy"].new_zeros(())
     if s.energy_weight > 0:
-        loss = loss + s.energy_weight * ((out["energy"] - batch.energy) / n).pow(2).mean()
+        loss = loss + s.energy_weight * reduce((out["energy"] - batch.energy) / n, 0)
     if use_f:
-        loss = loss + s.forces_weight * (out["forces"] - batch.forces).pow(2).mean()
+        loss = loss + s.forces_weight * reduce(out["forces"] - batch.forces, 1)
     if use_s:
-        loss = loss + s.stress_weight * (out["stress"] - batch.stress).pow(2).mean()
+        loss = loss + s.stress_weight * reduce(out["stress"] - batch.stress, 2)
     return loss
 
 
@@ -287,22 +328,40 @@ def predict(model: Potential, frames: AtomsBatch, batch_size: int = 16) -> dict[
     return {k: torch.cat(v) for k, v in parts.items() if v}
 
 
-def potential_metrics(model: Potential, frames: AtomsBatch, s: PotentialTrainConfig, prefix: str) -> dict[str, float]:
+def _error_sums(model: Potential, frames: AtomsBatch, s: PotentialTrainConfig, stress: bool) -> dict[str, float]:
+    """Sums of absolute and squared errors and their counts on ``frames`` (zeros when empty)."""
+    sums = dict.fromkeys(("n_e", "e_abs", "e_sq", "n_f", "f_abs", "f_sq", "n_s", "s_sq"), 0.0)
+    if len(frames) == 0:
+        return sums
+    p = predict(model, frames, s.eval_batch_size)
+    de = (p["energy"] - frames.energy.double()) / frames.natoms.double()
+    df = p["forces"] - frames.forces.double()
+    sums.update(n_e=de.numel(), e_abs=float(de.abs().sum()), e_sq=float(de.pow(2).sum()), n_f=df.numel(),
+                f_abs=float(df.abs().sum()), f_sq=float(df.pow(2).sum()))
+    if stress:
+        ds = p["stress"] - frames.stress.double()
+        sums.update(n_s=ds.numel(), s_sq=float(ds.pow(2).sum()))
+    return sums
+
+
+def potential_metrics(model: Potential, frames: AtomsBatch, s: PotentialTrainConfig, prefix: str,
+                      distributed: DistributedContext | None = None) -> dict[str, float]:
     """``{prefix}_loss`` (the training loss), ``{prefix}_energy_mae_per_atom`` (eV/atom),
     ``{prefix}_energy_rmse_per_atom``, ``{prefix}_forces_mae``, ``{prefix}_forces_rmse`` (eV/A) and,
-    with stress labels, ``{prefix}_stress_rmse`` (eV/A^3)."""
-    p = predict(model, frames, s.eval_batch_size)
-    n = frames.natoms.double()
-    de = (p["energy"] - frames.energy.double()) / n
-    df = p["forces"] - frames.forces.double()
-    out = {f"{prefix}_energy_mae_per_atom": float(de.abs().mean()),
-           f"{prefix}_energy_rmse_per_atom": float(de.pow(2).mean().sqrt()),
-           f"{prefix}_forces_mae": float(df.abs().mean()), f"{prefix}_forces_rmse": float(df.pow(2).mean().sqrt())}
-    loss = s.energy_weight * float(de.pow(2).mean()) + s.forces_weight * float(df.pow(2).mean())
-    if "stress" in p and frames.stress is not None:
-        ds = p["stress"] - frames.stress.double()
-        out[f"{prefix}_stress_rmse"] = float(ds.pow(2).mean().sqrt())
-        loss += s.stress_weight * float(ds.pow(2).mean())
+    with stress labels, ``{prefix}_stress_rmse`` (eV/A^3). With ``distributed`` (several ranks)
+    each rank predicts its :func:`~equikit.train.distributed.shard` of ``frames`` and the error
+    sums are added over the ranks, so every rank returns the metrics of all of ``frames``."""
+    ctx = distributed if distributed is not None else DistributedContext()
+    stress = frames.stress is not None and bool(frames.pbc.all())
+    part = frames[shard(range(len(frames)), ctx)] if ctx.enabled else frames
+    t = all_reduce_sums(_error_sums(model, part, s, stress), ctx)
+    e_mse, f_mse = t["e_sq"] / t["n_e"], t["f_sq"] / t["n_f"]
+    out = {f"{prefix}_energy_mae_per_atom": t["e_abs"] / t["n_e"], f"{prefix}_energy_rmse_per_atom": math.sqrt(e_mse),
+           f"{prefix}_forces_mae": t["f_abs"] / t["n_f"], f"{prefix}_forces_rmse": math.sqrt(f_mse)}
+    loss = s.energy_weight * e_mse + s.forces_weight * f_mse
+    if stress:
+        out[f"{prefix}_stress_rmse"] = math.sqrt(t["s_sq"] / t["n_s"])
+        loss += s.stress_weight * t["s_sq"] / t["n_s"]
     return {f"{prefix}_loss": loss, **out}
 
 
@@ -346,13 +405,18 @@ def write_plots(out_dir: Path, metrics_rows: list[dict[str, float]], model: Pote
 
 # --------------------------------------------------------------------------- training
 def train_potential(config: TrainConfig, out_dir: str | Path | None = None, *, resume: bool = False,
-                    frames: AtomsBatch | None = None) -> dict[str, Any]:
+                    frames: AtomsBatch | None = None,
+                    distributed: DistributedContext | None = None) -> dict[str, Any]:
     """Train a :class:`Potential` as ``config`` says (task settings in ``config.extra``,
     :class:`PotentialTrainConfig`); returns the summary (also ``out_dir/summary.json``): the
     :class:`~equikit.train.FitResult` fields, the validation metrics of the best epoch, the
     test metrics of its EMA weights, ``parameters``, ``sizes``, ``model_config``. With
     ``out_dir``: also ``model.pt``, ``learning_curves.png``, ``parity.png``.
-    ``frames`` replaces ``data`` (labelled frames in memory).
+    ``frames`` replaces ``data`` (labelled frames in memory). ``distributed``
+    (:func:`~equikit.train.distributed.init_distributed` under ``torchrun``): data parallel
+    training, each rank on its shard of every global batch of ``config.batch_size``
+    structures (which must divide by the world size), with the result of single-process
+    training on the same global batches; only rank 0 writes files.
 
     Example:
         >>> import torch
@@ -372,6 +436,11 @@ def train_potential(config: TrainConfig, out_dir: str | Path | None = None, *, r
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"train_potential: `config` must be a TrainConfig, got {type(config).__name__}")
+    ctx = distributed if distributed is not None else DistributedContext()
+    if not isinstance(ctx, DistributedContext):
+        raise TypeError(f"train_potential: `distributed` must be a DistributedContext or None, "
+                        f"got {type(distributed).__name__}")
+    check_global_batch(config.batch_size, ctx, "train_potential")
     s = potential_settings(config)
     if frames is None:
         frames = load_frames(s)
@@ -386,6 +455,7 @@ def train_potential(config: TrainConfig, out_dir: str | Path | None = None, *, r
         val_f = train_f  # no held-out frames: monitor the training set
     seed_everything(config.seed)
     wrapper = EMAPotential(Potential(mcfg), s.ema_decay)
+    broadcast_parameters(wrapper, ctx)
     params = list(wrapper.model.parameters())
     opt_cls = torch.optim.AdamW if s.optimizer == "adamw" else torch.optim.Adam
     opt = opt_cls(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -397,24 +467,32 @@ def train_potential(config: TrainConfig, out_dir: str | Path | None = None, *, r
     elif s.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
     singles = [train_f[i] for i in range(len(train_f))]
+    natoms = train_f.natoms.tolist()
+    periodic = train_f.pbc.all(dim=1).tolist()
 
     def batches(epoch, gen):
         order = torch.randperm(len(singles), generator=gen).tolist()
         for k in range(0, len(order), config.batch_size):
-            yield collate_atoms([singles[i] for i in order[k:k + config.batch_size]])
+            chosen = order[k:k + config.batch_size]
+            if not ctx.enabled:
+                yield collate_atoms([singles[i] for i in chosen])
+                continue
+            mine = shard(chosen, ctx)
+            yield BatchShard(collate_atoms([singles[i] for i in mine]) if mine else None, len(chosen),
+                             sum(natoms[i] for i in chosen), all(periodic[i] for i in chosen), ctx.world_size)
 
     result: FitResult = fit(wrapper, opt, batches, lambda m, b: potential_loss(m.model, b, s), config,
-                            evaluate=lambda m: potential_metrics(m.inference, val_f, s, "val"),
-                            scheduler=scheduler, out_dir=out_dir, resume=resume)
+                            evaluate=lambda m: potential_metrics(m.inference, val_f, s, "val", ctx),
+                            scheduler=scheduler, out_dir=out_dir, resume=resume, distributed=ctx)
     if result.best_state is not None:
         wrapper.load_state_dict(result.best_state)
     final = wrapper.inference
-    test = potential_metrics(final, test_f, s, "test") if len(test_f) else {}
+    test = potential_metrics(final, test_f, s, "test", ctx) if len(test_f) else {}
     summary = {**result.summary(), "parameters": final.count_parameters(),
                **{k: v for k, v in result.best_metrics.items() if k.startswith("val_")}, **test,
                "sizes": {k: len(v) for k, v in parts.items()}, "ema": s.ema_decay is not None,
-               "model_config": mcfg.to_dict()}
-    if out_dir is not None:
+               "model_config": mcfg.to_dict(), "world_size": ctx.world_size}
+    if out_dir is not None and ctx.is_main:
         from equikit.models.calculator import save_potential
         from equikit.train import MetricsLog
 
@@ -457,10 +535,15 @@ def _run_potential(args: argparse.Namespace) -> int:
         extra = dict(cfg.extra)
         extra["model"] = {**extra.get("model", {}), **args.model_kwargs}
         cfg = TrainConfig(**{**cfg.__dict__, "extra": extra})
-    out = train_potential(cfg, args.out, resume=args.resume)
-    keys = ("epochs", "steps", "seconds", "stop_reason", "best_epoch", "parameters")
+    ctx = init_distributed()  # torchrun: join its process group; plain python: one process
+    try:
+        out = train_potential(cfg, args.out, resume=args.resume, distributed=ctx)
+    finally:
+        close_distributed(ctx)
+    keys = ("epochs", "steps", "seconds", "stop_reason", "best_epoch", "parameters", "world_size")
     shown = {k: out[k] for k in keys} | {k: v for k, v in out.items() if k.startswith(("val_", "test_"))}
-    print(json.dumps(shown), file=sys.stdout, flush=True)
+    if ctx.is_main:
+        print(json.dumps(shown), file=sys.stdout, flush=True)
     return 0
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from equikit.train._checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from equikit.train._config import TrainConfig, config_to_dict, save_config
 from equikit.train._metrics import EarlyStopping, MetricsLog, write_summary
+from equikit.train.distributed import DistributedContext, all_reduce_gradients, any_rank, barrier
 
 CHECKPOINT, BEST, METRICS, SUMMARY, CONFIG = "checkpoint.pt", "best.pt", "metrics.csv", "summary.json", "config.yaml"
 
@@ -83,10 +84,10 @@ def _check_fit_args(model, optimizer, batches, loss_fn, config, evaluate) -> Non
         raise TypeError(f"fit: `config` must be a TrainConfig, got {type(config).__name__}")
 
 
-def _progress(config: TrainConfig, initial: int):
+def _progress(config: TrainConfig, initial: int, main: bool = True):
     from tqdm.auto import tqdm
 
-    enabled = config.progress if config.progress is not None else sys.stderr.isatty()
+    enabled = main and (config.progress if config.progress is not None else sys.stderr.isatty())
     return tqdm(total=config.epochs, initial=initial, disable=not enabled, unit="epoch", dynamic_ncols=True,
                 file=sys.stderr)
 
@@ -102,6 +103,7 @@ def fit(
     scheduler: Any = None,
     out_dir: str | Path | None = None,
     resume: bool = False,
+    distributed: DistributedContext | None = None,
 ) -> FitResult:
     r"""Train ``model`` by minimising ``loss_fn(model, batch)`` with ``optimizer``.
 
@@ -134,6 +136,13 @@ def fit(
             monitored metric at each evaluation instead).
         out_dir: where files go; ``None`` keeps everything in memory (no resume).
         resume: continue from ``out_dir/checkpoint.pt`` if it exists (else start fresh).
+        distributed: a :class:`~equikit.train.distributed.DistributedContext` with more than
+            one rank turns on data parallel training: ``batches`` must then yield this rank's
+            shard of each global batch and ``loss_fn`` a loss whose mean over the ranks is the
+            global loss; after ``backward`` the gradients (and the loss, for ``train_loss``)
+            are averaged over the ranks before clipping and the step; ``evaluate`` must reduce
+            its metrics over the ranks itself; the wall-clock budget is decided jointly; only
+            rank 0 writes files; every rank resumes from the same checkpoint.
 
     Returns:
         :class:`FitResult`.
@@ -154,15 +163,21 @@ def fit(
         (60, 240, True)
     """
     _check_fit_args(model, optimizer, batches, loss_fn, config, evaluate)
+    ctx = distributed if distributed is not None else DistributedContext()
+    if not isinstance(ctx, DistributedContext):
+        raise TypeError(f"fit: `distributed` must be a DistributedContext or None, got {type(distributed).__name__}")
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise ValueError("fit: `resume=True` needs `out_dir` (where the checkpoint is)")
-    metrics = MetricsLog(out / METRICS) if out is not None else None
+    writes = out is not None and ctx.is_main  # only rank 0 writes files
+    metrics = MetricsLog(out / METRICS) if writes else None
     stopper = EarlyStopping(config.mode, config.patience, config.min_delta)
     st = _State()
     best_state = None
-    log = _logger(config)
-    if resume and (out / CHECKPOINT).is_file():
+    log = _logger(config) if ctx.is_main else (lambda msg: None)
+    has_checkpoint = resume and (out / CHECKPOINT).is_file()
+    barrier(ctx)  # every rank has decided before rank 0 may delete an old checkpoint
+    if has_checkpoint:
         ck = load_checkpoint(out / CHECKPOINT)
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
@@ -171,21 +186,22 @@ def fit(
         stopper.load_state_dict(ck["early_stopping"])
         st = _State(**ck["loop"])
         set_rng_state(ck["rng"])
-        metrics.truncate(st.step)
+        if metrics is not None:
+            metrics.truncate(st.step)
         if (out / BEST).is_file():
             best_state = torch.load(out / BEST, map_location="cpu", weights_only=True)
         log(f"resumed from {out / CHECKPOINT}: epoch {st.epoch}, step {st.step}")
-    elif out is not None:
+    elif writes:
         if resume:
             log(f"no checkpoint in {out}: starting fresh")
         out.mkdir(parents=True, exist_ok=True)
         for name in (METRICS, BEST, CHECKPOINT):
             (out / name).unlink(missing_ok=True)
-    if out is not None:
+    if writes:
         save_config(config, out / CONFIG)
 
     def checkpoint() -> None:
-        if out is None:
+        if not writes:
             return
         save_checkpoint(out / CHECKPOINT, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -208,7 +224,7 @@ def fit(
         if improved:
             st.best_epoch, st.best_metrics = st.epoch, row
             best_state = copy.deepcopy(model.state_dict())
-            if out is not None:
+            if writes:
                 save_checkpoint(out / BEST, best_state)
         if metrics is not None:
             metrics.append(row)
@@ -216,14 +232,14 @@ def fit(
         return improved
 
     t0, seconds0 = time.perf_counter(), st.seconds
-    bar = _progress(config, st.epoch)
+    bar = _progress(config, st.epoch, ctx.is_main)
     reason, steps_in_epoch = "epochs", 0
 
     def over_budget() -> str | None:
         st.seconds = seconds0 + time.perf_counter() - t0
         if config.max_steps is not None and st.step >= config.max_steps:
             return "max_steps"
-        if config.budget_s is not None and st.seconds >= config.budget_s:
+        if config.budget_s is not None and any_rank(st.seconds >= config.budget_s, ctx):
             return "budget"
         return None
 
@@ -238,6 +254,8 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(model, batch)
                 loss.backward()
+                if ctx.enabled:  # average gradients and the loss over the ranks
+                    loss = all_reduce_gradients(model.parameters(), ctx, extra=loss.detach())
                 if config.grad_clip is not None:
                     nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
@@ -271,7 +289,7 @@ def fit(
     result = FitResult(epochs=st.epoch, steps=st.step, seconds=round(st.seconds, 3), stop_reason=reason,
                        best_epoch=st.best_epoch, best_metric=stopper.best, best_metrics=st.best_metrics,
                        last_metrics=st.last_metrics, best_state=best_state)
-    if out is not None:
+    if writes:
         write_summary(out / SUMMARY, {**result.summary(), "config": config_to_dict(config)})
     return result
 
