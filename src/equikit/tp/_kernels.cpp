@@ -24,6 +24,7 @@
 #include <vector>
 
 #include <omp.h>
+#include <sys/mman.h>
 
 namespace {
 
@@ -97,12 +98,9 @@ struct Row {
     T* s;        // scratch, max(d1, d3) * max channels
     T* wv;       // scratch, max channels
     const T* wT; // shared uvw weights transposed per path ([w][u v]), for the gradients; or null
-    T* chunk;    // shared uvw weight gradient: per path, T and z of up to CHUNK rows; or null
-    const int64_t* chunk_off;  // per path, its offset in chunk
-    int64_t chunk_row;         // this row's index in the chunk
 };
 
-constexpr int64_t CHUNK = 16;  // rows per weight-gradient GEMM (the dW tile is read once per chunk)
+constexpr int64_t CHUNK = 16;  // rows per GEMM of the shared-weight uvw paths (uvw_chunk)
 
 // channelwise: z[u, k] += sum_v W[u, v] sum_e c x1[u, i] x2[v, j]
 template <typename T>
@@ -232,101 +230,44 @@ void small_gemm(int64_t nk, int64_t n, int64_t nq, const T* __restrict A, int64_
     }
 }
 
-// G[q][0:KP] = sum_w M[q][w] ZT[w][0:KP] for q < nq (ZT: Z transposed, columns padded to KP)
-template <typename T, int KP>
-void rows_times(int64_t nq, int64_t n, const T* __restrict M, const T* __restrict ZT, T* __restrict G) {
-    for (int64_t q = 0; q < nq; ++q) {
-        T acc[KP] = {};
-        const T* m = M + q * n;
-        for (int64_t w = 0; w < n; ++w) {
-            const T mw = m[w];
-            const T* z = ZT + w * KP;
-#pragma omp simd
-            for (int64_t k = 0; k < KP; ++k) acc[k] += mw * z[k];
-        }
-        for (int64_t k = 0; k < KP; ++k) G[q * KP + k] = acc[k];
+// ---- fully connected paths with shared weights, R rows at a time ---------------------------
+// The weight product of a uvw path is a GEMM over the rows of a chunk: the forward stacks the
+// rows' bilinear parts A (R d3 x U V) and multiplies once by W (U V x Wo); the input gradients
+// stack the incoming gradients (R d3 x Wo) and multiply once by W^T; the weight gradient adds
+// A^T (U V x R d3) times them. Each weight is then loaded once per chunk instead of once per
+// row, and the register-blocked GEMM has enough rows to fill its tiles.
+
+// A[k][u V + v] = sum_e c x1[u, i] x2[v, j] for k < d3 (rows of A zeroed first)
+template <typename T>
+void uvw_bilinear(const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r, T* A) {
+    const int64_t U = p[F_U], V = p[F_V], d3 = p[F_D3], UV = U * V;
+    const T* X = r.x1 + p[F_OFF1];
+    const T* Y = r.x2 + p[F_OFF2];
+    T* Tm = V == 1 ? A : r.s;  // [k][v][u]
+    std::fill(Tm, Tm + d3 * UV, T(0));
+    for (int64_t e = p[F_E0]; e < p[F_E1]; ++e) {
+        const int64_t i = ei[3 * e], j = ei[3 * e + 1], k = ei[3 * e + 2];
+        for (int64_t v = 0; v < V; ++v) axpy(U, ec[e] * Y[j * V + v], X + i * U, Tm + (k * V + v) * U);
     }
+    if (V != 1)
+        for (int64_t k = 0; k < d3; ++k)
+            for (int64_t u = 0; u < U; ++u)
+                for (int64_t v = 0; v < V; ++v) A[k * UV + u * V + v] = Tm[(k * V + v) * U + u];
 }
 
-// fully connected: z[w, k] += sum_{u v} W[u, v, w] T[k][u, v],  T[k][u, v] = sum_e c x1[u, i] x2[v, j]
-// T is built with u fastest ([k][v][u]); A holds it in weight order (u V + v), rows padded to 4.
+// slot 1 / 2 from G[k][u V + v] = sum_w W[u, v, w] gz[w, k]
 template <typename T>
-void path_uvw(int slot, const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r, int64_t q_path) {
-    const int64_t U = p[F_U], V = p[F_V], Wo = p[F_K], d3 = p[F_D3], woff = p[F_WOFF];
-    const int64_t UV = U * V, d3p = (d3 + 3) / 4 * 4;
+void uvw_input_grad(int slot, const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r, const T* G) {
+    const int64_t U = p[F_U], V = p[F_V], d3 = p[F_D3], UV = U * V;
     T* X = r.x1 + p[F_OFF1];
     T* Y = r.x2 + p[F_OFF2];
-    T* Z = r.z + p[F_OFFO];
-    const T* Wm = (woff >= 0 && slot != 3) ? r.w + woff : nullptr;
-    T* Tm = r.s;               // [d3p][V][U]
-    T* A = V == 1 ? Tm : r.s + d3p * UV;  // [d3p][U V]
-    if (slot == 0 || slot == 3) {
-        std::fill(Tm, Tm + d3p * UV, T(0));
-        for (int64_t e = p[F_E0]; e < p[F_E1]; ++e) {
-            const int64_t i = ei[3 * e], j = ei[3 * e + 1], k = ei[3 * e + 2];
-            for (int64_t v = 0; v < V; ++v) axpy(U, ec[e] * Y[j * V + v], X + i * U, Tm + (k * V + v) * U);
-        }
-        if (V != 1)
-            for (int64_t k = 0; k < d3p; ++k)
-                for (int64_t u = 0; u < U; ++u)
-                    for (int64_t v = 0; v < V; ++v) A[k * UV + u * V + v] = Tm[(k * V + v) * U + u];
-        if (slot == 0) {
-            if (Wm) {
-                small_gemm(d3, Wo, UV, A, UV, Wm, Z);
-            } else {
-                for (int64_t k = 0; k < d3; ++k) {
-                    T t = 0;
-                    for (int64_t q = 0; q < UV; ++q) t += A[k * UV + q];
-                    for (int64_t w = 0; w < Wo; ++w) Z[k * Wo + w] += t;
-                }
-            }
-        } else if (r.chunk) {  // stash T^T and z of the row; the GEMM runs once per chunk of rows
-            const int64_t ld = CHUNK * d3, c0 = r.chunk_row * d3;
-            T* ATc = r.chunk + r.chunk_off[q_path];
-            T* Zc = ATc + UV * ld;
-            for (int64_t k = 0; k < d3; ++k)
-                for (int64_t q = 0; q < UV; ++q) ATc[q * ld + c0 + k] = A[k * UV + q];
-            std::memcpy(Zc + c0 * Wo, Z, sizeof(T) * d3 * Wo);
-        } else {  // gW[u, v, :] += sum_k T[k][u, v] z[:, k]: (U V x d3) @ (d3 x Wo)
-            T* AT = A + d3p * UV;
-            for (int64_t k = 0; k < d3; ++k)
-                for (int64_t q = 0; q < UV; ++q) AT[q * d3 + k] = A[k * UV + q];
-            small_gemm(UV, Wo, d3, AT, d3, Z, r.gw + woff);
-        }
-        return;
-    }
-    // slots 1, 2: G[k][u, v] = sum_w W[u, v, w] gz[w, k], stored [k][v][u]
-    if (Wm && r.wT) {  // shared weights: (d3 x Wo) @ (Wo x U V) with the transposed weights
-        T* G = V == 1 ? Tm : A;
-        std::fill(G, G + d3 * UV, T(0));
-        small_gemm(d3, UV, Wo, Z, Wo, r.wT + woff, G);
-        if (V != 1)
-            for (int64_t k = 0; k < d3; ++k)
-                for (int64_t u = 0; u < U; ++u)
-                    for (int64_t v = 0; v < V; ++v) Tm[(k * V + v) * U + u] = G[k * UV + u * V + v];
-    } else if (Wm && d3 <= 16) {
-        const int64_t KP = d3 <= 8 ? 8 : 16;
-        T* ZT = r.s + d3p * UV;            // [Wo][KP]
-        T* G = ZT + Wo * KP;               // [U V][KP]
-        std::fill(ZT, ZT + Wo * KP, T(0));
+    const T* Tm = G;
+    if (V != 1) {
+        T* t = r.s;
         for (int64_t k = 0; k < d3; ++k)
-            for (int64_t w = 0; w < Wo; ++w) ZT[w * KP + k] = Z[k * Wo + w];
-        if (KP == 8) rows_times<T, 8>(UV, Wo, Wm, ZT, G); else rows_times<T, 16>(UV, Wo, Wm, ZT, G);
-        for (int64_t u = 0; u < U; ++u)
-            for (int64_t v = 0; v < V; ++v)
-                for (int64_t k = 0; k < d3; ++k) Tm[(k * V + v) * U + u] = G[(u * V + v) * KP + k];
-    } else if (Wm) {
-        for (int64_t u = 0; u < U; ++u)
-            for (int64_t v = 0; v < V; ++v) {
-                const T* wq = Wm + (u * V + v) * Wo;
-                for (int64_t k = 0; k < d3; ++k) Tm[(k * V + v) * U + u] = dot(Wo, wq, Z + k * Wo);
-            }
-    } else {
-        for (int64_t k = 0; k < d3; ++k) {
-            T zs = 0;
-            for (int64_t w = 0; w < Wo; ++w) zs += Z[k * Wo + w];
-            std::fill(Tm + k * UV, Tm + (k + 1) * UV, zs);
-        }
+            for (int64_t u = 0; u < U; ++u)
+                for (int64_t v = 0; v < V; ++v) t[(k * V + v) * U + u] = G[k * UV + u * V + v];
+        Tm = t;
     }
     for (int64_t e = p[F_E0]; e < p[F_E1]; ++e) {
         const int64_t i = ei[3 * e], j = ei[3 * e + 1], k = ei[3 * e + 2];
@@ -340,6 +281,105 @@ void path_uvw(int slot, const int64_t* p, const int32_t* ei, const T* ec, const 
     }
 }
 
+// fully connected, weights per row (or none): z[w, k] += sum_{u v} W[u, v, w] T[k][u, v] with
+// T[k][u, v] = sum_e c x1[u, i] x2[v, j] (shared weights: uvw_chunk below)
+template <typename T>
+void path_uvw(int slot, const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r) {
+    const int64_t U = p[F_U], V = p[F_V], Wo = p[F_K], d3 = p[F_D3], woff = p[F_WOFF];
+    const int64_t UV = U * V, d3p = (d3 + 3) / 4 * 4;
+    T* Z = r.z + p[F_OFFO];
+    const T* Wm = (woff >= 0 && slot != 3) ? r.w + woff : nullptr;
+    T* A = r.s + d3p * UV;  // [d3][U V] (r.s itself: uvw_bilinear's [k][v][u])
+    if (slot == 0 || slot == 3) {
+        uvw_bilinear(p, ei, ec, r, A);
+        if (slot == 0 && Wm) {
+            small_gemm(d3, Wo, UV, A, UV, Wm, Z);
+        } else if (slot == 0) {
+            for (int64_t k = 0; k < d3; ++k) {
+                T t = 0;
+                for (int64_t q = 0; q < UV; ++q) t += A[k * UV + q];
+                for (int64_t w = 0; w < Wo; ++w) Z[k * Wo + w] += t;
+            }
+        } else {  // gW[u, v, :] += sum_k T[k][u, v] z[:, k]: (U V x d3) @ (d3 x Wo)
+            T* AT = A + d3p * UV;
+            for (int64_t k = 0; k < d3; ++k)
+                for (int64_t q = 0; q < UV; ++q) AT[q * d3 + k] = A[k * UV + q];
+            small_gemm(UV, Wo, d3, AT, d3, Z, r.gw + woff);
+        }
+        return;
+    }
+    // slots 1, 2: G[k][u V + v] = sum_w W[u, v, w] gz[w, k]
+    T* G = A;
+    for (int64_t k = 0; k < d3; ++k)
+        for (int64_t q = 0; q < UV; ++q) {
+            G[k * UV + q] = 0;
+            if (Wm) {
+                G[k * UV + q] = dot(Wo, Wm + q * Wo, Z + k * Wo);
+            } else {
+                for (int64_t w = 0; w < Wo; ++w) G[k * UV + q] += Z[k * Wo + w];
+            }
+        }
+    uvw_input_grad(slot, p, ei, ec, r, G);
+}
+
+// one shared-weight uvw path over the rows rs[0:R] of a chunk; buffers: M (R d3 x max(U V, Wo)
+// twice: the stacked operand and the GEMM result)
+template <typename T>
+void uvw_chunk(int slot, const int64_t* p, const int32_t* ei, const T* ec, Row<T>* rs, int64_t R, const T* wT,
+               T* gw, T* M) {
+    const int64_t UV = p[F_U] * p[F_V], Wo = p[F_K], d3 = p[F_D3], woff = p[F_WOFF], m = R * d3;
+    const T* W = rs[0].w + woff;
+    if (slot == 0) {
+        T* A = M;           // [R d3][U V]
+        T* Zc = M + m * UV; // [R d3][Wo]
+        for (int64_t n = 0; n < R; ++n) uvw_bilinear(p, ei, ec, rs[n], A + n * d3 * UV);
+        std::fill(Zc, Zc + m * Wo, T(0));
+        small_gemm(m, Wo, UV, A, UV, W, Zc);
+        for (int64_t n = 0; n < R; ++n) {
+            T* Z = rs[n].z + p[F_OFFO];
+            const T* src = Zc + n * d3 * Wo;
+#pragma omp simd
+            for (int64_t q = 0; q < d3 * Wo; ++q) Z[q] += src[q];
+        }
+    } else if (slot == 3) {
+        T* AT = M;          // [U V][R d3]
+        T* Zc = M + m * UV; // [R d3][Wo]
+        T* A = Zc + m * Wo; // one row's A
+        for (int64_t n = 0; n < R; ++n) {
+            uvw_bilinear(p, ei, ec, rs[n], A);
+            for (int64_t k = 0; k < d3; ++k)
+                for (int64_t q = 0; q < UV; ++q) AT[q * m + n * d3 + k] = A[k * UV + q];
+            std::memcpy(Zc + n * d3 * Wo, rs[n].z + p[F_OFFO], sizeof(T) * d3 * Wo);
+        }
+        small_gemm(UV, Wo, m, AT, m, Zc, gw + woff);
+    } else {
+        T* Zc = M;           // [R d3][Wo]
+        T* G = M + m * Wo;   // [R d3][U V]
+        for (int64_t n = 0; n < R; ++n) std::memcpy(Zc + n * d3 * Wo, rs[n].z + p[F_OFFO], sizeof(T) * d3 * Wo);
+        std::fill(G, G + m * UV, T(0));
+        small_gemm(m, UV, Wo, Zc, Wo, wT + woff, G);
+        for (int64_t n = 0; n < R; ++n) uvw_input_grad(slot, p, ei, ec, rs[n], G + n * d3 * UV);
+    }
+}
+
+// Fresh outputs of 32 MiB and more are their own anonymous mappings (glibc's largest mmap
+// threshold), so their pages are not yet touched when the kernel writes them: every 4 KiB page
+// faults once (measured 5 x slower than writing reused memory on the VMs we run on). Asking for
+// transparent huge pages on the 2 MiB-aligned interior first makes that one fault per 2 MiB.
+// Smaller outputs come from the reused heap and are left alone (no VMA splitting there).
+inline void advise_huge_pages(void* data, size_t bytes) {
+#ifdef MADV_HUGEPAGE
+    constexpr size_t huge = size_t(2) << 20, min_bytes = size_t(32) << 20;
+    if (bytes < min_bytes) return;
+    const uintptr_t p = reinterpret_cast<uintptr_t>(data);
+    const uintptr_t a = (p + huge - 1) / huge * huge, e = (p + bytes) / huge * huge;
+    if (e > a) madvise(reinterpret_cast<void*>(a), e - a, MADV_HUGEPAGE);  // advice only: errors ignored
+#else
+    (void)data;
+    (void)bytes;
+#endif
+}
+
 template <typename T>
 void contract(int slot, int64_t rows, const int64_t* paths, int64_t npaths, const int32_t* ei, const T* ec,
               const int64_t* b1, int64_t n1, int64_t d1, const int64_t* b2, int64_t n2, int64_t d2,
@@ -347,13 +387,27 @@ void contract(int slot, int64_t rows, const int64_t* paths, int64_t npaths, cons
               const T* x1, const T* x2, const T* z, const T* w, T* out, int nthreads) {
     const Operand o1{b1, n1, d1}, o2{b2, n2, d2}, o3{b3, n3, d3};
     const bool shared_grad = slot == 3 && w_shared;
+    // shared, present weights: uvw paths run R rows at a time (uvw_chunk)
+    const bool chunked = w_shared && (w != nullptr || slot == 3);
+    const int64_t R = chunked ? CHUNK : 1;
+    int64_t chunk_numel = 0;
+    for (int64_t q = 0; q < npaths && chunked; ++q) {
+        const int64_t* p = paths + q * F_N;
+        if (p[F_MODE] != 0 || p[F_WOFF] < 0) continue;
+        const int64_t UV = p[F_U] * p[F_V];
+        chunk_numel = std::max(chunk_numel, R * p[F_D3] * (UV + p[F_K]) + p[F_D3] * UV);
+    }
+    const int64_t out_numel = slot == 3 ? (w_shared ? wn : rows * wn) : rows * (slot == 0 ? d3 : slot == 1 ? d1 : d2);
+    advise_huge_pages(out, sizeof(T) * size_t(out_numel));
     if (shared_grad) std::fill(out, out + wn, T(0));
     if (nthreads < 1) nthreads = 1;
     if (rows < 64) nthreads = 1;
+    const int64_t nchunks = (rows + R - 1) / R;
 #pragma omp parallel num_threads(nthreads)
     {
         const bool transpose_w = (slot == 1 || slot == 2) && w_shared && w != nullptr;
-        std::vector<T> buf(d1 + d2 + d3 + scratch + (shared_grad ? wn : 0));
+        const int64_t per_row = d1 + d2 + d3;
+        std::vector<T> buf(R * per_row + scratch + (shared_grad ? wn : 0));
         std::vector<T> wT(transpose_w ? wn : 0);
         if (transpose_w)
             for (int64_t q = 0; q < npaths; ++q) {
@@ -363,70 +417,63 @@ void contract(int slot, int64_t rows, const int64_t* paths, int64_t npaths, cons
                 for (int64_t a = 0; a < UV; ++a)
                     for (int64_t b = 0; b < Wo; ++b) wT[off + b * UV + a] = w[off + a * Wo + b];
             }
-        // shared weight gradient of uvw paths: chunks of rows (see path_uvw)
-        std::vector<int64_t> chunk_off(npaths, -1);
-        int64_t chunk_size = 0;
-        if (shared_grad)
-            for (int64_t q = 0; q < npaths; ++q) {
-                const int64_t* p = paths + q * F_N;
-                if (p[F_MODE] != 0 || p[F_WOFF] < 0) continue;
-                chunk_off[q] = chunk_size;
-                chunk_size += CHUNK * p[F_D3] * (p[F_U] * p[F_V] + p[F_K]);
-            }
-        std::vector<T> chunk(chunk_size);
-        int64_t chunk_rows = 0;
-        auto flush = [&](T* gw) {
-            for (int64_t q = 0; q < npaths && chunk_rows > 0; ++q) {
-                if (chunk_off[q] < 0) continue;
-                const int64_t* p = paths + q * F_N;
-                const int64_t UV = p[F_U] * p[F_V], ld = CHUNK * p[F_D3];
-                const T* ATc = chunk.data() + chunk_off[q];
-                small_gemm(UV, p[F_K], chunk_rows * p[F_D3], ATc, ld, ATc + UV * ld, gw + p[F_WOFF]);
-            }
-            chunk_rows = 0;
-        };
-        Row<T> r;
-        r.chunk = chunk_size ? chunk.data() : nullptr;
-        r.chunk_off = chunk_off.data();
-        r.x1 = buf.data();
-        r.x2 = r.x1 + d1;
-        r.z = r.x2 + d2;
-        r.s = r.z + d3;
-        r.wv = r.s + scratch / 2;
-        T* local_gw = r.s + scratch;
-        r.wT = transpose_w ? wT.data() : nullptr;
+        std::vector<T> chunk(chunk_numel);
+        T* s = buf.data() + R * per_row;
+        T* local_gw = s + scratch;
         if (shared_grad) std::fill(local_gw, local_gw + wn, T(0));
+        std::vector<Row<T>> rs(R);
+        for (int64_t n = 0; n < R; ++n) {
+            Row<T>& r = rs[n];
+            r.x1 = buf.data() + n * per_row;
+            r.x2 = r.x1 + d1;
+            r.z = r.x2 + d2;
+            r.s = s;
+            r.wv = s + scratch / 2;
+            r.wT = transpose_w ? wT.data() : nullptr;
+        }
 #pragma omp for schedule(static)
-        for (int64_t n = 0; n < rows; ++n) {
-            if (slot == 1) std::fill(r.x1, r.x1 + d1, T(0)); else to_buffer(x1 + n * d1, r.x1, o1);
-            if (slot == 2) std::fill(r.x2, r.x2 + d2, T(0)); else to_buffer(x2 + n * d2, r.x2, o2);
-            if (slot == 0) std::fill(r.z, r.z + d3, T(0)); else to_buffer(z + n * d3, r.z, o3);
-            r.w = w == nullptr ? nullptr : (w_shared ? w : w + n * wn);
-            if (slot == 3) {
-                if (w_shared) {
-                    r.gw = local_gw;
-                } else {
-                    r.gw = out + n * wn;
-                    std::fill(r.gw, r.gw + wn, T(0));
+        for (int64_t c = 0; c < nchunks; ++c) {
+            const int64_t n0 = c * R, nr = std::min(R, rows - n0);
+            for (int64_t a = 0; a < nr; ++a) {
+                Row<T>& r = rs[a];
+                const int64_t n = n0 + a;
+                if (slot == 1) std::fill(r.x1, r.x1 + d1, T(0)); else to_buffer(x1 + n * d1, r.x1, o1);
+                if (slot == 2) std::fill(r.x2, r.x2 + d2, T(0)); else to_buffer(x2 + n * d2, r.x2, o2);
+                if (slot == 0) std::fill(r.z, r.z + d3, T(0)); else to_buffer(z + n * d3, r.z, o3);
+                r.w = w == nullptr ? nullptr : (w_shared ? w : w + n * wn);
+                if (slot == 3) {
+                    if (w_shared) {
+                        r.gw = local_gw;
+                    } else {
+                        r.gw = out + n * wn;
+                        std::fill(r.gw, r.gw + wn, T(0));
+                    }
                 }
             }
-            r.chunk_row = chunk_rows;
             for (int64_t q = 0; q < npaths; ++q) {
                 const int64_t* p = paths + q * F_N;
                 if (slot == 3 && p[F_WOFF] < 0) continue;
-                switch (p[F_MODE]) {
-                    case 1: path_uvu<T>(slot, p, ei, ec, r); break;
-                    case 2: path_uuu<T>(slot, p, ei, ec, r); break;
-                    case 0: path_uvw<T>(slot, p, ei, ec, r, q); break;
-                    default: break;
+                if (chunked && p[F_MODE] == 0 && p[F_WOFF] >= 0) {
+                    uvw_chunk<T>(slot, p, ei, ec, rs.data(), nr, rs[0].wT, local_gw, chunk.data());
+                    continue;
+                }
+                for (int64_t a = 0; a < nr; ++a) {
+                    switch (p[F_MODE]) {
+                        case 1: path_uvu<T>(slot, p, ei, ec, rs[a]); break;
+                        case 2: path_uuu<T>(slot, p, ei, ec, rs[a]); break;
+                        case 0: path_uvw<T>(slot, p, ei, ec, rs[a]); break;
+                        default: break;
+                    }
                 }
             }
-            if (slot == 0) from_buffer(r.z, out + n * d3, o3);
-            else if (slot == 1) from_buffer(r.x1, out + n * d1, o1);
-            else if (slot == 2) from_buffer(r.x2, out + n * d2, o2);
-            if (r.chunk && ++chunk_rows == CHUNK) flush(local_gw);
+            for (int64_t a = 0; a < nr; ++a) {
+                const Row<T>& r = rs[a];
+                const int64_t n = n0 + a;
+                if (slot == 0) from_buffer(r.z, out + n * d3, o3);
+                else if (slot == 1) from_buffer(r.x1, out + n * d1, o1);
+                else if (slot == 2) from_buffer(r.x2, out + n * d2, o2);
+            }
         }
-        if (r.chunk) flush(local_gw);
         if (shared_grad) {
 #pragma omp critical
             for (int64_t q = 0; q < wn; ++q) out[q] += local_gw[q];
