@@ -8,6 +8,8 @@
 - :mod:`equikit.models.frame_averaged`: FA-GNN, the GNN averaged over PCA frames.
 - :mod:`equikit.models.graph`: :class:`GraphModel` graph classifiers / regressors (GIN, GCN,
   PPGN, SPEN, polynomial features, DeepSets backbones).
+- :mod:`equikit.models.permutation_learning`: ensembles of wide two-layer networks that learn a
+  permutation exactly from the basis vectors (Giapitzakis et al. 2025).
 - :mod:`equikit.models.potential`: :class:`Potential`, a MACE-style interatomic potential;
   :mod:`equikit.models.calculator`: its ASE calculator (imports ase).
 """
@@ -16,9 +18,11 @@ from equikit.models.dynamics import EGNN, GNN, EGNNLayer, GNNLayer, LinearDynami
 from equikit.models.eqmotion import EqMotion, EqMotionLayer
 from equikit.models.frame_averaged import FAGNN
 from equikit.models.graph import GraphModel, GraphModelConfig
+from equikit.models.permutation_learning import PermutationEnsemble, PermutationEnsembleConfig
 from equikit.models.ponita import Ponita
 from equikit.models.potential import Potential, PotentialConfig  # MACE-style potential (issue 7)
 
 __all__ = ["EGNN", "FAGNN", "GNN", "EGNNLayer", "EqMotion", "EqMotionLayer", "GNNLayer", "LinearDynamics", "Ponita"]
 __all__ += ["GraphModel", "GraphModelConfig"]
+__all__ += ["PermutationEnsemble", "PermutationEnsembleConfig"]  # exact permutation learning (issue 5)
 __all__ += ["Potential", "PotentialConfig"]  # the ASE calculator: equikit.models.calculator (needs ase)
