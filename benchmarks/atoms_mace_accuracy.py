@@ -1,0 +1,539 @@
+"""Accuracy of equikit's MACE-style potential against mace-torch at an equal training budget.
+
+Issue 7, benchmarks 1 and 2: "MD17-lite" (MMFF94 Langevin MD of MD17 molecules, energy and
+force MAE) and EMT copper temperature transfer (train on 300 K frames, test at 300, 600 and
+1200 K: energy, force and stress RMSE; NVE drift of a short MD run with each model). Both
+codes are trained from the same extxyz files with their own command lines, with matched
+sizes and settings from ``benchmarks/configs/atoms_mace_accuracy.yaml`` (same batches per
+epoch and epochs, so the same number of gradient steps), one at a time, one thread each.
+Then one script evaluates both through their ASE calculators on the same test frames.
+
+Three stages (the third runs in the mace-torch venv, where equikit is imported from ``src/``)::
+
+    .venv/bin/python benchmarks/atoms_mace_accuracy.py prepare      # data (extxyz) + run configs
+    nice -n 5 .venv/bin/python benchmarks/atoms_mace_accuracy.py train   # equikit, then mace_run_train, per data set
+    .venv-mace/bin/python benchmarks/atoms_mace_accuracy.py evaluate  # both ASE calculators, NVE, report
+
+``train`` is resumable (a finished run is skipped; an interrupted equikit run continues with
+``--resume``, mace-torch with ``--restart_latest``) and writes the PID of the process that is
+computing to ``--pid-file`` (the long-job rule of the shared machine: SIGSTOP/SIGCONT it).
+Work files go to ``--work`` (default ``data/atoms_mace_accuracy``, git-ignored); results to
+``benchmarks/results/atoms_mace_accuracy.{json,md,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "src"))
+CONFIG = ROOT / "benchmarks" / "configs" / "atoms_mace_accuracy.yaml"
+WORK = ROOT / "data" / "atoms_mace_accuracy"
+VENV = ROOT / ".venv" / "bin"
+VENV_MACE = ROOT / ".venv-mace" / "bin"
+NAME = "atoms_mace_accuracy"
+
+
+def load_settings(path: Path = CONFIG) -> dict:
+    import yaml
+
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+# --------------------------------------------------------------------------- prepare
+def _with_ref_keys(atoms_list, temperatures=None):
+    """Frames with the labels both as calculator results (equikit's reader) and under
+    mace-torch's default keys ``REF_energy`` / ``REF_forces`` / ``REF_stress`` (Voigt)."""
+    import numpy as np
+
+    out = []
+    for k, a in enumerate(atoms_list):
+        res = a.calc.results
+        a.info["REF_energy"] = float(res["energy"])
+        a.arrays["REF_forces"] = np.array(res["forces"], dtype=np.float64)
+        if "stress" in res and all(a.pbc):
+            s = np.asarray(res["stress"], dtype=np.float64)
+            if s.shape == (3, 3):
+                s = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+            a.info["REF_stress"] = s
+        if temperatures is not None:
+            a.info["temperature"] = float(temperatures[k])
+        out.append(a)
+    return out
+
+
+def _write(path: Path, atoms_list) -> None:
+    from ase.io import write
+
+    tmp = path.with_suffix(".tmp.xyz")
+    write(tmp, atoms_list, format="extxyz")
+    os.replace(tmp, path)
+
+
+def prepare_dataset(name: str, ds: dict, settings: dict, work: Path) -> None:
+    """Generate the frames of data set ``name`` and write ``train_val.xyz`` (equikit's input;
+    it splits off the validation frames itself), ``mace_train.xyz`` / ``mace_valid.xyz`` (the
+    same split, computed with equikit's ``split_frames``), ``test.xyz`` and both run configs."""
+    import torch
+
+    from equikit.cli.train_potential import split_frames
+    from equikit.data.atoms_md import EMTConfig, MMFFConfig, generate_emt, generate_mmff
+
+    d = work / name
+    d.mkdir(parents=True, exist_ok=True)
+    n_tv = ds["n_train"] + ds["n_val"]
+    if not (d / "test.xyz").exists():
+        t0 = time.perf_counter()
+        if ds["kind"] == "mmff":
+            total = n_tv + ds["n_test"]
+            frames = generate_mmff(MMFFConfig(ds["molecule"], temperatures=(ds["temperature"],),
+                                              frames_per_temperature=total, stride=ds["stride"], seed=0))
+            perm = torch.randperm(total, generator=torch.Generator().manual_seed(0)).tolist()
+            test, train_val = frames[sorted(perm[:ds["n_test"]])], frames[sorted(perm[ds["n_test"]:])]
+        else:
+            train_val = generate_emt(EMTConfig("Cu", repeat=ds["repeat"], temperatures=(ds["train_temperature"],),
+                                               frames_per_temperature=n_tv, stride=ds["stride"], seed=0))
+            test = generate_emt(EMTConfig("Cu", repeat=ds["repeat"], temperatures=tuple(ds["test_temperatures"]),
+                                          frames_per_temperature=ds["n_test_per_temperature"], stride=ds["stride"],
+                                          seed=1))
+        tv_atoms = _with_ref_keys(train_val.to_atoms(), train_val.info["temperature"].tolist())
+        parts = split_frames(len(tv_atoms), ds["n_val"] / n_tv, 0.0, seed=0)
+        assert len(parts["train"]) == ds["n_train"], parts  # the split equikit will make
+        _write(d / "train_val.xyz", tv_atoms)
+        _write(d / "mace_train.xyz", [tv_atoms[i] for i in parts["train"]])
+        _write(d / "mace_valid.xyz", [tv_atoms[i] for i in parts["val"]])
+        _write(d / "test.xyz", _with_ref_keys(test.to_atoms(), test.info["temperature"].tolist()))
+        print(f"{name}: {len(train_val)} train+val, {len(test)} test frames ({time.perf_counter() - t0:.0f} s)",
+              flush=True)
+    _write_configs(name, ds, settings, d)
+
+
+def _write_configs(name: str, ds: dict, settings: dict, d: Path) -> None:
+    import yaml
+
+    m, t = settings["model"], settings["train"]
+    ours = {"seed": t["seed"], "epochs": ds["epochs"], "lr": t["lr"], "batch_size": ds["batch_size"],
+            "eval_every": 1, "progress": False, "grad_clip": t["grad_clip"],
+            "extra": {"data": str(d / "train_val.xyz"), "model": dict(m),
+                      "val_fraction": ds["n_val"] / (ds["n_train"] + ds["n_val"]), "test_fraction": 0.0,
+                      "split_seed": 0, "energy_weight": ds["energy_weight"], "forces_weight": ds["forces_weight"],
+                      "stress_weight": ds["stress_weight"], "optimizer": "adam", "schedule": "plateau",
+                      "plateau_factor": t["plateau_factor"], "plateau_patience": t["plateau_patience"],
+                      "ema_decay": t["ema_decay"], "eval_batch_size": t["eval_batch_size"]}}
+    (d / "ours.yaml").write_text(yaml.safe_dump(ours, sort_keys=False))
+    stress = ds["stress_weight"] > 0
+    mace = ["--name", "mace", "--work_dir", str(d / "mace"), "--seed", str(t["seed"]), "--device", "cpu",
+            "--default_dtype", m["dtype"], "--train_file", str(d / "mace_train.xyz"),
+            "--valid_file", str(d / "mace_valid.xyz"), "--E0s", "average", "--model", "MACE",
+            "--hidden_irreps", m["hidden_irreps"], "--max_ell", str(m["max_ell"]),
+            "--correlation", str(m["correlation"]), "--num_interactions", str(m["num_interactions"]),
+            "--r_max", str(m["cutoff"]), "--radial_type", "bessel", "--num_radial_basis", str(m["num_radial"]),
+            "--num_cutoff_basis", str(m["envelope_p"]), "--radial_MLP", str(list(m["radial_mlp"])),
+            "--MLP_irreps", f"{m['readout_hidden']}x0e", "--loss", "stress" if stress else "weighted",
+            "--energy_weight", str(ds["energy_weight"]), "--forces_weight", str(ds["forces_weight"]),
+            "--stress_weight", str(ds["stress_weight"]), "--compute_stress", str(stress),
+            "--batch_size", str(ds["batch_size"]), "--valid_batch_size", str(t["eval_batch_size"]),
+            "--max_num_epochs", str(ds["epochs"]), "--lr", str(t["lr"]), "--weight_decay", "0.0",
+            "--ema", "--ema_decay", str(t["ema_decay"]), "--scheduler", "ReduceLROnPlateau",
+            "--lr_factor", str(t["plateau_factor"]), "--scheduler_patience", str(t["plateau_patience"]),
+            "--eval_interval", "1", "--plot", "False", "--save_cpu", "--error_table", "PerAtomRMSE"]
+    (d / "mace_args.json").write_text(json.dumps(mace, indent=1))
+
+
+# --------------------------------------------------------------------------- train
+def _run_logged(cmd: list[str], log: Path, pid_file: Path | None, env: dict) -> float:
+    """Run ``cmd`` (it inherits this process's niceness), stdout+stderr to ``log``; its PID in
+    ``pid_file`` while it runs."""
+    t0 = time.perf_counter()
+    with open(log, "a") as fh:
+        fh.write(f"\n# {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(cmd)}\n")
+        fh.flush()
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        if pid_file is not None:
+            pid_file.write_text(f"{proc.pid}\n")
+        rc = proc.wait()
+    if rc != 0:
+        raise RuntimeError(f"{cmd[0]} failed (exit {rc}); see {log}")
+    return time.perf_counter() - t0
+
+
+def mace_model_path(d: Path) -> Path:
+    return d / "mace" / "mace.model"
+
+
+def train_dataset(name: str, d: Path, pid_file: Path | None) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
+    walls = json.loads((d / "wall.json").read_text()) if (d / "wall.json").exists() else {}
+    ours_dir = d / "ours"
+    if not (ours_dir / "model.pt").exists():
+        cmd = [str(VENV / "equikit"), "train", "potential", "--config", str(d / "ours.yaml"), "--out", str(ours_dir),
+               "--threads", "1", "--no-progress"]
+        if (ours_dir / "checkpoint.pt").exists():
+            cmd.append("--resume")
+        walls["ours_s"] = walls.get("ours_s", 0.0) + _run_logged(cmd, d / "ours.log", pid_file, env)
+        (d / "wall.json").write_text(json.dumps(walls))
+    if not mace_model_path(d).exists():
+        args = json.loads((d / "mace_args.json").read_text())
+        if (d / "mace" / "checkpoints").exists():
+            args.append("--restart_latest")
+        walls["mace_s"] = walls.get("mace_s", 0.0) + _run_logged([str(VENV_MACE / "mace_run_train"), *args],
+                                                                 d / "mace.log", pid_file, env)
+        (d / "wall.json").write_text(json.dumps(walls))
+    print(f"{name}: trained, wall {walls}", flush=True)
+
+
+# --------------------------------------------------------------------------- evaluate (.venv-mace)
+def _predict(calc, frames, stress: bool):
+    """Energies, forces (and 3 x 3 stresses) of ``frames`` through an ASE calculator."""
+    import numpy as np
+
+    e, f, s = [], [], []
+    for a in frames:
+        a = a.copy()
+        a.calc = calc
+        e.append(a.get_potential_energy())
+        f.append(a.get_forces())
+        if stress:
+            s.append(a.get_stress(voigt=False))
+    return np.array(e), np.concatenate(f), (np.array(s) if stress else None)
+
+
+def _predict_ours_batched(model_path: Path, test_path: Path, dtype: str, stress: bool, batch_size: int = 10):
+    """equikit's predictions on the whole test file, ``batch_size`` structures per call."""
+    import torch
+
+    from equikit.cli.train_potential import predict
+    from equikit.data.atoms import read_extxyz
+    from equikit.models.calculator import load_potential
+
+    frames = read_extxyz(test_path).to(dtype=torch.float32 if dtype == "float32" else torch.float64)
+    p = predict(load_potential(model_path), frames, batch_size)
+    return (p["energy"].numpy(), p["forces"].numpy(), p["stress"].numpy() if stress else None)
+
+
+def _predict_mace_batched(model_path: Path, test_path: Path, dtype: str, stress: bool, out: Path,
+                          batch_size: int = 10):
+    """mace-torch's predictions on the whole test file through its own ``mace_eval_configs``."""
+    import numpy as np
+    from ase.io import read
+
+    cmd = [str(VENV_MACE / "mace_eval_configs"), "--configs", str(test_path), "--model", str(model_path),
+           "--output", str(out), "--device", "cpu", "--default_dtype", dtype, "--batch_size", str(batch_size)]
+    if stress:
+        cmd.append("--compute_stress")
+    subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1",
+                                                              "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"})
+    frames = read(out, index=":", format="extxyz")
+    e = np.array([a.info["MACE_energy"] for a in frames])
+    f = np.concatenate([a.arrays["MACE_forces"] for a in frames])
+    s = np.array([np.asarray(a.info["MACE_stress"]).reshape(3, 3) for a in frames]) if stress else None
+    return e, f, s
+
+
+def _reference(frames, stress: bool):
+    import numpy as np
+
+    e = np.array([a.info["REF_energy"] for a in frames])
+    f = np.concatenate([a.arrays["REF_forces"] for a in frames])
+    s = None
+    if stress:
+        s = []
+        for a in frames:
+            xx, yy, zz, yz, xz, xy = a.info["REF_stress"]
+            s.append([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+        s = np.array(s)
+    return e, f, s
+
+
+def _errors(pred, ref, natoms, sel=None) -> dict:
+    import numpy as np
+
+    (pe, pf, ps), (re, rf, rs) = pred, ref
+    if sel is None:
+        sel = np.ones(len(pe), dtype=bool)
+    atom_sel = np.repeat(sel, natoms)
+    de, dea = (pe - re)[sel], ((pe - re) / natoms)[sel]
+    df = (pf - rf)[atom_sel]
+    out = {"frames": int(sel.sum()), "energy_mae_mev": 1e3 * float(np.abs(de).mean()),
+           "energy_mae_mev_per_atom": 1e3 * float(np.abs(dea).mean()),
+           "energy_rmse_mev_per_atom": 1e3 * float(np.sqrt((dea**2).mean())),
+           "forces_mae_mev_per_a": 1e3 * float(np.abs(df).mean()),
+           "forces_rmse_mev_per_a": 1e3 * float(np.sqrt((df**2).mean()))}
+    if ps is not None:
+        ds = (ps - rs)[sel]
+        out["stress_rmse_mev_per_a3"] = 1e3 * float(np.sqrt((ds**2).mean()))
+    return out
+
+
+def _nve(calc, start, nve: dict) -> dict:
+    """NVE velocity Verlet from ``start`` (positions and cell) with Maxwell-Boltzmann velocities
+    at ``nve["temperature"]`` (seeded); drift = slope of total energy per atom vs time."""
+    import numpy as np
+    from ase import units
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.verlet import VelocityVerlet
+
+    from equikit.cli.md import energy_drift
+
+    atoms = start.copy()
+    atoms.calc = calc
+    MaxwellBoltzmannDistribution(atoms, temperature_K=nve["temperature"], rng=np.random.default_rng(nve["seed"]))
+    Stationary(atoms)
+    dyn = VelocityVerlet(atoms, nve["timestep_fs"] * units.fs)
+    n = len(atoms)
+    rec = {"t_ps": [], "etot": [], "temp": []}
+
+    def log():
+        rec["t_ps"].append(dyn.nsteps * nve["timestep_fs"] / 1000)
+        rec["etot"].append((atoms.get_potential_energy() + atoms.get_kinetic_energy()) / n)
+        rec["temp"].append(atoms.get_temperature())
+
+    dyn.attach(log, interval=nve["log_every"])
+    t0 = time.perf_counter()
+    dyn.run(nve["steps"])
+    sec = time.perf_counter() - t0
+    et = np.array(rec["etot"])
+    return {"steps": nve["steps"], "timestep_fs": nve["timestep_fs"], "seconds": sec,
+            "steps_per_second": nve["steps"] / sec,
+            "energy_drift_mev_per_atom_per_ps": 1e3 * energy_drift(rec["t_ps"], et),
+            "etot_max_deviation_mev_per_atom": 1e3 * float(np.abs(et - et[0]).max()),
+            "temperature_mean_K": float(np.mean(rec["temp"][1:])), "t_ps": rec["t_ps"],
+            "etot_per_atom": et.tolist()}
+
+
+def mace_loop_seconds(d: Path) -> float | None:
+    """Seconds between mace-torch's "Started training" and "Training complete" log lines
+    (the training loop with its per-epoch validation; equikit's ``summary.json`` ``seconds``
+    measures the same span)."""
+    from datetime import datetime
+
+    logs = sorted((d / "mace" / "logs").glob("*.log"))
+    logs = [p for p in logs if "debug" not in p.name]
+    if not logs:
+        return None
+    start = end = None
+    for line in logs[0].read_text().splitlines():
+        if "Started training" in line or "Training complete" in line:
+            t = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f")
+            if "Started" in line and start is None:
+                start = t
+            elif "complete" in line:
+                end = t
+    return (end - start).total_seconds() if start and end else None
+
+
+def evaluate(settings: dict, work: Path, out_dir: Path, threads: int) -> dict:
+    import numpy as np
+    import torch
+    from ase.calculators.emt import EMT
+    from ase.io import read
+
+    torch.set_num_threads(threads)
+    import mace
+    from mace.calculators import MACECalculator
+
+    from _common import environment
+    from equikit.models.calculator import EquikitCalculator
+
+    payload = {"env": environment(), "mace_torch": getattr(mace, "__version__", "0.3.16"), "settings": settings,
+               "datasets": {}}
+    for name, ds in settings["datasets"].items():
+        d = work / name
+        if not ((d / "ours" / "model.pt").exists() and mace_model_path(d).exists()):
+            print(f"{name}: not trained, skipped", flush=True)
+            continue
+        stress = ds["kind"] == "emt"
+        frames = read(d / "test.xyz", index=":", format="extxyz")
+        natoms = np.array([len(a) for a in frames])
+        ref = _reference(frames, stress)
+        calcs = {"equikit": EquikitCalculator(str(d / "ours" / "model.pt")),
+                 "mace_torch": MACECalculator(model_paths=str(mace_model_path(d)), device="cpu",
+                                              default_dtype=settings["model"]["dtype"])}
+        summary = json.loads((d / "ours" / "summary.json").read_text())
+        res = {"n_test": len(frames), "walls_s": json.loads((d / "wall.json").read_text()),
+               "epochs": ds["epochs"], "batch_size": ds["batch_size"], "n_train": ds["n_train"],
+               "gradient_steps": ds["epochs"] * (ds["n_train"] // ds["batch_size"]),
+               "equikit_steps": summary["steps"], "equikit_parameters": summary["parameters"],
+               "train_loop_s": {"ours_s": summary["seconds"], "mace_s": mace_loop_seconds(d)}, "models": {}}
+        preds = {}
+        dtype = settings["model"]["dtype"]
+        for cname, calc in calcs.items():
+            t0 = time.perf_counter()
+            if cname == "equikit":
+                preds[cname] = _predict_ours_batched(d / "ours" / "model.pt", d / "test.xyz", dtype, stress)
+            else:
+                preds[cname] = _predict_mace_batched(mace_model_path(d), d / "test.xyz", dtype, stress,
+                                                     d / "mace_test_predictions.xyz")
+            sec = time.perf_counter() - t0
+            # the ASE calculator gives the same numbers (checked on the first frames)
+            k = 5
+            via_calc = _predict(calc, frames[:k], stress)
+            nat_k = int(natoms[:k].sum())
+            gap = max(float(np.abs(via_calc[0] - preds[cname][0][:k]).max() / natoms[:k].max()),
+                      float(np.abs(via_calc[1] - preds[cname][1][:nat_k]).max()),
+                      float(np.abs(via_calc[2] - preds[cname][2][:k]).max()) if stress else 0.0)
+            r = {"all": _errors(preds[cname], ref, natoms), "eval_seconds": sec,
+                 "calculator_vs_batched_max_abs_diff": gap}
+            if cname == "mace_torch":
+                r["parameters"] = sum(p.numel() for p in calc.models[0].parameters())
+            if stress:
+                temps = np.array([a.info["temperature"] for a in frames])
+                r["by_temperature"] = {f"{t:g}": _errors(preds[cname], ref, natoms, temps == t)
+                                       for t in sorted(set(temps.tolist()))}
+            res["models"][cname] = r
+            print(f"{name} {cname}: {r['all']} ({sec:.0f} s)", flush=True)
+        if stress and "nve" in ds:
+            start = frames[0]
+            res["nve"] = {}
+            for cname, calc in (("emt_reference", EMT()), *calcs.items()):
+                res["nve"][cname] = _nve(calc, start, ds["nve"])
+                print(f"{name} NVE {cname}: drift {res['nve'][cname]['energy_drift_mev_per_atom_per_ps']:.3g} "
+                      f"meV/atom/ps", flush=True)
+        payload["datasets"][name] = res
+        payload["_preds"] = payload.get("_preds", {})
+        payload["_preds"][name] = (ref, preds, natoms, stress,
+                                   np.array([a.info.get("temperature", 0.0) for a in frames]))
+    payload["env_end"] = environment()
+    plot(payload, out_dir / f"{NAME}.png")
+    payload.pop("_preds", None)
+    md = report(payload)
+    from _common import write_results
+
+    write_results(NAME, payload, md, out_dir)
+    print(md, flush=True)
+    return payload
+
+
+def plot(payload: dict, path: Path) -> None:
+    from _common import pyplot
+
+    plt = pyplot()
+    preds = payload.get("_preds", {})
+    names = list(preds)
+    if not names:
+        return
+    cols = 2 + (1 if any(p[3] for p in preds.values()) else 0)
+    fig, axes = plt.subplots(len(names), cols, figsize=(4.2 * cols, 3.8 * len(names)), squeeze=False)
+    colors = {"equikit": "tab:blue", "mace_torch": "tab:orange"}
+    for row, name in enumerate(names):
+        (re, rf, _), pr, natoms, stress, _ = preds[name]
+        for cname, (pe, pf, _) in pr.items():
+            axes[row, 0].scatter(re / natoms, pe / natoms, s=3, alpha=0.5, c=colors[cname], label=cname)
+            axes[row, 1].scatter(rf.ravel(), pf.ravel(), s=1, alpha=0.3, c=colors[cname], label=cname)
+        for ax, what in zip(axes[row, :2], ("energy (eV/atom)", "force components (eV/A)")):
+            lo, hi = ax.get_xlim()
+            ax.plot([lo, hi], [lo, hi], "k--", lw=0.7)
+            ax.set(xlabel=f"reference {what}", ylabel=f"predicted {what}", title=f"{name}: test parity")
+            ax.legend(markerscale=4, fontsize=8)
+        if cols == 3:
+            ax = axes[row, 2]
+            if stress:
+                bt = {c: r["by_temperature"] for c, r in payload["datasets"][name]["models"].items()}
+                for cname, rows in bt.items():
+                    ts = [float(t) for t in rows]
+                    for key, ls in (("forces_rmse_mev_per_a", "-"), ("energy_rmse_mev_per_atom", "--"),
+                                    ("stress_rmse_mev_per_a3", ":")):
+                        ax.plot(ts, [rows[t][key] for t in rows], ls, marker="o", c=colors[cname],
+                                label=f"{cname} {key.split('_')[0]}")
+                ax.set(xlabel="test temperature (K) [trained at 300 K]", ylabel="RMSE (meV/A, meV/atom, meV/A^3)",
+                       yscale="log", title=f"{name}: transfer")
+                ax.legend(fontsize=6)
+            else:
+                ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(payload: dict) -> str:
+    env, env_end = payload["env"], payload["env_end"]
+    lines = ["# equikit vs mace-torch: accuracy at an equal training budget (issue 7, benchmarks 1 and 2)", "",
+             f"`benchmarks/atoms_mace_accuracy.py` (prepare, train, evaluate); mace-torch {payload['mace_torch']}, "
+             f"torch {env['torch']}; evaluation load average {tuple(round(v, 2) for v in env['loadavg'])} -> "
+             f"{tuple(round(v, 2) for v in env_end['loadavg'])}. "
+             f"Both: `{payload['settings']['model']['hidden_irreps']}`, "
+             "max_ell 3, correlation 3, 2 interactions, cutoff 5 A, 8 Bessel + p=6 envelope, radial MLP [64, 64, 64], "
+             "float32, lr 0.01, EMA 0.99, one thread; equal epochs and batches = equal gradient steps. "
+             "Wall times were measured on a shared 2-core machine while others worked (provisional).", "",
+             "## MD17-lite (MMFF94 500 K Langevin MD; test MAE)", "",
+             "| molecule | train / test frames | epochs (steps) | model | params | energy MAE meV | "
+             "energy MAE meV/atom | force MAE meV/A | training loop s | whole command s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in payload["datasets"].items():
+        if "nve" in r:
+            continue
+        for cname, m in r["models"].items():
+            params = r["equikit_parameters"] if cname == "equikit" else m.get("parameters", "?")
+            key = "ours_s" if cname == "equikit" else "mace_s"
+            wall, loop = r["walls_s"].get(key, float("nan")), r["train_loop_s"].get(key) or float("nan")
+            a = m["all"]
+            lines.append(f"| {name} | {r['n_train']} / {r['n_test']} | {r['epochs']} ({r['gradient_steps']}) | "
+                         f"{cname} | {params} | {a['energy_mae_mev']:.2f} | {a['energy_mae_mev_per_atom']:.3f} | "
+                         f"{a['forces_mae_mev_per_a']:.1f} | {loop:.0f} | {wall:.0f} |")
+    for name, r in payload["datasets"].items():
+        if "nve" not in r:
+            continue
+        lines += ["", f"## EMT Cu temperature transfer ({name}: trained on 300 K; test RMSE)", "",
+                  f"{r['n_train']} training frames, {r['epochs']} epochs ({r['gradient_steps']} steps); training "
+                  f"loop / whole command: equikit {r['train_loop_s']['ours_s'] or float('nan'):.0f} / "
+                  f"{r['walls_s'].get('ours_s', float('nan')):.0f} s, mace-torch "
+                  f"{r['train_loop_s']['mace_s'] or float('nan'):.0f} / "
+                  f"{r['walls_s'].get('mace_s', float('nan')):.0f} s "
+                  f"(parameters: equikit {r['equikit_parameters']}, mace-torch "
+                  f"{r['models'].get('mace_torch', {}).get('parameters', '?')}).", "",
+                  "| test T (K) | model | energy RMSE meV/atom | force RMSE meV/A | stress RMSE meV/A^3 |",
+                  "|---|---|---|---|---|"]
+        for cname, m in r["models"].items():
+            for t, e in m["by_temperature"].items():
+                lines.append(f"| {t} | {cname} | {e['energy_rmse_mev_per_atom']:.3f} | "
+                             f"{e['forces_rmse_mev_per_a']:.1f} | {e['stress_rmse_mev_per_a3']:.2f} |")
+        nv = next(iter(r["nve"].values()))
+        lines += ["", f"NVE: velocity Verlet, {nv['steps']} steps of {nv['timestep_fs']} fs from the first 300 K "
+                  "test frame, Maxwell-Boltzmann velocities at 300 K (seed 0), same start for every model.", "",
+                  "| model | drift meV/atom/ps | max deviation of E_tot meV/atom | mean T (K) | MD steps/s |",
+                  "|---|---|---|---|---|"]
+        for cname, v in r["nve"].items():
+            lines.append(f"| {cname} | {v['energy_drift_mev_per_atom_per_ps']:.4f} | "
+                         f"{v['etot_max_deviation_mev_per_atom']:.3f} | {v['temperature_mean_K']:.0f} | "
+                         f"{v['steps_per_second']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("stage", choices=("prepare", "train", "evaluate"))
+    ap.add_argument("--config", type=Path, default=CONFIG)
+    ap.add_argument("--work", type=Path, default=WORK)
+    ap.add_argument("--datasets", nargs="*", default=None, help="subset of the config's data sets")
+    ap.add_argument("--pid-file", type=Path, default=None, help="train: PID of the running trainer goes here")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = ap.parse_args(argv)
+    settings = load_settings(args.config)
+    if args.datasets:
+        settings["datasets"] = {k: v for k, v in settings["datasets"].items() if k in args.datasets}
+    if args.stage == "prepare":
+        import torch
+
+        torch.set_num_threads(args.threads)
+        for name, ds in settings["datasets"].items():
+            prepare_dataset(name, ds, settings, args.work)
+    elif args.stage == "train":
+        for name in settings["datasets"]:
+            train_dataset(name, args.work / name, args.pid_file)
+    else:
+        evaluate(settings, args.work, args.out, args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
