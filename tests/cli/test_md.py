@@ -51,10 +51,11 @@ def test_nve_writes_trajectory_and_summary_with_a_finite_drift(model_path, tmp_p
     assert summary["natoms"] == 8 and summary["steps"] == 20 and summary["ensemble"] == "nve"
     assert np.isfinite(summary["energy_drift_ev_per_atom_per_ps"])
     # the drift is the slope through the total energies stored in the trajectory (as text: a
-    # 4 fs step makes the drift large against the file's rounding)
+    # 4 fs step makes the drift large against the file's rounding; with this untrained model the
+    # drift is ~5e-7 eV/atom/ps and the text rounding moves the slope by ~2e-4 of it, hence 1e-3)
     t = np.arange(len(frames)) * 5 * 4.0 / 1000
     e = np.array([(a.get_potential_energy() + a.get_kinetic_energy()) / 8 for a in frames])
-    assert summary["energy_drift_ev_per_atom_per_ps"] == pytest.approx(np.polyfit(t, e, 1)[0], rel=1e-4)
+    assert summary["energy_drift_ev_per_atom_per_ps"] == pytest.approx(np.polyfit(t, e, 1)[0], rel=1e-3)
 
 
 def test_nve_energy_error_shrinks_with_the_time_step(model_path):

@@ -30,3 +30,84 @@ def test_energy_is_continuous_at_the_cutoff(radial):
     assert abs(inside - outside) < 1e-9 * max(1.0, abs(outside))
     # and the pair does interact well inside the cutoff (the check above is not vacuous)
     assert abs(model(_pair(2.0))["energy"].item() - outside) > 1e-6
+
+
+def _copper_md_frames(steps=12):
+    """Positions of a short, hot velocity-Verlet run of 8 Cu atoms under EMT (atoms move ~0.1 A)."""
+    from ase import units
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.md.velocitydistribution import thermalize_momenta
+    from ase.md.verlet import VelocityVerlet
+
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 1, 1))
+    atoms.rattle(0.05, seed=1)
+    atoms.calc = EMT()
+    thermalize_momenta(atoms, temperature_K=3000, rng=__import__("numpy").random.default_rng(0))
+    dyn = VelocityVerlet(atoms, 2.0 * units.fs)
+    frames = []
+    for _ in range(steps):
+        dyn.run(1)
+        frames.append(atoms.copy())
+    return frames
+
+
+def test_verlet_skin_gives_the_fresh_neighbour_list_results():
+    from equikit.models.calculator import EquikitCalculator
+
+    torch.manual_seed(0)
+    model = Potential(_config(atomic_numbers=(29,), cutoff=3.0))
+    frames = _copper_md_frames()
+    skin, fresh = EquikitCalculator(model, skin=0.3), EquikitCalculator(model, skin=0.0)
+    moved = max(abs(f.positions - frames[0].positions).max() for f in frames)
+    assert moved > 0.15  # atoms cross skin / 2, so the list is rebuilt at least once
+    for atoms in frames:
+        a, b = atoms.copy(), atoms.copy()
+        a.calc, b.calc = skin, fresh
+        ea, eb = a.get_potential_energy(), b.get_potential_energy()
+        assert abs(ea - eb) <= 1e-10 * abs(eb)
+        fa, fb = a.get_forces(), b.get_forces()
+        assert abs(fa - fb).max() <= 1e-10 * abs(fb).max()
+        sa, sb = a.get_stress(), b.get_stress()
+        assert abs(sa - sb).max() <= 1e-10 * abs(sb).max()
+    assert 1 < skin.rebuilds < len(frames)  # reused between rebuilds, rebuilt when atoms moved
+    assert fresh.rebuilds == 0  # skin 0: the model searches on every call
+
+
+def test_verlet_list_is_rebuilt_when_the_cell_changes():
+    from equikit.models.calculator import EquikitCalculator
+
+    torch.manual_seed(0)
+    model = Potential(_config(atomic_numbers=(29,), cutoff=3.0))
+    atoms = _copper_md_frames(1)[0]
+    calc = EquikitCalculator(model, skin=0.3)
+    atoms.calc = calc
+    atoms.get_potential_energy()
+    atoms.set_cell(atoms.cell * 1.02, scale_atoms=True)  # every atom moves < skin/2 near the origin
+    e_skin = atoms.get_potential_energy()
+    ref = atoms.copy()
+    ref.calc = EquikitCalculator(model, skin=0.0)
+    assert abs(e_skin - ref.get_potential_energy()) <= 1e-10 * abs(e_skin)
+    assert calc.rebuilds == 2
+
+
+def test_precomputed_neighbors_equal_the_search():
+    torch.manual_seed(0)
+    model = Potential(_config())
+    b = AtomsBatch.from_arrays(positions=torch.rand(6, 3, generator=torch.Generator().manual_seed(2)) * 3,
+                               numbers=torch.tensor([8, 1, 1, 8, 1, 1]), natoms=torch.tensor([3, 3]),
+                               dtype=torch.float64)
+    ref, out = model(b), model(b, neighbors=b.neighbors(3.0))
+    assert torch.allclose(out["energy"], ref["energy"], rtol=1e-12, atol=0)
+    assert torch.allclose(out["forces"], ref["forces"], rtol=1e-12, atol=1e-14)
+    with pytest.raises(TypeError, match=r"Potential.forward: `neighbors`"):
+        model(b, neighbors=(1, 2))
+
+
+def test_bad_skin_raises():
+    from equikit.models.calculator import EquikitCalculator
+
+    model = Potential(_config(atomic_numbers=(29,)))
+    for bad in (-0.1, "1", True):
+        with pytest.raises(ValueError, match="EquikitCalculator: `skin`"):
+            EquikitCalculator(model, skin=bad)

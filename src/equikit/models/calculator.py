@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from equikit.data.atoms import AtomsBatch, import_ase
+from equikit.data.neighbors import Neighbors, edge_vectors, radius_graph
 from equikit.models.potential import Potential, PotentialConfig
 
 import_ase("EquikitCalculator")
@@ -38,9 +39,15 @@ class EquikitCalculator(_calc.Calculator):
     """ASE calculator: ``energy``, ``free_energy`` (= energy), ``forces`` and, for periodic
     cells, ``stress`` (Voigt 6-vector as ASE expects, eV/A^3, ASE's sign convention).
 
+    Neighbour list with a Verlet skin: the pairs within ``cutoff + skin`` are searched once and
+    reused while no atom has moved more than ``skin / 2`` since (and the cell, periodicity and
+    atomic numbers are unchanged); each call keeps the pairs shorter than the cutoff, so energies
+    and forces are those of a fresh search (same edges; only the summation order may differ).
+
     Args:
         model: a :class:`Potential`, or a path to a checkpoint of :func:`save_potential`.
         device: where to run (default CPU).
+        skin: Verlet skin (Angstrom, >= 0); 0 searches the neighbours on every call.
 
     >>> from ase.build import molecule
     >>> cfg = PotentialConfig(atomic_numbers=(1, 8), hidden_irreps="4x0e + 4x1o", max_ell=1, correlation=2,
@@ -53,8 +60,14 @@ class EquikitCalculator(_calc.Calculator):
 
     implemented_properties: ClassVar[list[str]] = ["energy", "free_energy", "forces", "stress"]
 
-    def __init__(self, model: Potential | str | Path, device: str | torch.device = "cpu", **kwargs: Any) -> None:
+    def __init__(self, model: Potential | str | Path, device: str | torch.device = "cpu", skin: float = 0.5,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if isinstance(skin, bool) or not isinstance(skin, (int, float)) or not skin >= 0:
+            raise ValueError(f"EquikitCalculator: `skin` must be a number >= 0 (Angstrom), got {skin!r}")
+        self.skin = float(skin)
+        self._verlet: tuple | None = None  # (positions, cell, pbc, numbers, Neighbors within cutoff + skin)
+        self.rebuilds = 0  # neighbour searches so far
         if isinstance(model, (str, Path)):
             model = load_potential(model)
         if not isinstance(model, Potential):
@@ -71,7 +84,7 @@ class EquikitCalculator(_calc.Calculator):
                                        natoms=[len(a)], cell=np.asarray(a.cell)[None], pbc=np.asarray(a.pbc)[None],
                                        dtype=self.dtype).to(device=self.device)
         want_stress = "stress" in properties and bool(np.all(self.atoms.pbc))
-        out = self.model(batch, compute_forces=True, compute_stress=want_stress)
+        out = self.model(batch, compute_forces=True, compute_stress=want_stress, neighbors=self._neighbors(batch))
         e = float(out["energy"].detach()[0])
         self.results = {"energy": e, "free_energy": e,
                         "forces": out["forces"].detach().cpu().numpy().astype(np.float64)}
@@ -81,3 +94,23 @@ class EquikitCalculator(_calc.Calculator):
         elif "stress" in properties:
             raise _calc.PropertyNotImplementedError(
                 "EquikitCalculator: stress needs a periodic cell in all three directions (atoms.pbc all True)")
+
+    def _neighbors(self, batch: AtomsBatch) -> Neighbors | None:
+        """The pairs shorter than the cutoff, from the Verlet list (rebuilt when needed); ``None``
+        without a skin (the model searches itself)."""
+        if self.skin == 0:
+            return None
+        cutoff = float(self.model.config.cutoff)
+        pos = batch.positions
+        v = self._verlet
+        stale = (v is None or v[0].shape != pos.shape or not torch.equal(v[1], batch.cell)
+                 or not torch.equal(v[2], batch.pbc) or not torch.equal(v[3], batch.numbers)
+                 or float((pos - v[0]).norm(dim=1).max()) > self.skin / 2)
+        if stale:
+            nb = radius_graph(pos, cutoff + self.skin, batch=batch.batch, cell=batch.cell, pbc=batch.pbc)
+            v = self._verlet = (pos.clone(), batch.cell.clone(), batch.pbc.clone(), batch.numbers.clone(), nb)
+            self.rebuilds += 1
+        nb = v[4]
+        vec = edge_vectors(pos, nb.edge_index, nb.shifts, batch.cell, batch.batch)
+        keep = vec.norm(dim=1) < cutoff
+        return Neighbors(nb.edge_index[:, keep], nb.shifts[keep], vec[keep])

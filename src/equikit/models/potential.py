@@ -408,10 +408,14 @@ class Interaction(nn.Module):
 class Potential(nn.Module):
     """MACE-style potential: energy, forces ``-dE/dpos`` and stress ``(1/V) dE/d(strain)``.
 
-    ``forward(batch, compute_forces=True, compute_stress=False, training=False)`` returns a
-    dict with ``energy (B,)``, ``node_energy (N,)`` and, when asked, ``forces (N, 3)`` and
+    ``forward(batch, compute_forces=True, compute_stress=False, training=False, neighbors=None)``
+    returns a dict with ``energy (B,)``, ``node_energy (N,)`` and, when asked, ``forces (N, 3)`` and
     ``stress (B, 3, 3)`` (eV/A^3, ASE's sign: positive under tension). ``training=True``
     keeps the graph of the derivatives (``create_graph``) so force and stress losses train.
+    ``neighbors``: a precomputed :class:`~equikit.data.neighbors.Neighbors` of ``batch`` (its
+    ``edge_index`` and ``shifts``, e.g. ``batch.neighbors(cutoff)`` kept across training epochs or a
+    Verlet list filtered to the cutoff); every edge must be shorter than ``config.cutoff``
+    (longer ones would count); ``None`` searches the neighbours on every call.
 
     >>> import torch
     >>> from equikit.data.atoms import AtomsBatch
@@ -487,7 +491,7 @@ class Potential(nn.Module):
         return energy
 
     def forward(self, batch: AtomsBatch, compute_forces: bool = True, compute_stress: bool = False,
-                training: bool = False) -> dict[str, torch.Tensor]:
+                training: bool = False, neighbors=None) -> dict[str, torch.Tensor]:
         if not isinstance(batch, AtomsBatch):
             raise TypeError(f"Potential.forward: `batch` must be an AtomsBatch, got {type(batch).__name__}")
         dtype = self.e0.dtype
@@ -497,12 +501,16 @@ class Potential(nn.Module):
         if compute_stress and not bool(batch.pbc.all()):
             raise ValueError("Potential.forward: compute_stress=True needs periodic cells (pbc all True) "
                              f"in every structure, got pbc {batch.pbc.tolist()}")
+        if neighbors is not None and not (isinstance(getattr(neighbors, "edge_index", None), torch.Tensor)
+                                          and isinstance(getattr(neighbors, "shifts", None), torch.Tensor)):
+            raise TypeError("Potential.forward: `neighbors` must be a Neighbors (edge_index, shifts) of the batch, "
+                            f"e.g. batch.neighbors(cutoff), or None; got {type(neighbors).__name__}")
         # derivatives need a graph even under torch.no_grad() (inference, MD)
         with torch.enable_grad() if compute_forces or compute_stress else contextlib.nullcontext():
-            return self._forward(batch, compute_forces, compute_stress, training)
+            return self._forward(batch, compute_forces, compute_stress, training, neighbors)
 
     def _forward(self, batch: AtomsBatch, compute_forces: bool, compute_stress: bool,
-                 training: bool) -> dict[str, torch.Tensor]:
+                 training: bool, neighbors=None) -> dict[str, torch.Tensor]:
         dtype, n_struct = self.e0.dtype, batch.num_graphs
         pos, cell = batch.positions, batch.cell
         inputs = []
@@ -516,7 +524,8 @@ class Potential(nn.Module):
             pos = pos + torch.einsum("nj,njk->nk", pos, sym[batch.batch])
             cell = cell + cell @ sym
             inputs.append(eps)
-        node_e = self.node_energies(pos, cell, batch.batch, batch.numbers, batch.pbc)
+        edge_index, shifts = (None, None) if neighbors is None else (neighbors.edge_index, neighbors.shifts)
+        node_e = self.node_energies(pos, cell, batch.batch, batch.numbers, batch.pbc, edge_index, shifts)
         energy = torch.zeros(n_struct, dtype=dtype, device=pos.device).index_add_(0, batch.batch, node_e)
         out = {"energy": energy, "node_energy": node_e}
         if inputs:
