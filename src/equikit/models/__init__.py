@@ -12,12 +12,15 @@
   permutation exactly from the basis vectors (Giapitzakis et al. 2025).
 - :mod:`equikit.models.potential`: :class:`Potential`, a MACE-style interatomic potential;
   :mod:`equikit.models.calculator`: its ASE calculator (imports ase).
+- :mod:`equikit.models.molecular_property`: :class:`MolecularProperty`, QM9-style targets on the
+  potential's invariant readout (extensive, intensive, dipole from charges x positions).
 """
 
 from equikit.models.dynamics import EGNN, GNN, EGNNLayer, GNNLayer, LinearDynamics
 from equikit.models.eqmotion import EqMotion, EqMotionLayer
 from equikit.models.frame_averaged import FAGNN
 from equikit.models.graph import GraphModel, GraphModelConfig
+from equikit.models.molecular_property import MolecularProperty  # QM9-style targets (issue 7)
 from equikit.models.permutation_learning import PermutationEnsemble, PermutationEnsembleConfig
 from equikit.models.ponita import Ponita
 from equikit.models.potential import Potential, PotentialConfig  # MACE-style potential (issue 7)
@@ -26,3 +29,4 @@ __all__ = ["EGNN", "FAGNN", "GNN", "EGNNLayer", "EqMotion", "EqMotionLayer", "GN
 __all__ += ["GraphModel", "GraphModelConfig"]
 __all__ += ["PermutationEnsemble", "PermutationEnsembleConfig"]  # exact permutation learning (issue 5)
 __all__ += ["Potential", "PotentialConfig"]  # the ASE calculator: equikit.models.calculator (needs ase)
+__all__ += ["MolecularProperty"]  # QM9-style property regression (issue 7)
