@@ -97,7 +97,8 @@ class SphereGridExecutor(ProductExecutor):
         f2 = rings_to_grid(b, self.leg2_t.to(dt), self.trig2_t.to(dt))
         n_phi, n_theta = f1.shape[:2]
         h = (f1.reshape(n_phi, n_theta, u, n) * f2.reshape(n_phi, n_theta, u2, n)).reshape(n_phi, n_theta, u * n)
-        z = grid_to_rings(h, self.trig3.to(dt), self.leg3_w.to(dt)).reshape(-1, n)  # (Q3 (L3+1) U, B)
+        z = grid_to_rings(h, self.trig3.to(dt), self.leg3_w.to(dt))
+        z = z.reshape(z.shape[0] * z.shape[1] * u, n)  # (Q3 (L3+1) U, B)
         out = z.index_select(0, self.scatter) * self.scale_out_sep.to(dt)[:, None]
         return out.T.reshape(*batch, d.irreps_out.dim)
 
