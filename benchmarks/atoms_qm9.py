@@ -8,9 +8,9 @@ Protocol here:
   EGNN uses Cormorant's 100k/18k/13k); the permutation is ours, not the papers' files.
 - Budget (what this shared 2-core CPU affords): the first ``--train-size`` molecules of the
   training part (default 10,000, 9% of it), ``--steps`` Adam steps of ``--batch`` molecules
-  per target (default 1000 x 32, 3.2 epochs of the subset), cosine learning rate from
+  per target (default 400 x 32, 1.3 epochs of the subset), cosine learning rate from
   ``--lr`` with a 30-step warm-up, no model selection (the weights after the last step); test
-  MAE on the first ``--test-size`` molecules of the test part (default 2,000), also after
+  MAE on the first ``--test-size`` molecules of the test part (default 1,000), also after
   1/3 and 2/3 of the steps (the learning curve in the plot).
 - Model: :class:`equikit.models.MolecularProperty` on the MACE-style ``Potential`` backbone
   (``32x0e + 32x1o``, max_ell 2, correlation 2, 2 interactions, cutoff 5 A, Bessel radial
@@ -25,7 +25,7 @@ Protocol here:
   Table 3) and DimeNet++ (Gasteiger et al. 2020, Table 1) as we read them from the papers
   (not re-checked online in this session).
 
-    python benchmarks/atoms_qm9.py                           # ~45 min at 1 thread (loaded machine)
+    python benchmarks/atoms_qm9.py                           # ~50 min at 1 thread (loaded machine)
     python benchmarks/atoms_qm9.py --targets U0,homo --steps 100 --train-size 2000   # quick look
     python benchmarks/atoms_qm9.py --render-only             # tables and plot from the run files
 
@@ -202,8 +202,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--targets", default=",".join(TARGETS))
     p.add_argument("--train-size", type=int, default=10_000)
-    p.add_argument("--test-size", type=int, default=2_000)
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--test-size", type=int, default=1_000)
+    p.add_argument("--steps", type=int, default=400)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--hidden", default="32x0e + 32x1o")
