@@ -254,3 +254,49 @@ def test_fully_connected_register_blocks_and_tails(per_sample):
             res.append((z, *torch.autograd.grad(z, (x1, x2, w), g)))
         for got, want in zip(*res):
             assert (got - want).abs().max() <= 1e-12 * want.abs().max()
+
+
+@needs_native
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("kind", ["uvw", "uvu", "uuu"])
+def test_fused_gradients_equal_one_slot_calls(kind, per_sample):
+    """The backward asks the kernel for all gradients in one pass (``tp_contract_multi``, a bit
+    mask of slots); every mask gives, slot by slot, what separate one-slot calls give (37 rows:
+    two full 16-row chunks and a tail), and its own derivatives (double backward) match too."""
+    d = {"uvw": tp.fully_connected("4x0e + 3x1o + 2x2e", "2x0e + 1x1o + 1x2e", "5x0e + 2x1o + 3x2e"),
+         "uvu": tp.channelwise("4x0e + 3x1o", Irreps.spherical_harmonics(2), lmax=2),
+         "uuu": tp.elementwise("3x0e + 3x1o", "3x1o + 3x0e")}[kind]
+    key = _native.plan(d).key
+    g = torch.Generator().manual_seed(11)
+    rows, n = 37, d.weight_numel
+
+    def rnd(*shape):
+        return torch.randn(*shape, dtype=torch.float64, generator=g, requires_grad=True)
+
+    x1, x2, z = rnd(rows, d.irreps1.dim), rnd(rows, d.irreps2.dim), rnd(rows, d.irreps_out.dim)
+    w = rnd(rows, n) if per_sample else rnd(n)
+    shared = not per_sample
+    for mask in range(1, 16):
+        if (mask & 1 and mask != 1) or (mask & 8 and n == 0):
+            continue  # slot 0 (the product) is only asked for alone; no weights, no slot 3
+        outs = _native._tp_contract_multi(x1, x2, z, w, key, mask, shared)
+        for s in range(4):
+            if not mask >> s & 1:
+                assert outs[s].numel() == 0
+                continue
+            ops = [x1, x2, z, w]
+            ops[_native.ORDER[s]] = x1.new_empty(0)
+            one = _native._tp_contract(*ops, key, s, shared)
+            assert one.shape == outs[s].shape and one.abs().max() > 0
+            assert torch.allclose(outs[s], one, rtol=1e-12, atol=1e-12)
+    # double backward through the fused op = through the one-slot ops
+    slots = (1, 2, 3) if n else (1, 2)
+    outs = _native._tp_contract_multi(x1, x2, z, w, key, sum(1 << s for s in slots), shared)
+    inputs = (x1, x2, z, w) if n else (x1, x2, z)
+    fused = torch.autograd.grad(sum((outs[s] ** 2).sum() for s in slots), inputs)
+    loss1 = sum((_native._tp_contract(*[x1.new_empty(0) if i == _native.ORDER[s] else t
+                                        for i, t in enumerate((x1, x2, z, w))], key, s, shared) ** 2).sum()
+                for s in slots)
+    single = torch.autograd.grad(loss1, inputs)
+    for a, b in zip(fused, single):
+        assert torch.allclose(a, b, rtol=1e-11, atol=1e-11)

@@ -77,18 +77,25 @@ def _prepare(desc: TensorProductDescriptor, x1, x2, weight, where: str):
         shared = weight.ndim == 1
         if not shared:
             shapes.append(weight.shape[:-1])
-    try:
-        batch = torch.broadcast_shapes(*shapes)
+    try:  # (the common case, equal leading shapes, without torch's general broadcasting)
+        batch = shapes[0] if all(sh == shapes[0] for sh in shapes) else torch.broadcast_shapes(*shapes)
     except RuntimeError:
         raise ValueError(
             f"{where}: leading dims do not broadcast: x1 {tuple(x1.shape)}, x2 {tuple(x2.shape)}, "
             f"weight {None if weight is None else tuple(weight.shape)}"
         ) from None
-    x1 = x1.expand(*batch, x1.shape[-1]).reshape(-1, x1.shape[-1])
-    x2 = x2.expand(*batch, x2.shape[-1]).reshape(-1, x2.shape[-1])
+    x1 = _flat(x1, batch)
+    x2 = _flat(x2, batch)
     if weight is not None and not shared:
-        weight = weight.expand(*batch, n).reshape(-1, n)
+        weight = _flat(weight, batch)
     return x1, x2, weight, batch, shared
+
+
+def _flat(x: torch.Tensor, batch: torch.Size) -> torch.Tensor:
+    """``x (..., d)`` broadcast to ``batch`` and flattened to ``(B, d)`` (a view when it can be)."""
+    if x.shape[:-1] != batch:
+        x = x.expand(*batch, x.shape[-1])
+    return x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
 
 
 def _assemble(desc: TensorProductDescriptor, parts: list[list[torch.Tensor]], like: torch.Tensor) -> torch.Tensor:

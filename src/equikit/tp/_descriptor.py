@@ -152,6 +152,7 @@ class TensorProductDescriptor:
     square: bool = False
     coefficients: str = "clebsch_gordan"
     _coefficients: tuple[float, ...] = field(default=(), init=False, repr=False, compare=False, hash=False)
+    _weight_numel: int = field(default=0, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         where = "TensorProductDescriptor"
@@ -177,6 +178,7 @@ class TensorProductDescriptor:
         for p in paths:
             self._check_path(p, where)
         object.__setattr__(self, "_coefficients", tuple(self._coefficient(p) for p in paths))
+        object.__setattr__(self, "_weight_numel", sum(math.prod(self.weight_shape(p)) for p in paths if p.weighted))
 
     # ------------------------------------------------------------------ validation
     def _check_path(self, p: Path, where: str) -> None:
@@ -215,7 +217,7 @@ class TensorProductDescriptor:
     @property
     def weight_numel(self) -> int:
         """Length of the flat weight vector."""
-        return sum(math.prod(self.weight_shape(p)) for p in self.paths if p.weighted)
+        return self._weight_numel
 
     def weight_slices(self) -> list[slice | None]:
         """Per path, its slice of the flat weight vector (``None`` when unweighted)."""

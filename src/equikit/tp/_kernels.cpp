@@ -6,14 +6,15 @@
 //
 // over the nonzero CG entries e = (i, j, k, c) of each path (c already holds the path's
 // normalisation). The forward product is dPhi/dz, and every gradient is dPhi/d(another
-// operand): `slot` picks which operand is computed from the other three
-// (0: z = output, 1: x1, 2: x2, 3: w). Because the derivative of slot s with respect to
+// operand): a slot picks which operand is computed from the other three
+// (0: z = output, 1: x1, 2: x2, 3: w), and one call computes any set of slots (a bit mask), so
+// the backward of the product gets all its gradients in one pass over the rows. Because the derivative of slot s with respect to
 // operand r, contracted with the incoming gradient, is slot r with operand s replaced by that
 // gradient, this one kernel family serves the forward, the backward and every higher
 // derivative (the Python side wires it into autograd).
 //
-// Modes per path: 0 = uvw (fully connected, W[u, v, w]: per row the sparse bilinear part
-// T[k][u, v] first, then T times the weights with the output channels in registers),
+// Modes per path: 0 = uvw (fully connected, W[u, v, w]: the sparse bilinear part T[k][u, v]
+// first, then T times the weights; with shared weights as a GEMM over 16 rows at a time),
 // 1 = uvu (channelwise, W[u, v]), 2 = uuu (elementwise, W[u]). Per row, every operand is transposed into a buffer with
 // layout [component][channel] per block (blocks of mul 1 are left as they are), so the inner
 // loops run over contiguous channels and vectorise; rows are split over OpenMP threads.
@@ -93,6 +94,9 @@ struct Row {
     T* x1;  // [d1] transposed blocks
     T* x2;
     T* z;
+    T* g1;  // outputs of slots 1, 2, 0 ([component][channel] like the operands; zeroed per row)
+    T* g2;
+    T* gz;
     const T* w;  // weights of the row (or shared), e3nn layout
     T* gw;       // weight gradient accumulator (slot 3)
     T* s;        // scratch, max(d1, d3) * max channels
@@ -106,9 +110,12 @@ constexpr int64_t CHUNK = 16;  // rows per GEMM of the shared-weight uvw paths (
 template <typename T>
 void path_uvu(int slot, const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r) {
     const int64_t U = p[F_U], V = p[F_V], d1 = p[F_D1], d3 = p[F_D3], woff = p[F_WOFF];
-    T* X = r.x1 + p[F_OFF1];
-    T* Y = r.x2 + p[F_OFF2];
-    T* Z = r.z + p[F_OFFO];
+    const T* X = r.x1 + p[F_OFF1];
+    const T* Y = r.x2 + p[F_OFF2];
+    const T* Z = r.z + p[F_OFFO];
+    T* GX = r.g1 + p[F_OFF1];
+    T* GY = r.g2 + p[F_OFF2];
+    T* GZ = r.gz + p[F_OFFO];
     for (int64_t v = 0; v < V; ++v) {
         const T* wv = nullptr;
         if (woff >= 0 && slot != 3) {
@@ -124,9 +131,9 @@ void path_uvu(int slot, const int64_t* p, const int32_t* ei, const T* ec, const 
             for (int64_t e = p[F_E0]; e < p[F_E1]; ++e) {
                 const int64_t i = ei[3 * e], j = ei[3 * e + 1], k = ei[3 * e + 2];
                 if (slot == 0)
-                    axpy(U, ec[e] * Y[j * V + v], S + i * U, Z + k * U);
+                    axpy(U, ec[e] * Y[j * V + v], S + i * U, GZ + k * U);
                 else
-                    Y[j * V + v] += ec[e] * dot(U, S + i * U, Z + k * U);
+                    GY[j * V + v] += ec[e] * dot(U, S + i * U, Z + k * U);
             }
         } else if (slot == 1) {  // S[k] = W[:, v] * Z[k]
             const T* S = Z;
@@ -136,7 +143,7 @@ void path_uvu(int slot, const int64_t* p, const int32_t* ei, const T* ec, const 
             }
             for (int64_t e = p[F_E0]; e < p[F_E1]; ++e) {
                 const int64_t i = ei[3 * e], j = ei[3 * e + 1], k = ei[3 * e + 2];
-                axpy(U, ec[e] * Y[j * V + v], S + k * U, X + i * U);
+                axpy(U, ec[e] * Y[j * V + v], S + k * U, GX + i * U);
             }
         } else {  // slot 3: gw[u, v] += sum_e c x2[v, j] X[i][u] Z[k][u]
             T* acc = r.s;
@@ -158,9 +165,9 @@ void path_uvu(int slot, const int64_t* p, const int32_t* ei, const T* ec, const 
 template <typename T>
 void path_uuu(int slot, const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r) {
     const int64_t U = p[F_U], woff = p[F_WOFF];
-    T* X = r.x1 + p[F_OFF1];
-    T* Y = r.x2 + p[F_OFF2];
-    T* Z = r.z + p[F_OFFO];
+    const T* X = r.x1 + p[F_OFF1];
+    const T* Y = r.x2 + p[F_OFF2];
+    const T* Z = r.z + p[F_OFFO];
     const T* wv = (woff >= 0 && slot != 3) ? r.w + woff : nullptr;
     if (slot == 3) {
         T* acc = r.s;
@@ -182,11 +189,11 @@ void path_uuu(int slot, const int64_t* p, const int32_t* ei, const T* ec, const 
         T* o;
         const T *a, *b;
         if (slot == 0) {
-            o = Z + k * U; a = X + i * U; b = Y + j * U;
+            o = r.gz + p[F_OFFO] + k * U; a = X + i * U; b = Y + j * U;
         } else if (slot == 1) {
-            o = X + i * U; a = Z + k * U; b = Y + j * U;
+            o = r.g1 + p[F_OFF1] + i * U; a = Z + k * U; b = Y + j * U;
         } else {
-            o = Y + j * U; a = X + i * U; b = Z + k * U;
+            o = r.g2 + p[F_OFF2] + j * U; a = X + i * U; b = Z + k * U;
         }
         if (wv) {
 #pragma omp simd
@@ -259,8 +266,10 @@ void uvw_bilinear(const int64_t* p, const int32_t* ei, const T* ec, const Row<T>
 template <typename T>
 void uvw_input_grad(int slot, const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r, const T* G) {
     const int64_t U = p[F_U], V = p[F_V], d3 = p[F_D3], UV = U * V;
-    T* X = r.x1 + p[F_OFF1];
-    T* Y = r.x2 + p[F_OFF2];
+    const T* X = r.x1 + p[F_OFF1];
+    const T* Y = r.x2 + p[F_OFF2];
+    T* GX = r.g1 + p[F_OFF1];
+    T* GY = r.g2 + p[F_OFF2];
     const T* Tm = G;
     if (V != 1) {
         T* t = r.s;
@@ -274,9 +283,9 @@ void uvw_input_grad(int slot, const int64_t* p, const int32_t* ei, const T* ec, 
         for (int64_t v = 0; v < V; ++v) {
             const T* g = Tm + (k * V + v) * U;
             if (slot == 1)
-                axpy(U, ec[e] * Y[j * V + v], g, X + i * U);
+                axpy(U, ec[e] * Y[j * V + v], g, GX + i * U);
             else
-                Y[j * V + v] += ec[e] * dot(U, g, X + i * U);
+                GY[j * V + v] += ec[e] * dot(U, g, X + i * U);
         }
     }
 }
@@ -287,18 +296,19 @@ template <typename T>
 void path_uvw(int slot, const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r) {
     const int64_t U = p[F_U], V = p[F_V], Wo = p[F_K], d3 = p[F_D3], woff = p[F_WOFF];
     const int64_t UV = U * V, d3p = (d3 + 3) / 4 * 4;
-    T* Z = r.z + p[F_OFFO];
+    const T* Z = r.z + p[F_OFFO];
+    T* GZ = r.gz + p[F_OFFO];
     const T* Wm = (woff >= 0 && slot != 3) ? r.w + woff : nullptr;
     T* A = r.s + d3p * UV;  // [d3][U V] (r.s itself: uvw_bilinear's [k][v][u])
     if (slot == 0 || slot == 3) {
         uvw_bilinear(p, ei, ec, r, A);
         if (slot == 0 && Wm) {
-            small_gemm(d3, Wo, UV, A, UV, Wm, Z);
+            small_gemm(d3, Wo, UV, A, UV, Wm, GZ);
         } else if (slot == 0) {
             for (int64_t k = 0; k < d3; ++k) {
                 T t = 0;
                 for (int64_t q = 0; q < UV; ++q) t += A[k * UV + q];
-                for (int64_t w = 0; w < Wo; ++w) Z[k * Wo + w] += t;
+                for (int64_t w = 0; w < Wo; ++w) GZ[k * Wo + w] += t;
             }
         } else {  // gW[u, v, :] += sum_k T[k][u, v] z[:, k]: (U V x d3) @ (d3 x Wo)
             T* AT = A + d3p * UV;
@@ -322,29 +332,30 @@ void path_uvw(int slot, const int64_t* p, const int32_t* ei, const T* ec, const 
     uvw_input_grad(slot, p, ei, ec, r, G);
 }
 
-// one shared-weight uvw path over the rows rs[0:R] of a chunk; buffers: M (R d3 x max(U V, Wo)
-// twice: the stacked operand and the GEMM result)
+// one shared-weight uvw path over the rows rs[0:R] of a chunk, for every slot in `mask` (bit s
+// = slot s); buffers: M, (R d3) x (U V + Wo) + d3 x U V. The input gradients share one G.
 template <typename T>
-void uvw_chunk(int slot, const int64_t* p, const int32_t* ei, const T* ec, Row<T>* rs, int64_t R, const T* wT,
+void uvw_chunk(int mask, const int64_t* p, const int32_t* ei, const T* ec, Row<T>* rs, int64_t R, const T* wT,
                T* gw, T* M) {
     const int64_t UV = p[F_U] * p[F_V], Wo = p[F_K], d3 = p[F_D3], woff = p[F_WOFF], m = R * d3;
-    const T* W = rs[0].w + woff;
-    if (slot == 0) {
-        T* A = M;           // [R d3][U V]
-        T* Zc = M + m * UV; // [R d3][Wo]
+    if (mask & 1) {
+        const T* W = rs[0].w + woff;
+        T* A = M;            // [R d3][U V]
+        T* Zc = M + m * UV;  // [R d3][Wo]
         for (int64_t n = 0; n < R; ++n) uvw_bilinear(p, ei, ec, rs[n], A + n * d3 * UV);
         std::fill(Zc, Zc + m * Wo, T(0));
         small_gemm(m, Wo, UV, A, UV, W, Zc);
         for (int64_t n = 0; n < R; ++n) {
-            T* Z = rs[n].z + p[F_OFFO];
+            T* Z = rs[n].gz + p[F_OFFO];
             const T* src = Zc + n * d3 * Wo;
 #pragma omp simd
             for (int64_t q = 0; q < d3 * Wo; ++q) Z[q] += src[q];
         }
-    } else if (slot == 3) {
-        T* AT = M;          // [U V][R d3]
-        T* Zc = M + m * UV; // [R d3][Wo]
-        T* A = Zc + m * Wo; // one row's A
+    }
+    if (mask & 8) {
+        T* AT = M;           // [U V][R d3]
+        T* Zc = M + m * UV;  // [R d3][Wo]
+        T* A = Zc + m * Wo;  // one row's A
         for (int64_t n = 0; n < R; ++n) {
             uvw_bilinear(p, ei, ec, rs[n], A);
             for (int64_t k = 0; k < d3; ++k)
@@ -352,13 +363,16 @@ void uvw_chunk(int slot, const int64_t* p, const int32_t* ei, const T* ec, Row<T
             std::memcpy(Zc + n * d3 * Wo, rs[n].z + p[F_OFFO], sizeof(T) * d3 * Wo);
         }
         small_gemm(UV, Wo, m, AT, m, Zc, gw + woff);
-    } else {
-        T* Zc = M;           // [R d3][Wo]
-        T* G = M + m * Wo;   // [R d3][U V]
+    }
+    if (mask & 6) {
+        T* Zc = M;          // [R d3][Wo]
+        T* G = M + m * Wo;  // [R d3][U V]
         for (int64_t n = 0; n < R; ++n) std::memcpy(Zc + n * d3 * Wo, rs[n].z + p[F_OFFO], sizeof(T) * d3 * Wo);
         std::fill(G, G + m * UV, T(0));
         small_gemm(m, UV, Wo, Zc, Wo, wT + woff, G);
-        for (int64_t n = 0; n < R; ++n) uvw_input_grad(slot, p, ei, ec, rs[n], G + n * d3 * UV);
+        for (int64_t n = 0; n < R; ++n)
+            for (int s = 1; s <= 2; ++s)
+                if (mask & (1 << s)) uvw_input_grad(s, p, ei, ec, rs[n], G + n * d3 * UV);
     }
 }
 
@@ -370,7 +384,7 @@ void uvw_chunk(int slot, const int64_t* p, const int32_t* ei, const T* ec, Row<T
 inline void advise_huge_pages(void* data, size_t bytes) {
 #ifdef MADV_HUGEPAGE
     constexpr size_t huge = size_t(2) << 20, min_bytes = size_t(32) << 20;
-    if (bytes < min_bytes) return;
+    if (data == nullptr || bytes < min_bytes) return;
     const uintptr_t p = reinterpret_cast<uintptr_t>(data);
     const uintptr_t a = (p + huge - 1) / huge * huge, e = (p + bytes) / huge * huge;
     if (e > a) madvise(reinterpret_cast<void*>(a), e - a, MADV_HUGEPAGE);  // advice only: errors ignored
@@ -380,15 +394,24 @@ inline void advise_huge_pages(void* data, size_t bytes) {
 #endif
 }
 
+// Every slot in `mask` (bit s = slot s) from the operands of the other slots: outs[s] receives
+// slot s (outs[0]: rows x d3, outs[1]: rows x d1, outs[2]: rows x d2, outs[3]: the weight
+// gradient, shared (wn) or per row (rows x wn)). Slot s never reads operand s (so it may be null
+// when only slot s wants it; every other requested slot reads it). One pass over the rows serves all requested slots: the operands are
+// transposed once per row and the uvw paths share their GEMM operands.
 template <typename T>
-void contract(int slot, int64_t rows, const int64_t* paths, int64_t npaths, const int32_t* ei, const T* ec,
+void contract(int mask, int64_t rows, const int64_t* paths, int64_t npaths, const int32_t* ei, const T* ec,
               const int64_t* b1, int64_t n1, int64_t d1, const int64_t* b2, int64_t n2, int64_t d2,
               const int64_t* b3, int64_t n3, int64_t d3, int64_t wn, int w_shared, int64_t scratch,
-              const T* x1, const T* x2, const T* z, const T* w, T* out, int nthreads) {
+              const T* x1, const T* x2, const T* z, const T* w, T* const* outs, int nthreads) {
     const Operand o1{b1, n1, d1}, o2{b2, n2, d2}, o3{b3, n3, d3};
-    const bool shared_grad = slot == 3 && w_shared;
-    // shared, present weights: uvw paths run R rows at a time (uvw_chunk)
-    const bool chunked = w_shared && (w != nullptr || slot == 3);
+    const bool want_w = mask & 8, shared_grad = want_w && w_shared;
+    if (mask & 1) advise_huge_pages(outs[0], sizeof(T) * size_t(rows * d3));
+    if (mask & 2) advise_huge_pages(outs[1], sizeof(T) * size_t(rows * d1));
+    if (mask & 4) advise_huge_pages(outs[2], sizeof(T) * size_t(rows * d2));
+    if (want_w && !w_shared) advise_huge_pages(outs[3], sizeof(T) * size_t(rows * wn));
+    // shared weights (or their gradient): uvw paths run R rows at a time (uvw_chunk)
+    const bool chunked = w_shared && (w != nullptr || want_w);
     const int64_t R = chunked ? CHUNK : 1;
     int64_t chunk_numel = 0;
     for (int64_t q = 0; q < npaths && chunked; ++q) {
@@ -397,16 +420,14 @@ void contract(int slot, int64_t rows, const int64_t* paths, int64_t npaths, cons
         const int64_t UV = p[F_U] * p[F_V];
         chunk_numel = std::max(chunk_numel, R * p[F_D3] * (UV + p[F_K]) + p[F_D3] * UV);
     }
-    const int64_t out_numel = slot == 3 ? (w_shared ? wn : rows * wn) : rows * (slot == 0 ? d3 : slot == 1 ? d1 : d2);
-    advise_huge_pages(out, sizeof(T) * size_t(out_numel));
-    if (shared_grad) std::fill(out, out + wn, T(0));
+    if (shared_grad) std::fill(outs[3], outs[3] + wn, T(0));
     if (nthreads < 1) nthreads = 1;
     if (rows < 64) nthreads = 1;
     const int64_t nchunks = (rows + R - 1) / R;
 #pragma omp parallel num_threads(nthreads)
     {
-        const bool transpose_w = (slot == 1 || slot == 2) && w_shared && w != nullptr;
-        const int64_t per_row = d1 + d2 + d3;
+        const bool transpose_w = (mask & 6) && w_shared && w != nullptr;
+        const int64_t per_row = 2 * (d1 + d2 + d3);
         std::vector<T> buf(R * per_row + scratch + (shared_grad ? wn : 0));
         std::vector<T> wT(transpose_w ? wn : 0);
         if (transpose_w)
@@ -427,6 +448,9 @@ void contract(int slot, int64_t rows, const int64_t* paths, int64_t npaths, cons
             r.x1 = buf.data() + n * per_row;
             r.x2 = r.x1 + d1;
             r.z = r.x2 + d2;
+            r.g1 = r.z + d3;
+            r.g2 = r.g1 + d1;
+            r.gz = r.g2 + d2;
             r.s = s;
             r.wv = s + scratch / 2;
             r.wT = transpose_w ? wT.data() : nullptr;
@@ -437,46 +461,51 @@ void contract(int slot, int64_t rows, const int64_t* paths, int64_t npaths, cons
             for (int64_t a = 0; a < nr; ++a) {
                 Row<T>& r = rs[a];
                 const int64_t n = n0 + a;
-                if (slot == 1) std::fill(r.x1, r.x1 + d1, T(0)); else to_buffer(x1 + n * d1, r.x1, o1);
-                if (slot == 2) std::fill(r.x2, r.x2 + d2, T(0)); else to_buffer(x2 + n * d2, r.x2, o2);
-                if (slot == 0) std::fill(r.z, r.z + d3, T(0)); else to_buffer(z + n * d3, r.z, o3);
+                if (x1) to_buffer(x1 + n * d1, r.x1, o1);  // absent operands are only outputs
+                if (x2) to_buffer(x2 + n * d2, r.x2, o2);
+                if (z) to_buffer(z + n * d3, r.z, o3);
+                if (mask & 2) std::fill(r.g1, r.g1 + d1, T(0));
+                if (mask & 4) std::fill(r.g2, r.g2 + d2, T(0));
+                if (mask & 1) std::fill(r.gz, r.gz + d3, T(0));
                 r.w = w == nullptr ? nullptr : (w_shared ? w : w + n * wn);
-                if (slot == 3) {
+                if (want_w) {
                     if (w_shared) {
                         r.gw = local_gw;
                     } else {
-                        r.gw = out + n * wn;
+                        r.gw = outs[3] + n * wn;
                         std::fill(r.gw, r.gw + wn, T(0));
                     }
                 }
             }
             for (int64_t q = 0; q < npaths; ++q) {
                 const int64_t* p = paths + q * F_N;
-                if (slot == 3 && p[F_WOFF] < 0) continue;
                 if (chunked && p[F_MODE] == 0 && p[F_WOFF] >= 0) {
-                    uvw_chunk<T>(slot, p, ei, ec, rs.data(), nr, rs[0].wT, local_gw, chunk.data());
+                    uvw_chunk<T>(mask, p, ei, ec, rs.data(), nr, rs[0].wT, local_gw, chunk.data());
                     continue;
                 }
-                for (int64_t a = 0; a < nr; ++a) {
-                    switch (p[F_MODE]) {
-                        case 1: path_uvu<T>(slot, p, ei, ec, rs[a]); break;
-                        case 2: path_uuu<T>(slot, p, ei, ec, rs[a]); break;
-                        case 0: path_uvw<T>(slot, p, ei, ec, rs[a]); break;
-                        default: break;
+                for (int slot = 0; slot < 4; ++slot) {
+                    if (!(mask & (1 << slot)) || (slot == 3 && p[F_WOFF] < 0)) continue;
+                    for (int64_t a = 0; a < nr; ++a) {
+                        switch (p[F_MODE]) {
+                            case 1: path_uvu<T>(slot, p, ei, ec, rs[a]); break;
+                            case 2: path_uuu<T>(slot, p, ei, ec, rs[a]); break;
+                            case 0: path_uvw<T>(slot, p, ei, ec, rs[a]); break;
+                            default: break;
+                        }
                     }
                 }
             }
             for (int64_t a = 0; a < nr; ++a) {
                 const Row<T>& r = rs[a];
                 const int64_t n = n0 + a;
-                if (slot == 0) from_buffer(r.z, out + n * d3, o3);
-                else if (slot == 1) from_buffer(r.x1, out + n * d1, o1);
-                else if (slot == 2) from_buffer(r.x2, out + n * d2, o2);
+                if (mask & 1) from_buffer(r.gz, outs[0] + n * d3, o3);
+                if (mask & 2) from_buffer(r.g1, outs[1] + n * d1, o1);
+                if (mask & 4) from_buffer(r.g2, outs[2] + n * d2, o2);
             }
         }
         if (shared_grad) {
 #pragma omp critical
-            for (int64_t q = 0; q < wn; ++q) out[q] += local_gw[q];
+            for (int64_t q = 0; q < wn; ++q) outs[3][q] += local_gw[q];
         }
     }
 }
@@ -484,16 +513,17 @@ void contract(int slot, int64_t rows, const int64_t* paths, int64_t npaths, cons
 }  // namespace
 
 #define EQ_TP_EXPORT(NAME, T)                                                                                   \
-    extern "C" void NAME(int slot, int64_t rows, const int64_t* paths, int64_t npaths, const int32_t* ei,      \
+    extern "C" void NAME(int mask, int64_t rows, const int64_t* paths, int64_t npaths, const int32_t* ei,      \
                          const T* ec, const int64_t* b1, int64_t n1, int64_t d1, const int64_t* b2, int64_t n2, \
                          int64_t d2, const int64_t* b3, int64_t n3, int64_t d3, int64_t wn, int w_shared,       \
-                         int64_t scratch, const T* x1, const T* x2, const T* z, const T* w, T* out,             \
-                         int nthreads) {                                                                        \
-        contract<T>(slot, rows, paths, npaths, ei, ec, b1, n1, d1, b2, n2, d2, b3, n3, d3, wn, w_shared,       \
-                    scratch, x1, x2, z, w, out, nthreads);                                                      \
+                         int64_t scratch, const T* x1, const T* x2, const T* z, const T* w, T* out0, T* out1,   \
+                         T* out2, T* out3, int nthreads) {                                                      \
+        T* const outs[4] = {out0, out1, out2, out3};                                                            \
+        contract<T>(mask, rows, paths, npaths, ei, ec, b1, n1, d1, b2, n2, d2, b3, n3, d3, wn, w_shared,       \
+                    scratch, x1, x2, z, w, outs, nthreads);                                                     \
     }
 
 EQ_TP_EXPORT(eq_tp_contract_f32, float)
 EQ_TP_EXPORT(eq_tp_contract_f64, double)
 
-extern "C" int eq_tp_abi_version() { return 1; }
+extern "C" int eq_tp_abi_version() { return 2; }

@@ -12,14 +12,20 @@ from the other three: slot 0 is the product itself (``z``), slots 1, 2, 3 are th
 for ``x1``, ``x2`` and the weights. The derivative of slot ``s`` with respect to operand ``r``,
 contracted with an incoming gradient ``h``, is slot ``r`` with operand ``s`` replaced by ``h``,
 so the op ``equikit::tp_contract`` is its own backward: gradients of any order (double
-backward for forces) go through the same kernels. It is a ``torch.library.custom_op`` with a
-fake implementation, so ``torch.compile(fullgraph=True)`` traces it as one node.
+backward for forces) go through the same kernels. One kernel call can compute several slots
+(a bit mask): the backward asks for all the gradients it needs at once
+(``equikit::tp_contract_multi``), so the operands are read and transposed once and the fully
+connected paths share one ``W^T`` product for both input gradients; the derivative of that op
+is the sum of the one-slot rule over its outputs. Both are ``torch.library.custom_op`` with
+fake implementations, so ``torch.compile(fullgraph=True)`` traces each as one node.
 
 Modes (all in the kernel, weights shared or per row): channelwise ``uvu``, elementwise ``uuu``
 and fully connected ``uvw``; for ``uvw`` the kernel first forms the sparse bilinear part
 ``T[k, u, v] = sum c x1[u, i] x2[v, j]`` of the row (only the nonzeros), then ``z[w, k] += sum_uv
-T[k, u, v] W[u, v, w]`` with the output channels held in registers (no ``(rows, k, u, v)``
-intermediate in memory).
+T[k, u, v] W[u, v, w]``; with shared weights the second step is one register-blocked GEMM over 16
+rows at a time (no ``(rows, k, u, v)`` intermediate in memory). Outputs of 32 MiB and more get
+transparent-huge-page advice before the first write (fresh large allocations otherwise fault
+once per 4 KiB page, which dominated the 10k-row timings).
 
 The library is compiled on first use by :func:`equikit._utils.native.load_library`; when that
 fails (no compiler) or ``EQUIKIT_NO_NATIVE=1``, :func:`available` is False and ``sparse_cg``
@@ -53,7 +59,7 @@ def _library() -> ctypes.CDLL | None:
     if lib is None:
         return None
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    args = [i32, i64, p, i64, p, p, p, i64, i64, p, i64, i64, p, i64, i64, i64, i32, i64, p, p, p, p, p, i32]
+    args = [i32, i64, p, i64, p, p, p, i64, i64, p, i64, i64, p, i64, i64, i64, i32, i64, p, p, p, p, p, p, p, p, i32]
     for name in ("eq_tp_contract_f32", "eq_tp_contract_f64"):
         getattr(lib, name).argtypes = args
         getattr(lib, name).restype = None
@@ -80,6 +86,16 @@ class Plan:
     dims: tuple[int, int, int]
     weight_numel: int
     scratch: int
+
+    @functools.cached_property
+    def args(self) -> dict[bool, tuple]:
+        """The kernel's plan arguments (paths ... weight count), per ``float64`` flag."""
+        (b1, b2, b3), (d1, d2, d3) = self.blocks, self.dims
+        def of(coeffs):
+            return (self.paths.ctypes.data, len(self.paths), self.entries.ctypes.data, coeffs.ctypes.data,
+                    b1.ctypes.data, len(b1), d1, b2.ctypes.data, len(b2), d2, b3.ctypes.data, len(b3), d3,
+                    self.weight_numel)
+        return {f64: of(self.coeffs[torch.float64 if f64 else torch.float32]) for f64 in (False, True)}
 
 
 _PLANS: list[Plan] = []
@@ -153,29 +169,83 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None or t.numel() == 0 else t.data_ptr()
 
 
+ORDER = (2, 0, 1, 3)  # slot -> position in the argument list (x1, x2, z, w)
+
+
+def _run(ops: list[torch.Tensor], plan_key: int, mask: int, w_shared: bool) -> list[torch.Tensor]:
+    """One kernel call: every slot in ``mask`` (bit s = slot s) from the operands ``(x1, x2, z,
+    w)``; an empty operand is absent (only allowed where it is an output alone). Unrequested
+    outputs are empty tensors."""
+    pl = _PLANS[plan_key]
+    ops = [t.contiguous() for t in ops]
+    rows = _rows(*ops[:3])
+    dtype = ops[0].dtype
+    outs = [torch.empty(_out_shape(pl, s, rows, w_shared), dtype=dtype) if mask >> s & 1
+            else ops[0].new_empty(0) for s in range(4)]
+    f64 = dtype == torch.float64
+    lib = _library()
+    fn = lib.eq_tp_contract_f64 if f64 else lib.eq_tp_contract_f32
+    fn(mask, rows, *pl.args[f64], int(w_shared), pl.scratch, *[_ptr(t) for t in ops], *[_ptr(t) for t in outs],
+       torch.get_num_threads())
+    return outs
+
+
+def _fake(ops, plan_key, mask, w_shared):
+    pl = _PLANS[plan_key]
+    rows = next(t.shape[0] for t in ops[:3] if t.ndim == 2)
+    ref = ops[0]
+    return [ref.new_empty(_out_shape(pl, s, rows, w_shared)) if mask >> s & 1 else ref.new_empty(0)
+            for s in range(4)]
+
+
 @torch.library.custom_op("equikit::tp_contract", mutates_args=())
 def _tp_contract(x1: torch.Tensor, x2: torch.Tensor, z: torch.Tensor, w: torch.Tensor, plan_key: int, slot: int,
                  w_shared: bool) -> torch.Tensor:
-    pl = _PLANS[plan_key]
-    ops = [t.contiguous() for t in (x1, x2, z, w)]
-    rows = _rows(*ops[:3])
-    out = torch.empty(_out_shape(pl, slot, rows, w_shared), dtype=x1.dtype)
-    lib = _library()
-    fn = lib.eq_tp_contract_f64 if x1.dtype == torch.float64 else lib.eq_tp_contract_f32
-    b1, b2, b3 = pl.blocks
-    d1, d2, d3 = pl.dims
-    fn(slot, rows, pl.paths.ctypes.data, len(pl.paths), pl.entries.ctypes.data, pl.coeffs[x1.dtype].ctypes.data,
-       b1.ctypes.data, len(b1), d1, b2.ctypes.data, len(b2), d2, b3.ctypes.data, len(b3), d3,
-       pl.weight_numel, int(w_shared), pl.scratch, _ptr(ops[0]), _ptr(ops[1]), _ptr(ops[2]), _ptr(ops[3]),
-       out.data_ptr(), torch.get_num_threads())
-    return out
+    return _run([x1, x2, z, w], plan_key, 1 << slot, w_shared)[slot]
 
 
 @_tp_contract.register_fake
 def _(x1, x2, z, w, plan_key, slot, w_shared):
-    pl = _PLANS[plan_key]
-    rows = next(t.shape[0] for t in (x1, x2, z) if t.ndim == 2)
-    return x1.new_empty(_out_shape(pl, slot, rows, w_shared))
+    return _fake([x1, x2, z, w], plan_key, 1 << slot, w_shared)[slot]
+
+
+@torch.library.custom_op("equikit::tp_contract_multi", mutates_args=())
+def _tp_contract_multi(x1: torch.Tensor, x2: torch.Tensor, z: torch.Tensor, w: torch.Tensor, plan_key: int,
+                       mask: int, w_shared: bool) -> list[torch.Tensor]:
+    return _run([x1, x2, z, w], plan_key, mask, w_shared)
+
+
+@_tp_contract_multi.register_fake
+def _(x1, x2, z, w, plan_key, mask, w_shared):
+    return _fake([x1, x2, z, w], plan_key, mask, w_shared)
+
+
+def _wanted(ctx, skip: int) -> int:
+    """The mask of the slots whose operand needs a gradient (not ``skip``, not absent weights)."""
+    mask = 0
+    for r in range(4):
+        if r == skip or not ctx.needs_input_grad[ORDER[r]] or (r == 3 and _PLANS[ctx.plan_key].weight_numel == 0):
+            continue
+        mask |= 1 << r
+    return mask
+
+
+def _gradients(ops: list[torch.Tensor], plan_key: int, mask: int, w_shared: bool) -> list[torch.Tensor | None]:
+    """Slots ``mask`` of the operands ``ops`` (slot order), placed at their argument positions:
+    one fused call when several are wanted."""
+    grads: list[torch.Tensor | None] = [None] * 4
+    if mask == 0:
+        return grads
+    args = [ops[ORDER.index(i)] for i in range(4)]  # argument order x1, x2, z, w
+    if mask & (mask - 1):
+        outs = _tp_contract_multi(*args, plan_key, mask, w_shared)
+        for r in range(4):
+            if mask >> r & 1:
+                grads[ORDER[r]] = outs[r]
+    else:
+        r = mask.bit_length() - 1
+        grads[ORDER[r]] = _tp_contract(*args, plan_key, r, w_shared)
+    return grads
 
 
 def _setup(ctx, inputs, output):
@@ -185,20 +255,39 @@ def _setup(ctx, inputs, output):
 
 
 def _backward(ctx, grad):
-    ops = list(ctx.saved_tensors)  # argument order x1, x2, z, w
-    s, order = ctx.slot, (2, 0, 1, 3)  # slot -> argument position
-    grads: list[torch.Tensor | None] = [None] * 4
-    for r in range(4):
-        if r == s or not ctx.needs_input_grad[order[r]] or (r == 3 and _PLANS[ctx.plan_key].weight_numel == 0):
-            continue
-        new = list(ops)
-        new[order[s]] = grad
-        new[order[r]] = grad.new_empty(0)
-        grads[order[r]] = _tp_contract(*new, ctx.plan_key, r, ctx.w_shared)
-    return (*grads, None, None, None)
+    # d(slot s)/d(operand r) . h = slot r with operand s replaced by h (the module docs)
+    x1, x2, z, w = ctx.saved_tensors
+    ops = [z, x1, x2, w]  # slot order
+    ops[ctx.slot] = grad
+    return (*_gradients(ops, ctx.plan_key, _wanted(ctx, ctx.slot), ctx.w_shared), None, None, None)
 
 
 _tp_contract.register_autograd(_backward, setup_context=_setup)
+
+
+def _setup_multi(ctx, inputs, output):
+    x1, x2, z, w, plan_key, mask, w_shared = inputs
+    ctx.save_for_backward(x1, x2, z, w)
+    ctx.plan_key, ctx.mask, ctx.w_shared = plan_key, mask, w_shared
+
+
+def _backward_multi(ctx, grads):
+    # output r depends on every operand but r: sum over the outputs of the single-output rule
+    x1, x2, z, w = ctx.saved_tensors
+    total: list[torch.Tensor | None] = [None] * 4
+    for r in range(4):
+        h = grads[r]
+        if not ctx.mask >> r & 1 or h is None:
+            continue
+        ops = [z, x1, x2, w]
+        ops[r] = h
+        for i, g in enumerate(_gradients(ops, ctx.plan_key, _wanted(ctx, r), ctx.w_shared)):
+            if g is not None:
+                total[i] = g if total[i] is None else total[i] + g
+    return (*total, None, None, None)
+
+
+_tp_contract_multi.register_autograd(_backward_multi, setup_context=_setup_multi)
 
 
 def contract(plan_key: int, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None,
