@@ -22,8 +22,10 @@ GFLOP/s (``2 * sparse_flops * rows / t``: the nonzero CG multiply-adds, the same
 backend), peak memory of one forward+backward (the torch allocations, from
 ``torch.profiler(profile_memory=True)``: the allocation/free events in time order, summed;
 tracemalloc does not see torch and ``ru_maxrss`` is a process-wide high-water mark), the
-log-log slope of time vs rows per backend, and the max error of each candidate against the
-naive backend in float64 (e3nn with weights sign-matched).
+log-log slope of time vs rows per backend, the max error of each candidate against the
+naive backend in float64 (e3nn with weights sign-matched), and the achieved fraction of this
+machine's float32 matmul FLOP/s and copy bandwidth, both measured in the same run
+(:func:`machine_roofline`).
 
     python benchmarks/tp.py --threads 1 [--quick]
 
@@ -157,6 +159,35 @@ def accuracy(d, make):
             "e3nn": float((ref_mod(x1, x2, we) - naive).abs().max() / scale)}
 
 
+def machine_roofline(repeats: int = 9) -> dict:
+    """This machine's reference rates at the benchmark's thread count, measured in the run:
+    float32 matmul GFLOP/s (``torch.mm``, 2048 x 2048) and copy bandwidth GB/s (``copy_`` of
+    256 MiB, read + write bytes counted)."""
+    import statistics
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    src = torch.randn(64 * 2**20)
+    dst = torch.empty_like(src)
+    rates = {"matmul_gflops": [], "copy_gbs": []}
+    torch.mm(a, b)
+    dst.copy_(src)
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        rates["matmul_gflops"].append(2 * 2048**3 / (time.perf_counter() - t0) / 1e9)
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        rates["copy_gbs"].append(2 * src.nbytes / (time.perf_counter() - t0) / 1e9)
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
+def call_bytes(d, kind: str) -> tuple[int, int]:
+    """Bytes one forward call must move at least (inputs, weights, output; float32): per row,
+    and once per call (shared weights)."""
+    per_row = d.irreps1.dim + d.irreps2.dim + d.irreps_out.dim + (d.weight_numel if kind == "channelwise" else 0)
+    return 4 * per_row, 4 * (d.weight_numel if kind != "channelwise" else 0)
+
+
 def peak_bytes(fn) -> int:
     """Peak of the torch CPU allocations during ``fn()`` (profiler alloc/free events summed in
     time order)."""
@@ -263,8 +294,9 @@ def _ms(t):
 
 def table(payload) -> str:
     lines = ["| case | L | C | rows | phase | e3nn ms | sparse_cg ms | sparse_cg_torch ms | cueq ms | "
-             "e3nn / sparse_cg | sparse_cg_torch / sparse_cg | sparse_cg GFLOP/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "e3nn / sparse_cg | sparse_cg_torch / sparse_cg | sparse_cg GFLOP/s | of matmul | GB/s | of copy |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    roof = payload.get("roofline") or {}
     cases = {(c["kind"], c["lmax"], c["mul"]): c for c in payload["cases"]}
     for r in payload["runs"]:
         c = cases[(r["kind"], r["lmax"], r["mul"])]
@@ -273,10 +305,18 @@ def table(payload) -> str:
             if s is None:
                 continue
             gflops = 2 * c["sparse_flops"] * r["rows"] / s / 1e9 if phase == "forward" else None
+            gbs = None
+            if phase == "forward" and "bytes" in c:
+                gbs = (c["bytes"][0] * r["rows"] + c["bytes"][1]) / s / 1e9
+            frac = ""
+            if gflops is not None and roof:
+                frac = f"{gflops / roof['matmul_gflops']:.0%}"
+            bw = "" if gbs is None else f"{gbs:.1f}"
+            bw_frac = "" if gbs is None or not roof else f"{gbs / roof['copy_gbs']:.0%}"
             lines.append(
                 f"| {r['kind']} | {r['lmax']} | {r['mul']} | {r['rows']} | {phase} | {_ms(e)} | {_ms(s)} | {_ms(st)} | "
                 f"{_ms(cu)} | {'' if e is None else f'{e / s:.2f}x'} | {'' if st is None else f'{st / s:.2f}x'} | "
-                f"{'' if gflops is None else f'{gflops:.1f}'} |"
+                f"{'' if gflops is None else f'{gflops:.1f}'} | {frac} | {bw} | {bw_frac} |"
             )
     lines += ["", "| case | L | C | paths | weights | sparse / dense CG terms | construction ours ms | "
               "construction e3nn ms | max rel err sparse_cg | max rel err torch path | max rel err e3nn |",
@@ -310,6 +350,13 @@ def table(payload) -> str:
               f"{env['cpu']}, torch {env['torch']}, {env['time']}; float32; medians of {payload['repeats']} "
               f"interleaved calls; outputs allocated per call; kernel build from scratch "
               f"{'n/a' if kb is None else f'{kb:.1f} s'} (first use only, cached)."]
+    roof = payload.get("roofline")
+    if roof:
+        lines += ["", f"This machine in the same run, {env['threads']} thread(s): float32 matmul "
+                  f"{roof['matmul_gflops']:.1f} GFLOP/s (torch.mm 2048^2), copy {roof['copy_gbs']:.1f} GB/s "
+                  "(copy_ of 256 MiB, read + write); 'of matmul' = sparse_cg GFLOP/s (nonzero CG "
+                  "multiply-adds only) / that, 'GB/s' = the bytes a forward must move at least (inputs, "
+                  "weights, output) / time, 'of copy' = that / the copy bandwidth."]
     return "\n".join(lines) + "\n"
 
 
@@ -370,7 +417,8 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     payload = {"env": environment(), "repeats": args.repeats, "budget_s": args.budget, "runs": [], "cases": [],
                "argv": sys.argv[1:] if argv is None else list(argv),
-               "native": _native.available(), "kernel_build_s": None if args.quick else kernel_build_time()}
+               "native": _native.available(), "kernel_build_s": None if args.quick else kernel_build_time(),
+               "roofline": machine_roofline(3 if args.quick else 9)}
     for kind, lmax, mul, rows_list in grid(args.quick):
         rows_list = [r for r in rows_list if args.rows is None or r in args.rows]
         if not rows_list or (args.lmax and lmax not in args.lmax) or (args.mul and mul not in args.mul) or (
@@ -382,6 +430,7 @@ def main(argv=None) -> int:
             "kind": kind, "lmax": lmax, "mul": mul, "paths": len(d.paths), "weights": d.weight_numel,
             "dense_flops": tp.dense_flops(d), "sparse_flops": tp.sparse_flops(d),
             "construct_ours_s": t_ours, "construct_e3nn_s": t_e3nn, "err": accuracy(d, make),
+            "bytes": call_bytes(d, kind),
         })
         per_row: dict = {}
         for rows in rows_list:
