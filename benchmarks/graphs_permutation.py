@@ -248,8 +248,10 @@ def main(argv=None) -> int:
     md = ("# Exact permutation learning: ensemble size vs k\n\n"
           f"`python benchmarks/graphs_permutation.py --ks {' '.join(map(str, args.ks))} --seeds "
           f"{' '.join(map(str, args.seeds))} --width {args.width} --safety {args.safety} --max-models "
-          f"{args.max_models}`" + (f" (rows of (k, seed) pairs already in `{args.rows_from}` reused from an earlier "
-                                  "run of this script, see `results` in the json)" if args.rows_from else "")
+          f"{args.max_models}`" + (f" (rows of (k, seed) pairs already in `{args.rows_from}` reused from earlier "
+                                  "runs of this script, see `results` in the json; `--safety` and `--max-models` "
+                                  "apply only to pairs run now, the M column shows what each row used)"
+                                  if args.rows_from else "")
           + f"; two-layer ReLU networks of width {args.width} (NTK parameterisation, bias std 1), "
           "full-batch GD on the k basis vectors, sign rounding; medians over seeds (a new random permutation and "
           f"initialisation per seed). {env['threads']} thread, load average at start {env['loadavg']}, end "
