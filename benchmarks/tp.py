@@ -8,7 +8,7 @@ Grid (``--quick`` shrinks it to a smoke run):
   weights) at L = 1..3 with C = 32 and 128 and 1k / 10k / 100k rows, and L = 4..6 with C = 32
   at 1k rows;
 - fully connected ``uvw`` (``C x (0e..L) x sh(L) -> C x (0e..L)``, shared weights) at L = 1..3,
-  C = 32 and 128, 1k / 10k / 100k rows.
+  C = 32 and 128, 1k / 10k / 100k rows, and L = 4 with C = 32 at 1k / 10k rows.
 
 Phases: ``forward`` (no grad), ``forward_backward`` (gradients of ``sum(out)`` w.r.t. both operands
 and the weights) and, channelwise only, ``double_backward``: the force-like gradient ``F = dE /
@@ -390,6 +390,7 @@ def grid(quick: bool):
     g += [("channelwise", lmax, 32, rows) for lmax in (1, 2, 3)]
     g += [("fully_connected", lmax, 32, rows) for lmax in (1, 2, 3)]
     g += [("channelwise", lmax, 32, [1000]) for lmax in (4, 5, 6)]
+    g += [("fully_connected", 4, 32, [1000, 10000])]
     g += [("channelwise", lmax, 128, rows) for lmax in (1, 2, 3)]
     g += [("fully_connected", lmax, 128, rows) for lmax in (1, 2, 3)]
     return g
