@@ -69,6 +69,11 @@ SPLIT = (110_000, 10_000)  # train, validation; the test part is the rest (10,83
 ELEMENTS = (1, 6, 7, 8, 9)
 
 
+def run_key(args) -> dict:
+    """The settings a run file must match to be resumed or reused (not the target list or names)."""
+    return vars(args) | {"targets": None, "name": None, "render_only": None}
+
+
 def split_indices(n: int, seed: int = 0) -> dict[str, list[int]]:
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     a, b = SPLIT
@@ -121,7 +126,7 @@ def run_target(name: str, train, test, args) -> dict:
     state = {"step": 0, "curve": [], "loss": [], "seconds": 0.0}
     if run_file.is_file():
         ck = torch.load(run_file, weights_only=False)
-        if ck["args"] == vars(args) | {"targets": None}:
+        if ck["args"] == run_key(args):
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["opt"])
             state = ck["state"]
@@ -156,7 +161,7 @@ def run_target(name: str, train, test, args) -> dict:
             run_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = run_file.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "state": state,
-                        "args": vars(args) | {"targets": None}}, tmp)
+                        "args": run_key(args)}, tmp)
             tmp.replace(run_file)
     baseline = factor * float((y_test - reference_prediction(test, y_train, shift, pooling)).abs().mean())
     return {"target": name, "unit": unit, "pooling": pooling, "test_mae": state["curve"][-1][1],
@@ -165,7 +170,7 @@ def run_target(name: str, train, test, args) -> dict:
             "trivial_predictor_mae": baseline}
 
 
-def render(rows: list[dict], payload: dict, out: Path) -> None:
+def render(rows: list[dict], payload: dict, out: Path, name: str = "atoms_qm9") -> None:
     lines = ["# QM9: our invariant MACE-style model at a CPU budget vs published numbers", "",
              f"Split: seeded 110,000 / 10,000 / 10,831 (seed {payload['args']['seed']}); trained on "
              f"{payload['args']['train_size']} molecules for {payload['args']['steps']} steps of "
@@ -183,7 +188,7 @@ def render(rows: list[dict], payload: dict, out: Path) -> None:
     env = payload["environment"]
     lines += ["", f"threads {env['threads']}, load average {env['loadavg']}, {env['cpu']}, torch {env['torch']}.",
               "Command: `python benchmarks/atoms_qm9.py` (see the script's docstring for the protocol)."]
-    write_results("atoms_qm9", payload, "\n".join(lines) + "\n", out)
+    write_results(name, payload, "\n".join(lines) + "\n", out)
     plt = pyplot()
     fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows), 3.2), squeeze=False)
     for ax, r in zip(axes[0], rows):
@@ -194,7 +199,7 @@ def render(rows: list[dict], payload: dict, out: Path) -> None:
         ax.set(yscale="log", xlabel="training step", title=f"{r['target']} test MAE ({r['unit']})")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "atoms_qm9.png", dpi=110)
+    fig.savefig(out / f"{name}.png", dpi=110)
     plt.close(fig)
 
 
@@ -215,6 +220,7 @@ def main() -> None:
     p.add_argument("--runs", default="/tmp/equikit-qm9-runs", help="per-target checkpoints and results")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--render-only", action="store_true")
+    p.add_argument("--name", default="atoms_qm9", help="result file name in --out")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     targets = [t for t in args.targets.split(",") if t]
@@ -232,10 +238,10 @@ def main() -> None:
         test = mols[parts["test"][:args.test_size]].to(dtype=torch.float32)
         for name in targets:
             done = runs / f"{name}.json"
-            if done.is_file() and json.loads(done.read_text()).get("args") == vars(args) | {"targets": None}:
+            if done.is_file() and json.loads(done.read_text()).get("args") == run_key(args):
                 continue
             row = run_target(name, train, test, args)
-            done.write_text(json.dumps({**row, "args": vars(args) | {"targets": None}}))
+            done.write_text(json.dumps({**row, "args": run_key(args)}))
     for name in targets:
         done = runs / f"{name}.json"
         if done.is_file():
@@ -245,7 +251,7 @@ def main() -> None:
     payload = {"args": vars(args), "environment": environment(), "published": PUBLISHED, "results": rows,
                "epochs": args.steps * args.batch / args.train_size,
                "split": {"train": SPLIT[0], "val": SPLIT[1], "test": "rest (10,831)", "seed": args.seed}}
-    render(rows, payload, Path(args.out))
+    render(rows, payload, Path(args.out), args.name)
 
 
 if __name__ == "__main__":
