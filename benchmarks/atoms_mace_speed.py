@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -53,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from _common import RESULTS, environment, interleaved, pyplot, write_results
 from equikit.data.atoms import AtomsBatch
+from equikit.models.calculator import EquikitCalculator
 from equikit.models.potential import Potential, PotentialConfig, average_num_neighbors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,8 +272,6 @@ def md_fn(atoms, calc, steps: int):
 def make_calculators(models: dict, skin: float):
     from mace.calculators import MACECalculator
 
-    from equikit.models.calculator import EquikitCalculator
-
     calcs = {}
     for name, m in models.items():
         if name == "mace_torch":
@@ -328,7 +328,8 @@ def table(payload) -> str:
     env, env_end = payload["env"], payload.get("env_end", payload["env"])
     variants = payload["variants"]
     lines = ["# equikit Potential vs mace-torch: speed", "",
-             f"`{payload['command']}` (mace-torch {payload['mace_torch']}, e3nn 0.4.4, torch {env['torch']}, "
+             f"`{'`; `'.join(payload.get('commands', [payload['command']]))}` (mace-torch {payload['mace_torch']}, "
+             f"e3nn 0.4.4, torch {env['torch']}, "
              f"{env['cpu']}, {env['cores']} cores); load average at start "
              f"{tuple(round(v, 2) for v in env['loadavg'])}, at end {tuple(round(v, 2) for v in env_end['loadavg'])}; "
              f"float32; medians of {payload['repeats']} interleaved calls (MD: of "
@@ -401,6 +402,7 @@ def main(argv=None) -> int:
     ap.add_argument("--write-frames", nargs=2, metavar=("MOLECULE", "PATH"), help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--name", default="atoms_mace_speed")
+    ap.add_argument("--append", action="store_true", help="add these runs to an existing <name>.json")
     args = ap.parse_args(argv)
     if args.write_frames:
         write_frames(*args.write_frames)
@@ -411,9 +413,20 @@ def main(argv=None) -> int:
                "env": environment(), "repeats": args.repeats, "md_steps": args.md_steps,
                "mace_torch": getattr(mace, "__version__", "?"), "variants": args.variants, "threads": args.threads,
                "runs": []}
-    for case in args.cases:
+    old = args.out / f"{args.name}.json"
+    if args.append and old.exists():
+        prev = json.loads(old.read_text())
+        payload["runs"] = prev["runs"]
+        payload["commands"] = [*prev.get("commands", [prev["command"]]), payload["command"]]
+        payload["env"] = prev["env"]
+        payload["variants"] = [v for v in prev["variants"] if v in args.variants]
+        payload["threads"] = sorted({*prev["threads"], *args.threads})
+    payload["git"] = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
+                                    text=True).stdout.strip()
+    # threads outermost, small before large: a run stopped early still has the first-thread table
+    for threads in args.threads:
         for size in args.sizes:
-            for threads in args.threads:
+            for case in args.cases:
                 torch.set_num_threads(threads)
                 r = run_case(case, size, args.variants, threads, args.repeats, args.md_steps, args.data_python,
                              args.measures)
