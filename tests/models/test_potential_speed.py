@@ -111,3 +111,22 @@ def test_bad_skin_raises():
     for bad in (-0.1, "1", True):
         with pytest.raises(ValueError, match="EquikitCalculator: `skin`"):
             EquikitCalculator(model, skin=bad)
+
+
+def test_calculator_leaves_the_parameters_trainable():
+    from equikit.models.calculator import EquikitCalculator
+
+    torch.manual_seed(0)
+    model = Potential(_config(atomic_numbers=(29,), cutoff=3.0))
+    atoms = _copper_md_frames(1)[0]
+    model.embedding.requires_grad_(False)  # a frozen parameter stays frozen
+    atoms.calc = EquikitCalculator(model)
+    forces = atoms.get_forces()
+    assert not model.embedding.requires_grad
+    assert all(p.requires_grad for n, p in model.named_parameters() if n != "embedding")
+    b = AtomsBatch.from_arrays(positions=atoms.positions, numbers=atoms.numbers, natoms=[len(atoms)],
+                               cell=atoms.cell.array[None], pbc=atoms.pbc[None], dtype=torch.float64)
+    out = model(b)
+    assert abs(out["forces"].detach().numpy() - forces).max() <= 1e-10 * abs(forces).max()
+    model(b, compute_forces=False)["energy"].sum().backward()  # the model still trains after the calculator ran
+    assert all(p.grad is not None for n, p in model.named_parameters() if n != "embedding")
