@@ -354,6 +354,10 @@ def table(payload) -> str:
                       f"{r['case']}/{r['size']}/{r['threads']}t {1e3 * r['median_s']['md'][v0 + '_noskin']:.1f} "
                       f"(skin {1e3 * r['median_s']['md'][v0]:.1f})" for r in md_skin if v0 + "_noskin" in
                       r["median_s"]["md"]) + "."]
+    gits = sorted({r.get("git", "?") for r in payload["runs"]})
+    if len(gits) > 1:
+        lines += ["", "Commits: " + "; ".join(f"{r['case']}/{r['size']}/{r['threads']}t at {r.get('git', '?')}"
+                                             for r in payload["runs"]) + "."]
     lines += ["", "Checks (before timing): " + "; ".join(
         f"{r['case']}/{r['size']}: " + ", ".join(f"{n} {'ok' if c['passed'] else 'FAILED'}"
                                                   for n, c in r["checks"].items())
@@ -430,6 +434,7 @@ def main(argv=None) -> int:
                 torch.set_num_threads(threads)
                 r = run_case(case, size, args.variants, threads, args.repeats, args.md_steps, args.data_python,
                              args.measures)
+                r["git"] = payload["git"]  # appended runs may come from another commit
                 payload["runs"].append(r)
                 payload["env_end"] = environment()
                 md = table(payload)
