@@ -195,6 +195,33 @@ def test_forces_train_through_it():
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-10)
 
 
+def test_frozen_weight_products_follow_the_weights():
+    """Weights that need no gradient (MD, frozen models) keep their ``U W`` products between
+    calls; the result must still follow every change of the weights: in place (version bump),
+    a new tensor, another dtype; and the gradient path (requires_grad) never reads the cache."""
+    d = tp.symmetric_contraction(V3, "0e + 1o", 3)
+    x, el, w = _inputs(d)
+    naive = tp.make_symmetric_executor(d, "naive")
+    ex = tp.make_symmetric_executor(d, "recursive")
+    torch.testing.assert_close(ex(x, el, w), naive(x, el, w), rtol=1e-10, atol=1e-10)
+    assert ex._frozen  # the products were kept
+    torch.testing.assert_close(ex(x, el, w), naive(x, el, w), rtol=1e-10, atol=1e-10)
+    with torch.no_grad():
+        w.mul_(-2.0)  # in place: same storage, new version
+    torch.testing.assert_close(ex(x, el, w), naive(x, el, w), rtol=1e-10, atol=1e-10)
+    w2 = torch.randn_like(w)
+    torch.testing.assert_close(ex(x, el, w2), naive(x, el, w2), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ex(x.float(), el, w2.float()).double(), naive(x, el, w2), rtol=0,
+                               atol=1e-5 * naive(x, el, w2).abs().max().item())
+    wg = w2.clone().requires_grad_(True)
+    n_cached = len(ex._frozen)
+    out = ex(x, el, wg)
+    assert len(ex._frozen) == n_cached  # trained weights are never cached
+    (g,) = torch.autograd.grad(out.sum(), wg)
+    (g_ref,) = torch.autograd.grad(naive(x, el, wg).sum(), wg)
+    torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-10)
+
+
 def test_executor_validation():
     d = tp.symmetric_contraction("0e + 1o", "0e", 2)
     ex = tp.make_symmetric_executor(d)

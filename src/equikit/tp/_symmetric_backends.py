@@ -151,6 +151,7 @@ class RecursiveSymmetricExecutor(SymmetricExecutor):
             raise ValueError(
                 f"RecursiveSymmetricExecutor: `chunk_elements` must be an int >= 1, got {chunk_elements!r}")
         self.chunk_elements = chunk_elements
+        self._frozen: dict = {}  # T_nu of weights that need no gradient (see _tensors_of)
         # U_nu as (K, d^nu * m) for the per-element weight contraction
         for i, nu in self._keys:
             u = getattr(self, f"u{i}_{nu}")
@@ -167,6 +168,21 @@ class RecursiveSymmetricExecutor(SymmetricExecutor):
             v = getattr(self, f"v{i}_{nu}").to(w_e.dtype)
             out.append(w_e[slices[(i, nu)]].T @ v)
         return out
+
+    def _tensors_of(self, weight: torch.Tensor, e: int, i: int) -> list[torch.Tensor | None]:
+        """:meth:`_tensors` of element ``e``; for weights that need no gradient (inference, MD,
+        the force evaluation of a frozen model) kept until the weights change (keyed by storage,
+        in-place version and dtype), so repeated calls skip the ``U W`` products."""
+        if weight.requires_grad or torch.compiler.is_compiling():
+            return self._tensors(weight[e], i)
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape),
+               weight.stride(), e, i)
+        if key not in self._frozen:
+            if len(self._frozen) >= 4 * len(self._keys) * weight.shape[0]:  # stale weights: start over
+                self._frozen.clear()
+            # the entry holds the weights, so their memory (the key's address) cannot be reused
+            self._frozen[key] = (weight, self._tensors(weight[e], i))
+        return self._frozen[key][1]
 
     @staticmethod
     def _contract(x: torch.Tensor, ts: list[torch.Tensor | None], d: int) -> torch.Tensor:
@@ -203,7 +219,7 @@ class RecursiveSymmetricExecutor(SymmetricExecutor):
             for e, cnt in enumerate(counts):
                 if cnt == 0:
                     continue
-                ts = self._tensors(weight[e], i)
+                ts = self._tensors_of(weight, e, i)
                 for s in range(start, start + cnt, step):
                     parts.append(self._contract(xs[:, s : min(s + step, start + cnt)], ts, d))
                 start += cnt
