@@ -29,7 +29,7 @@ machine's float32 matmul FLOP/s and copy bandwidth, both measured in the same ru
 
     python benchmarks/tp.py --threads 1 [--quick]
 
-Writes benchmarks/results/tp.{json,md,png} (tp_quick.* with --quick).
+Writes benchmarks/results/tp.{json,md,png} (tp_quick.* with --quick, <name>.* with --name).
 """
 
 from __future__ import annotations
@@ -408,6 +408,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", type=int, nargs="+", default=None, help="only these row counts of the grid")
     ap.add_argument("--kind", nargs="+", default=None, choices=["channelwise", "fully_connected"])
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--name", default=None, help="result file stem (default tp, or tp_quick with --quick)")
     args = ap.parse_args(argv)
     if args.repeats < 20 and not args.quick:
         ap.error("--repeats must be >= 20 (DESIGN §7); use --quick for a smoke run")
@@ -448,7 +449,7 @@ def main(argv=None) -> int:
                   "skipped", sorted(skipped), flush=True)
         _write(payload, args)  # after every case, so a run cut short still leaves its results
     md = _write(payload, args)
-    plot(payload, args.out / f"{'tp_quick' if args.quick else 'tp'}.png")
+    plot(payload, args.out / f"{_stem(args)}.png")
     print(md)
     return 0
 
@@ -457,8 +458,12 @@ def _write(payload, args) -> str:
     payload["slopes"] = slopes(payload["runs"])
     payload["env_end"] = environment()
     md = table(payload)
-    write_results("tp_quick" if args.quick else "tp", payload, md, args.out)
+    write_results(_stem(args), payload, md, args.out)
     return md
+
+
+def _stem(args) -> str:
+    return args.name or ("tp_quick" if args.quick else "tp")
 
 
 if __name__ == "__main__":
