@@ -19,8 +19,9 @@ all ``2^k - 1`` nonzero binary inputs.
 Rounding (:func:`round_outputs`): in the infinite-width limit the trained network's mean
 output at an input with ``s >= 2`` ones is ``alpha(s) > 0`` on the target's ones and
 ``beta(s) < 0`` on its zeros (:func:`infinite_width_moments`; ``alpha`` falls below 1/2 for
-large ``s``, so rounding to the nearest integer fails), hence the ``"sign"`` rule: an output
-is 1 iff it is positive. On the ``k`` training inputs the networks interpolate, the zeros sit
+large ``s``, so rounding to the nearest integer fails), hence the ``"sign"`` rule (our reading
+of the paper's "sign-based features"; only its abstract was available to us): an output is 1
+iff it is positive. On the ``k`` training inputs the networks interpolate, the zeros sit
 at ``0 +- residual`` and their sign is noise, so there the rule rounds to the nearest integer
 (threshold 1/2). ``"nearest"`` (threshold 1/2 everywhere) is kept as the naive comparison.
 
