@@ -187,7 +187,7 @@ def render(rows: list[dict], payload: dict, out: Path, name: str = "atoms_qm9") 
                      f"{r['test_mae'] / PUBLISHED['PONITA'][t]:.0f}x | {r['seconds']:.0f} |")
     env = payload["environment"]
     lines += ["", f"threads {env['threads']}, load average {env['loadavg']}, {env['cpu']}, torch {env['torch']}.",
-              "Command: `python benchmarks/atoms_qm9.py` (see the script's docstring for the protocol)."]
+              f"Command: `{payload['command']}` (see the script's docstring for the protocol)."]
     write_results(name, payload, "\n".join(lines) + "\n", out)
     plt = pyplot()
     fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows), 3.2), squeeze=False)
@@ -248,7 +248,9 @@ def main() -> None:
             rows.append({k: v for k, v in json.loads(done.read_text()).items() if k != "args"})
     if not rows:
         raise SystemExit(f"atoms_qm9: no finished targets in {runs}")
-    payload = {"args": vars(args), "environment": environment(), "published": PUBLISHED, "results": rows,
+    command = " ".join(["python benchmarks/atoms_qm9.py", *(a for a in sys.argv[1:] if a != "--render-only")])
+    payload = {"args": vars(args), "command": command, "environment": environment(), "published": PUBLISHED,
+               "results": rows,
                "epochs": args.steps * args.batch / args.train_size,
                "split": {"train": SPLIT[0], "val": SPLIT[1], "test": "rest (10,831)", "seed": args.seed}}
     render(rows, payload, Path(args.out), args.name)
