@@ -209,12 +209,16 @@ def _predict(calc, frames, stress: bool):
 def _predict_ours_batched(model_path: Path, test_path: Path, dtype: str, stress: bool, batch_size: int = 10):
     """equikit's predictions on the whole test file, ``batch_size`` structures per call."""
     import torch
+    from ase.io import read
 
     from equikit.cli.train_potential import predict
-    from equikit.data.atoms import read_extxyz
+    from equikit.data.atoms import AtomsBatch
     from equikit.models.calculator import load_potential
 
-    frames = read_extxyz(test_path).to(dtype=torch.float32 if dtype == "float32" else torch.float64)
+    images = read(test_path, index=":", format="extxyz")
+    for a in images:  # positions only: the labels stay out of the model's input
+        a.calc = None
+    frames = AtomsBatch.from_atoms(images, dtype=torch.float32 if dtype == "float32" else torch.float64)
     p = predict(load_potential(model_path), frames, batch_size)
     return (p["energy"].numpy(), p["forces"].numpy(), p["stress"].numpy() if stress else None)
 
