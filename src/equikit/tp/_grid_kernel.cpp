@@ -51,6 +51,12 @@ Side<T> side(const void* const* ptrs, const int64_t* ints, int s, int64_t nt) {
   return r;
 }
 
+// first COO entry of a channel >= u (the entries are sorted by channel)
+template <typename T>
+inline int64_t chan_begin(const Side<T>& s, int64_t u) {
+  return std::lower_bound(s.chan, s.chan + s.nnz, u) - s.chan;
+}
+
 // out[i * os][0..W) = sum_k M[i * mo + k * mi] * X[k * xs][0..W), accumulated in registers
 // (GCC vector types: W / lanes 256-bit accumulators, unaligned loads and stores)
 template <typename T, int W>
@@ -87,10 +93,8 @@ inline void combine(T* __restrict out, int64_t os, const T* __restrict M, int64_
 template <typename T, int W>
 void synth(const T* x, const Side<T>& s, int64_t u0, int64_t nt, int64_t nf, T* buf, T* A, T* F, T* E) {
   std::memset(buf, 0, sizeof(T) * s.Q * s.Lp * W);
-  for (int64_t n = 0; n < s.nnz; ++n) {
-    const int64_t u = s.chan[n] - u0;
-    if (u >= 0 && u < W) buf[s.slot[n] * W + u] += s.scale[n] * x[s.col[n]];
-  }
+  for (int64_t n = chan_begin(s, u0), e = chan_begin(s, u0 + W); n < e; ++n)  // entries sorted by channel
+    buf[s.slot[n] * W + s.chan[n] - u0] += s.scale[n] * x[s.col[n]];
   for (int64_t q = 0; q < s.Q; ++q)  // A[q][j] = sum_l P[q][l][j] buf[q][l]
     combine<T, W>(A + q * nt * W, W, s.P + q * s.Lp * nt, 1, nt, buf + q * s.Lp * W, W, nt, s.lo[q], s.hi[q]);
   const int64_t half = nf / 2 + 1, nc = (s.Q + 1) / 2, blk = nt * W;
@@ -142,10 +146,8 @@ void analyse(const T* H, const Side<T>& s, int64_t u0, int64_t nt, int64_t nf, T
     const int64_t lo = s.lo[q], n = s.hi[q] - lo;
     combine<T, W>(Z + (q * s.Lp + lo) * W, W, s.P + (q * s.Lp + lo) * nt, nt, 1, G + q * nt * W, W, n, 0, nt);
   }
-  for (int64_t n = 0; n < s.nnz; ++n) {
-    const int64_t u = s.chan[n] - u0;
-    if (u >= 0 && u < W) out[s.col[n]] += s.scale[n] * Z[s.slot[n] * W + u];
-  }
+  for (int64_t n = chan_begin(s, u0), e = chan_begin(s, u0 + W); n < e; ++n)
+    out[s.col[n]] += s.scale[n] * Z[s.slot[n] * W + s.chan[n] - u0];
 }
 
 template <typename T, int W>

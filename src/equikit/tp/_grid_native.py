@@ -56,7 +56,7 @@ class GridSide:
     """One side of the grid op (see the module docs); float64 masters, cast per dtype."""
 
     slot: torch.Tensor  # (nnz,) int64: q * (L+1) + l
-    chan: torch.Tensor  # (nnz,) int64: channel u (0 for width 1)
+    chan: torch.Tensor  # (nnz,) int64: channel u (0 for width 1), sorted ascending
     col: torch.Tensor  # (nnz,) int64 feature column
     scale: torch.Tensor  # (nnz,) float64
     legendre: torch.Tensor  # (Q, L+1, n_theta), zero rows for empty or unused slots
@@ -76,8 +76,9 @@ class GridSide:
 def _side(lmax, res, width, dim, entries, legendre_scale=None) -> GridSide:
     """``entries``: (slot_index (q, l) flat, u, col, scale) lists; unused slots are zeroed."""
     f = ring_factors(lmax, *res)
-    s, u, c = (np.asarray(e, dtype=np.int64) for e in entries[:3])
-    v = np.asarray(entries[3], dtype=np.float64)
+    order = np.argsort(np.asarray(entries[1], dtype=np.int64), kind="stable")  # the kernel needs them by channel
+    s, u, c = (np.asarray(e, dtype=np.int64)[order] for e in entries[:3])
+    v = np.asarray(entries[3], dtype=np.float64)[order]
     leg = f.legendre.clone()
     used = np.zeros(leg.shape[0] * leg.shape[1], dtype=bool)
     used[s] = True
