@@ -162,6 +162,19 @@ def test_extxyz_without_forces_fails_early_when_training_needs_them(tmp_path):
         read_extxyz(tmp_path / "missing.xyz")
 
 
+def test_stored_results_calculator_listing_a_missing_property_gives_no_label(monkeypatch):
+    # mace-torch's MACECalculator appends "stress" etc. to the implemented_properties list that
+    # ASE's SinglePointCalculator shares; reading molecules afterwards must not ask it for stress
+    monkeypatch.setattr(SinglePointCalculator, "implemented_properties", ["energy", "forces", "stress"])
+    a = molecule("H2O")
+    a.calc = SinglePointCalculator(a, energy=-1.5, forces=np.ones((3, 3)))
+    b = AtomsBatch.from_atoms([a])
+    assert b.stress is None and b.energy.tolist() == [-1.5] and b.forces.sum().item() == 9.0
+    a.info["stress"] = np.arange(6.0)  # a label stored beside the calculator is still found
+    s = AtomsBatch.from_atoms([a]).stress[0]
+    assert s.tolist() == [[0.0, 5.0, 4.0], [5.0, 1.0, 3.0], [4.0, 3.0, 2.0]]
+
+
 def test_ase_db_round_trip_is_exact_and_selectable(tmp_path):
     b = AtomsBatch.from_atoms(_labelled_frames(), info_keys=("temperature",))
     path = tmp_path / "frames.db"

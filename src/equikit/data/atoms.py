@@ -343,10 +343,17 @@ def _label(atoms, name: str, key: str):
     if key == name and calc is not None and name in getattr(calc, "results", {}):
         value = calc.results[name]
     elif key == name and calc is not None and name in getattr(calc, "implemented_properties", ()):
-        value = calc.get_property(name, atoms)  # a live calculator: compute the label
-    elif name == "forces" and key in atoms.arrays:
+        from ase.calculators.calculator import PropertyNotImplementedError
+
+        try:
+            value = calc.get_property(name, atoms)  # a live calculator: compute the label
+        except PropertyNotImplementedError:
+            # a stored-results calculator that lists the property without holding it (mace-torch's
+            # MACECalculator appends to the implemented_properties list ASE calculators share)
+            value = None
+    if value is None and name == "forces" and key in atoms.arrays:
         value = atoms.arrays[key]
-    elif name != "forces" and key in atoms.info:
+    elif value is None and name != "forces" and key in atoms.info:
         value = atoms.info[key]
     if value is None:
         return None
