@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all test-gpu lint venv clean bench bench-deps bench-check bench-o3 bench-tp bench-tp-grid bench-symmetric bench-mace bench-cayley bench-weights bench-symmetrize bench-nbody bench-graphs bench-atoms data-atoms
+.PHONY: demo test test-all test-gpu lint venv clean bench bench-deps bench-check bench-o3 bench-tp bench-tp-grid bench-symmetric bench-mace bench-cayley bench-weights bench-symmetrize bench-nbody bench-nbody-long bench-graphs bench-atoms bench-qm9 data-atoms
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -86,6 +86,11 @@ bench-symmetrize: bench-deps
 bench-nbody: $(STAMP)
 	$(BIN)/python benchmarks/nbody.py
 	$(BIN)/python benchmarks/ponita.py
+	$(BIN)/python benchmarks/nbody_epoch.py --repeats 3
+
+# EGNN at the published protocol, 3 seeds round-robin, resumable (about an hour of one core)
+bench-nbody-long: $(STAMP)
+	$(BIN)/python benchmarks/nbody_long.py --models egnn --seeds 0 1 2 --chunk-epochs 10 --rounds 37 --eval-every 5
 
 # graphs: layer speed/invariance, expressivity vs 1-WL, molecules, memory, LCM extrapolation
 bench-graphs: $(STAMP)
@@ -94,9 +99,16 @@ bench-graphs: $(STAMP)
 	$(BIN)/python benchmarks/graphs_molecules.py
 	$(BIN)/python benchmarks/graphs_memory.py
 	$(BIN)/python benchmarks/graphs_lcm.py
+	$(BIN)/python benchmarks/graphs_permutation.py
+	$(BIN)/python benchmarks/graphs_expressivity.py --epochs 60 --count-epochs 2 --tag epochs
+	$(BIN)/python benchmarks/graphs_expressivity.py --epochs 10 --data counting-triangle counting-4cycle counting-3star --tag epochs_counting
 
 bench-atoms: bench-deps
 	$(BIN)/python benchmarks/atoms_neighbors.py --threads 1
+
+# QM9 (U0, HOMO, LUMO, gap, mu, alpha) at a CPU budget (about 25 minutes; not part of `bench`)
+bench-qm9: $(STAMP)
+	$(BIN)/python benchmarks/atoms_qm9.py
 
 # generate and cache every atomistic data set (EMT metals take minutes per temperature)
 data-atoms: $(STAMP)
