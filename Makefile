@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all test-gpu lint venv clean bench bench-deps bench-check bench-o3 bench-tp bench-tp-grid bench-symmetric bench-mace bench-cayley bench-weights bench-symmetrize bench-nbody bench-nbody-long bench-graphs bench-atoms bench-qm9 data-atoms
+.PHONY: demo test test-all test-gpu lint venv clean bench bench-deps bench-check bench-o3 bench-tp bench-tp-grid bench-symmetric bench-mace bench-atoms-mace bench-cayley bench-weights bench-symmetrize bench-nbody bench-nbody-long bench-graphs bench-atoms bench-qm9 data-atoms
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -64,6 +64,10 @@ $(MACE_VENV)/.installed:
 
 bench-mace: $(MACE_VENV)/.installed
 	TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $(MACE_VENV)/bin/python benchmarks/tp_symmetric_mace.py --threads 1
+
+# equikit Potential vs mace-torch: forces, training step, MD (the MMFF frames come from the main venv's RDKit)
+bench-atoms-mace: $(STAMP) $(MACE_VENV)/.installed
+	TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $(MACE_VENV)/bin/python benchmarks/atoms_mace_speed.py --threads 1 2
 
 bench-tp-grid: $(STAMP)
 	$(BIN)/python benchmarks/tp_grid.py --threads 1
