@@ -269,6 +269,9 @@ def _setup_multi(ctx, inputs, output):
     x1, x2, z, w, plan_key, mask, w_shared = inputs
     ctx.save_for_backward(x1, x2, z, w)
     ctx.plan_key, ctx.mask, ctx.w_shared = plan_key, mask, w_shared
+    # outputs nobody differentiates (e.g. the x1 and weight gradients when a force loss only
+    # uses the x2 one) arrive as None instead of zeros, and their terms are skipped
+    ctx.set_materialize_grads(False)
 
 
 def _backward_multi(ctx, grads):
