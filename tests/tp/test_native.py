@@ -300,3 +300,12 @@ def test_fused_gradients_equal_one_slot_calls(kind, per_sample):
     single = torch.autograd.grad(loss1, inputs)
     for a, b in zip(fused, single):
         assert torch.allclose(a, b, rtol=1e-11, atol=1e-11)
+    # only the x2 gradient used (a force loss): the unused outputs get no gradient terms
+    outs = _native._tp_contract_multi(x1, x2, z, w, key, sum(1 << s for s in slots), shared)
+    fused = torch.autograd.grad((outs[2] ** 2).sum(), inputs, allow_unused=True)
+    one = _native._tp_contract(x1, x2.new_empty(0), z, w, key, 2, shared)
+    single = torch.autograd.grad((one ** 2).sum(), inputs, allow_unused=True)
+    for a, b in zip(fused, single):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, rtol=1e-11, atol=1e-11)
