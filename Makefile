@@ -76,7 +76,10 @@ bench-mace-accuracy: $(STAMP) $(MACE_VENV)/.installed
 	TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $(MACE_VENV)/bin/python benchmarks/atoms_mace_accuracy.py evaluate
 
 bench-tp-grid: $(STAMP)
-	$(BIN)/python benchmarks/tp_grid.py --threads 1
+	$(BIN)/python benchmarks/tp_grid.py --threads 1 --ls 1,2,3,4,5,6,7,8 --channels 32 --rows 1000 --repeats 7 --budget 30
+	$(BIN)/python benchmarks/tp_grid.py --threads 1 --ls 2,4,6,8 --channels 32 --rows 1000 --repeats 5 --budget 10 --skip gaunt_fourier --cases single_input,multi_output --name tp_grid_cases
+	$(BIN)/python benchmarks/tp_grid.py --threads 1 --ls 6 --channels 128 --rows 1000 --repeats 3 --budget 30 --skip gaunt_fourier,e3nn --name tp_grid_c128
+	$(BIN)/python benchmarks/tp_grid.py --threads 1 --ls 6 --channels 32 --rows 10000 --repeats 3 --budget 30 --skip gaunt_fourier,e3nn --name tp_grid_rows10k
 	$(BIN)/python benchmarks/grid_mlp_error.py
 
 bench-cayley: bench-deps
