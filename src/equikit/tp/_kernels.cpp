@@ -106,9 +106,10 @@ struct Row {
 
 constexpr int64_t CHUNK = 16;  // rows per GEMM of the shared-weight uvw paths (uvw_chunk)
 
-// channelwise: z[u, k] += sum_v W[u, v] sum_e c x1[u, i] x2[v, j]
-template <typename T>
-void path_uvu(int slot, const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r) {
+// channelwise: z[u, k] += sum_v W[u, v] sum_e c x1[u, i] x2[v, j] (the slot is a template
+// argument, so the per-entry branches on it compile away)
+template <int slot, typename T>
+void path_uvu(const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r) {
     const int64_t U = p[F_U], V = p[F_V], d1 = p[F_D1], d3 = p[F_D3], woff = p[F_WOFF];
     const T* X = r.x1 + p[F_OFF1];
     const T* Y = r.x2 + p[F_OFF2];
@@ -162,8 +163,8 @@ void path_uvu(int slot, const int64_t* p, const int32_t* ei, const T* ec, const 
 }
 
 // elementwise: z[u, k] += W[u] sum_e c x1[u, i] x2[u, j]
-template <typename T>
-void path_uuu(int slot, const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r) {
+template <int slot, typename T>
+void path_uuu(const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r) {
     const int64_t U = p[F_U], woff = p[F_WOFF];
     const T* X = r.x1 + p[F_OFF1];
     const T* Y = r.x2 + p[F_OFF2];
@@ -486,11 +487,16 @@ void contract(int mask, int64_t rows, const int64_t* paths, int64_t npaths, cons
                 for (int slot = 0; slot < 4; ++slot) {
                     if (!(mask & (1 << slot)) || (slot == 3 && p[F_WOFF] < 0)) continue;
                     for (int64_t a = 0; a < nr; ++a) {
-                        switch (p[F_MODE]) {
-                            case 1: path_uvu<T>(slot, p, ei, ec, rs[a]); break;
-                            case 2: path_uuu<T>(slot, p, ei, ec, rs[a]); break;
-                            case 0: path_uvw<T>(slot, p, ei, ec, rs[a]); break;
-                            default: break;
+                        switch (p[F_MODE] * 4 + slot) {
+                            case 4: path_uvu<0, T>(p, ei, ec, rs[a]); break;
+                            case 5: path_uvu<1, T>(p, ei, ec, rs[a]); break;
+                            case 6: path_uvu<2, T>(p, ei, ec, rs[a]); break;
+                            case 7: path_uvu<3, T>(p, ei, ec, rs[a]); break;
+                            case 8: path_uuu<0, T>(p, ei, ec, rs[a]); break;
+                            case 9: path_uuu<1, T>(p, ei, ec, rs[a]); break;
+                            case 10: path_uuu<2, T>(p, ei, ec, rs[a]); break;
+                            case 11: path_uuu<3, T>(p, ei, ec, rs[a]); break;
+                            default: path_uvw<T>(slot, p, ei, ec, rs[a]); break;
                         }
                     }
                 }
