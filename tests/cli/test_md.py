@@ -4,7 +4,6 @@ with a finite NVE energy drift; velocity Verlet's energy error shrinks with the 
 the Langevin thermostat heats a crystal from 0 K to about the target (NVE does not);
 bad arguments raise."""
 
-import argparse
 import json
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch
 from ase.io import read
 
 from equikit.cli import md
+from equikit.cli.main import main
 from equikit.models.calculator import save_potential
 from equikit.models.potential import Potential, PotentialConfig
 
@@ -27,16 +27,9 @@ def model_path(tmp_path_factory):
     return path
 
 
-def _run(argv):
-    parser = argparse.ArgumentParser(prog="equikit")
-    md.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
 def test_nve_writes_trajectory_and_summary_with_a_finite_drift(model_path, tmp_path, capsys):
     traj = tmp_path / "out.extxyz"
-    code = _run(["md", "--model", str(model_path), "--recipe", "cu-fcc", "--repeat", "2", "1", "1",
+    code = main(["md", "--model", str(model_path), "--recipe", "cu-fcc", "--repeat", "2", "1", "1",
                  "--ensemble", "nve", "--temperature", "300", "--timestep", "4", "--steps", "20",
                  "--log-every", "5", "--traj", str(traj), "--no-progress"])
     assert code == 0
@@ -90,6 +83,6 @@ def test_bad_arguments_raise(model_path, tmp_path):
     with pytest.raises(ValueError, match=r"build_structure: `recipe` must be one of"):
         md.build_structure("cu-bcc")
     with pytest.raises(SystemExit):  # argparse rejects an unknown ensemble
-        _run(["md", "--model", str(model_path), "--recipe", "cu-fcc", "--ensemble", "npt"])
+        main(["md", "--model", str(model_path), "--recipe", "cu-fcc", "--ensemble", "npt"])
     with pytest.raises(ValueError, match=r"run_md: `model` .* is not a file"):
-        _run(["md", "--model", str(tmp_path / "none.pt"), "--recipe", "cu-fcc", "--steps", "2"])
+        main(["md", "--model", str(tmp_path / "none.pt"), "--recipe", "cu-fcc", "--steps", "2"])

@@ -3,7 +3,6 @@ flags override the file, the loss goes down, an interrupted run resumes bit for 
 the saved model holds the EMA weights (which differ from the raw ones), the trained model is
 E(3) x permutation equivariant, bad settings raise errors naming the field."""
 
-import argparse
 import json
 
 import numpy as np
@@ -13,6 +12,7 @@ import yaml
 
 from equikit.cli import train as train_cli
 from equikit.cli import train_potential as tp
+from equikit.cli.main import main
 from equikit.data.atoms import write_extxyz
 from equikit.data.atoms_md import EMTConfig, generate_emt
 from equikit.models.calculator import load_potential
@@ -45,20 +45,13 @@ def _cfg(epochs=3, **kw):
     return TrainConfig(epochs=epochs, batch_size=2, lr=1e-2, verbose=False, progress=False, extra=_extra(**kw))
 
 
-def _run(argv):
-    parser = argparse.ArgumentParser(prog="equikit")
-    train_cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
 def test_cli_runs_from_a_yaml_file_and_flags_override_it(xyz, tmp_path, capsys):
     assert train_cli.TASKS["potential"] is tp.POTENTIAL_TASK
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({"epochs": 5, "batch_size": 2, "lr": 0.01, "seed": 1,
                                    "extra": _extra(data=str(xyz))}))
     out = tmp_path / "run"
-    code = _run(["train", "potential", "--config", str(cfg), "--epochs", "2", "--forces-weight", "5",
+    code = main(["train", "potential", "--config", str(cfg), "--epochs", "2", "--forces-weight", "5",
                  "--out", str(out), "--quiet", "--no-progress"])
     assert code == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
