@@ -135,21 +135,23 @@ def test_periodic_images_wrapping_and_supercell():
     torch.testing.assert_close(both["energy"], torch.cat([ref["energy"], alone["energy"]]), rtol=1e-10, atol=0)
 
 
-def test_forces_are_minus_finite_differences_of_energy():
-    model = _model(atomic_numbers=(29,), e0=None, cutoff=4.0)
-    at = _crystal()
-    b = _batch([at])
+def _assert_forces_are_minus_energy_differences(model, b, entries, h=1e-5):
+    """Central differences of the energy at the (atom, axis) ``entries`` equal -forces (1e-6)."""
     forces = model(b)["forces"]
-    h = 1e-5
-    for i, k in [(0, 0), (1, 2), (3, 1)]:
+    for i, k in entries:
         e = []
         for s in (h, -h):
             p = b.positions.clone()
             p[i, k] += s
-            b2 = AtomsBatch(p, b.numbers, b.cell, b.pbc, b.batch)
-            e.append(float(model(b2, compute_forces=False)["energy"].detach()))
+            moved = AtomsBatch(p, b.numbers, b.cell, b.pbc, b.batch)
+            e.append(float(model(moved, compute_forces=False)["energy"].detach()))
         fd = -(e[0] - e[1]) / (2 * h)
         assert abs(fd - float(forces[i, k])) <= 1e-6 * max(abs(fd), 1e-3), (i, k, fd, float(forces[i, k]))
+
+
+def test_forces_are_minus_finite_differences_of_energy():
+    model = _model(atomic_numbers=(29,), e0=None, cutoff=4.0)
+    _assert_forces_are_minus_energy_differences(model, _batch([_crystal()]), [(0, 0), (1, 2), (3, 1)])
 
 
 def _strained_energy(energy_of_atoms, at, eps):
@@ -371,19 +373,8 @@ def test_stress_transforms_as_a_rank_two_tensor():
 
 def test_grid_mlp_product_forces_match_finite_differences_and_train():
     model = _model(atomic_numbers=(29,), e0=None, cutoff=4.0, product="grid_mlp", grid_hidden=8)
-    at = _crystal()
-    b = _batch([at])
-    forces = model(b)["forces"]
-    h = 1e-5
-    for i, k in [(0, 1), (2, 2)]:
-        e = []
-        for s in (h, -h):
-            p = b.positions.clone()
-            p[i, k] += s
-            moved = AtomsBatch(p, b.numbers, b.cell, b.pbc, b.batch)
-            e.append(float(model(moved, compute_forces=False)["energy"].detach()))
-        fd = -(e[0] - e[1]) / (2 * h)
-        assert abs(fd - float(forces[i, k])) <= 1e-6 * max(abs(fd), 1e-3), (i, k, fd, float(forces[i, k]))
+    b = _batch([_crystal()])
+    _assert_forces_are_minus_energy_differences(model, b, [(0, 1), (2, 2)])
     out = model(b, training=True)
     (out["forces"] ** 2).sum().backward()
     assert model.interactions[0].product.layers[0].weight.grad.abs().sum() > 0
