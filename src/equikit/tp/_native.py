@@ -50,7 +50,6 @@ __all__ = ["Plan", "available", "contract", "flops_per_row", "plan"]
 
 _SOURCE = FilePath(__file__).with_name("_kernels.cpp")
 _MODE_CODE = {Mode.UVW: 0, Mode.UVU: 1, Mode.UUU: 2}
-SLOTS = ("z", "x1", "x2", "w")
 
 
 @functools.lru_cache(maxsize=1)
