@@ -86,6 +86,36 @@ def test_latent_alignment():
     assert float(val.detach()) < 0.2 * first
 
 
+def test_latent_alignment_on_tokens_matches_a_per_token_formula_and_masks_padding():
+    """(B, T, D) tokens: the element drawn for input b acts on every token of b (checked against
+    the formula written out with the same elements), and masked tokens do not count."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 5, 3, dtype=torch.float64)
+    act = LearnedLatentAction(9, 3).double()
+    with torch.no_grad():
+        act.net[-1].weight.normal_(0, 0.3)
+    enc = lambda p: torch.tanh(p @ torch.tensor([[1.0, 0.5, 0], [0, 1, 0], [0.2, 0, 1]], dtype=p.dtype))  # noqa: E731
+    loss = LatentAlignmentLoss(PointCloud(SO(3)), act, generator=5)(enc, x)
+    g = SO(3).sample(4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)  # the loss's elements
+    z, zg = enc(x).reshape(20, 3), enc(x @ g.transpose(1, 2)).reshape(20, 3)
+    target = act(g.repeat_interleave(5, 0), z)
+    expected = (zg - target).pow(2).sum(-1).mean() / (z.var(0).mean() * 3)
+    assert torch.allclose(loss, expected, rtol=1e-12)
+    # invariant per-point tokens (distances to the centroid) with junk in padded slots
+    mask = torch.ones(4, 5, dtype=torch.bool)
+    mask[1:, 3:] = False
+    def tokens(p):
+        d = (p - p.mean(1, keepdim=True)).norm(dim=-1, keepdim=True)
+        return torch.where(mask[..., None], d, p[..., :1])  # the junk rotates
+    inv = LatentAlignmentLoss(PointCloud(SO(3)), None, generator=1)
+    assert float(inv(tokens, x, mask=mask)) < 1e-20
+    assert float(inv(tokens, x)) > 1e-3  # without the mask the junk counts
+    with pytest.raises(ValueError, match="LatentAlignmentLoss: `mask` must be a bool tensor"):
+        inv(tokens, x, mask=mask.float())
+    with pytest.raises(ValueError, match="LatentAlignmentLoss: `mask` is for"):
+        inv(lambda p: p.flatten(1), x, mask=mask)
+
+
 def _naive_dcov(x, y):
     """Szekely's V-statistic as S1 + S2 - 2 S3 (an independent formula)."""
     a, b = torch.cdist(x, x), torch.cdist(y, y)

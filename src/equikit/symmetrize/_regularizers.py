@@ -243,6 +243,19 @@ class LearnedLatentAction(nn.Module):
         return (m @ z.unsqueeze(-1)).squeeze(-1)
 
 
+def _real_tokens(group: Group, z: torch.Tensor, zg: torch.Tensor, g: Element, mask: torch.Tensor | None,
+                 where: str) -> tuple[torch.Tensor, torch.Tensor, Element]:
+    """Rows ``(M, D)`` of the real tokens of ``z``, ``zg (B, T, D)`` and the element of each token's input."""
+    b, t = z.shape[:2]
+    if mask is None:
+        mask = torch.ones(b, t, dtype=torch.bool, device=z.device)
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (b, t):
+        raise ValueError(f"{where}: `mask` must be a bool tensor ({b}, {t}) marking the real tokens, got "
+                         f"{getattr(mask, 'dtype', type(mask).__name__)} {tuple(getattr(mask, 'shape', ()))}")
+    owner = torch.arange(b, device=z.device)[:, None].expand(b, t)[mask]
+    return z[mask], zg[mask], group.take(g, owner)
+
+
 class LatentAlignmentLoss(nn.Module):
     """Latent alignment: learn equivariance by aligning embeddings of transformed inputs
     (TransIP, "Learning Inter-Atomic Potentials without Explicit Equivariance"; split
@@ -256,6 +269,11 @@ class LatentAlignmentLoss(nn.Module):
     with ``M_theta`` a :class:`LearnedLatentAction` (``None``: the equivariant part must be
     invariant too). Dividing by the (detached) variance of ``z`` stops the loss from being
     minimised by shrinking the embeddings.
+
+    Token embeddings: an encoder may return ``(B, T, D)`` (e.g. a transformer's per-atom tokens,
+    as TransIP aligns them); the element drawn for input ``b`` then acts on each of its ``T``
+    tokens, every real token is one row of the loss, and ``mask (B, T)`` (bool, passed to
+    ``forward``) leaves padded tokens out.
 
     Args:
         in_action: how the group moves inputs.
@@ -287,7 +305,8 @@ class LatentAlignmentLoss(nn.Module):
         self.weight = float(weight)
         self.generator = resolve_generator(generator) if generator is not None else None
 
-    def forward(self, encoder: Callable[[Any], torch.Tensor], x: Any, z: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, encoder: Callable[[Any], torch.Tensor], x: Any, z: torch.Tensor | None = None, *,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         where = "LatentAlignmentLoss"
         b = batch_size(x, where)
         like = tree_flatten(x)[0][0]
@@ -295,15 +314,20 @@ class LatentAlignmentLoss(nn.Module):
         gx, _, _ = _act_stacked(self.in_action, g, x)
         z = encoder(x) if z is None else z
         zg = encoder(gx)
-        if not isinstance(z, torch.Tensor) or z.ndim != 2 or zg.shape != z.shape:
-            raise ValueError(f"{where}: the encoder must return (B, D) embeddings, got {getattr(z, 'shape', type(z))}")
+        if not isinstance(z, torch.Tensor) or z.ndim not in (2, 3) or zg.shape != z.shape or z.shape[0] != b:
+            raise ValueError(f"{where}: the encoder must return (B, D) embeddings or (B, T, D) tokens for B = {b} "
+                             f"inputs, got {getattr(z, 'shape', type(z))} and {getattr(zg, 'shape', type(zg))}")
+        g0 = self.in_action.group.take(g, 0)
+        if z.ndim == 3:
+            z, zg, g0 = _real_tokens(self.in_action.group, z, zg, g0, mask, where)
+        elif mask is not None:
+            raise ValueError(f"{where}: `mask` is for (B, T, D) tokens; the encoder returned {tuple(z.shape)}")
         k = self.invariant_dim
         if k > z.shape[1]:
             raise ValueError(f"{where}: `invariant_dim`={k} exceeds the embedding width {z.shape[1]}")
         var = z.detach().var(dim=0).mean().clamp_min(1e-12)
         loss = (zg[:, :k] - z[:, :k]).pow(2).sum(-1).mean() if k else z.new_zeros(())
         if k < z.shape[1]:
-            g0 = self.in_action.group.take(g, 0)
             target = z[:, k:] if self.latent_action is None else self.latent_action(g0, z[:, k:])
             loss = loss + (zg[:, k:] - target).pow(2).sum(-1).mean()
         return self.weight * loss / (var * z.shape[1])
