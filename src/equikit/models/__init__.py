@@ -14,6 +14,8 @@
   :mod:`equikit.models.calculator`: its ASE calculator (imports ase).
 - :mod:`equikit.models.molecular_property`: :class:`MolecularProperty`, QM9-style targets on the
   potential's invariant readout (extensive, intensive, dipole from charges x positions).
+- :mod:`equikit.models.transformer_potential`: :class:`TransformerPotential`, a non-equivariant
+  atoms-as-tokens transformer potential (the TransIP learned-equivariance backbone).
 """
 
 from equikit.models.dynamics import EGNN, GNN, EGNNLayer, GNNLayer, LinearDynamics
@@ -24,9 +26,11 @@ from equikit.models.molecular_property import MolecularProperty  # QM9-style tar
 from equikit.models.permutation_learning import PermutationEnsemble, PermutationEnsembleConfig
 from equikit.models.ponita import Ponita
 from equikit.models.potential import Potential, PotentialConfig  # MACE-style potential (issue 7)
+from equikit.models.transformer_potential import TransformerPotential, TransformerPotentialConfig  # TransIP (issue 7)
 
 __all__ = ["EGNN", "FAGNN", "GNN", "EGNNLayer", "EqMotion", "EqMotionLayer", "GNNLayer", "LinearDynamics", "Ponita"]
 __all__ += ["GraphModel", "GraphModelConfig"]
 __all__ += ["PermutationEnsemble", "PermutationEnsembleConfig"]  # exact permutation learning (issue 5)
 __all__ += ["Potential", "PotentialConfig"]  # the ASE calculator: equikit.models.calculator (needs ase)
 __all__ += ["MolecularProperty"]  # QM9-style property regression (issue 7)
+__all__ += ["TransformerPotential", "TransformerPotentialConfig"]  # learned equivariance (issue 7)

@@ -1,0 +1,167 @@
+"""The non-equivariant transformer potential: permutation invariance of the energy and
+equivariance of the forces through the public checker (float32 and float64) with a negative
+control (a token-index embedding), translation invariance, the documented absence of rotation
+invariance before training, padded batches equal one-by-one evaluation, forces equal finite
+differences, the force loss's double backward, and bad input."""
+
+import pytest
+import torch
+
+from equikit.check import assert_equivariant, equivariance_error
+from equikit.data.atoms import AtomsBatch
+from equikit.groups import NodePermutation, O, PointCloud, Translation
+from equikit.models import TransformerPotential, TransformerPotentialConfig
+from equikit.models.transformer_potential import pad_atoms
+
+RTOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+OUT = PointCloud(O(3), pos=None, vectors=("forces",), scalars=("energy",))
+
+
+def _model(dtype=torch.float64, cls=TransformerPotential, **kw):
+    base = dict(atomic_numbers=(1, 6, 8), e0=(-0.5, -1.0, -2.0), dim=16, heads=4, layers=2, num_frequencies=4,
+                readout_hidden=8)
+    base.update(kw)
+    torch.manual_seed(0)
+    return cls(TransformerPotentialConfig(dtype=str(dtype).split(".")[-1], **base))
+
+
+def _molecule(dtype, n=7, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    pos = (torch.rand(n, 3, generator=g, dtype=torch.float64) * 3.0).to(dtype)
+    numbers = torch.tensor([8, 1, 6, 1, 6, 1, 1, 8, 6][:n])
+    return {"pos": pos, "numbers": numbers}
+
+
+def _energy_forces(model):
+    def f(d):
+        b = AtomsBatch.from_arrays(positions=d["pos"], numbers=d["numbers"], natoms=[d["pos"].shape[0]])
+        out = model(b)
+        return {"energy": out["energy"].detach(), "forces": out["forces"].detach()}
+
+    return f
+
+
+def _permutation_actions(n):
+    return (NodePermutation(n, nodes={"pos": -2, "numbers": -1}),
+            NodePermutation(n, nodes={"forces": -2}, invariant=("energy",)))
+
+
+def test_atom_permutations_leave_energy_invariant_and_permute_forces(dtype):
+    model = _model(dtype)
+    x = _molecule(dtype)
+    act_in, act_out = _permutation_actions(7)
+    report = assert_equivariant(_energy_forces(model), x, act_in, act_out, n_samples=8, generator=1,
+                                rtol=RTOL[dtype])
+    assert report.n_elements == 8
+
+
+class _IndexedTransformer(TransformerPotential):
+    """Negative control: a positional (token-index) embedding, as a sequence transformer has."""
+
+    def encode(self, pos, numbers, mask):
+        h = super().encode(pos, numbers, mask)
+        index = torch.arange(h.shape[1], dtype=h.dtype)[:, None] * torch.linspace(-1, 1, h.shape[2], dtype=h.dtype)
+        return h + 0.5 * index  # not constant over channels: the readout's LayerNorm would remove that
+
+
+def test_negative_control_token_index_breaks_permutation_symmetry(dtype):
+    model = _model(dtype, cls=_IndexedTransformer)
+    act_in, act_out = _permutation_actions(7)
+    report = equivariance_error(_energy_forces(model), _molecule(dtype), act_in, act_out, n_samples=8, generator=1)
+    assert not report.passed(rtol=RTOL[dtype])
+    assert report.rel_max > 1e-3
+
+
+def test_translations_leave_energy_and_forces_unchanged(dtype):
+    model = _model(dtype)
+    out = PointCloud(Translation(3), pos=None, vectors=("forces",), scalars=("energy",))
+    # float32: centring x + t loses |t| * 2^-24 per coordinate; translations are O(1) here
+    assert_equivariant(_energy_forces(model), _molecule(dtype), PointCloud(Translation(3), scalars=("numbers",)),
+                       out, n_samples=6, generator=2, rtol=RTOL[dtype] if dtype == torch.float64 else 2e-5)
+
+
+def test_untrained_model_is_not_rotation_invariant(dtype):
+    """The point of the benchmark: rotations and reflections are not built in, so an untrained
+    model changes its energy and forces under O(3) by far more than rounding."""
+    report = equivariance_error(_energy_forces(_model(dtype)), _molecule(dtype),
+                                PointCloud(O(3), scalars=("numbers",)), OUT, n_samples=8, generator=4)
+    assert not report.passed(rtol=1e-3)
+    assert report.rel_max > 1e-2
+
+
+def test_padded_batch_equals_one_by_one(dtype):
+    model = _model(dtype)
+    mols = [_molecule(dtype, n, seed) for n, seed in ((7, 1), (3, 2), (9, 3), (5, 4))]
+    batch = AtomsBatch.from_arrays(positions=torch.cat([m["pos"] for m in mols]),
+                                   numbers=torch.cat([m["numbers"] for m in mols]), natoms=[7, 3, 9, 5])
+    out = model(batch, return_tokens=True)
+    singles = [_energy_forces(model)(m) for m in mols]
+    tol = dict(rtol=RTOL[dtype], atol=0.0) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["energy"].detach(), torch.stack([s["energy"][0] for s in singles]), **tol)
+    torch.testing.assert_close(out["forces"], torch.cat([s["forces"] for s in singles]), **tol)
+    assert out["tokens"].shape == (24, 16) and out["node_energy"].shape == (24,)
+
+
+def test_pad_atoms_places_each_atom_in_its_structure_row():
+    values = torch.arange(6.0)[:, None] * torch.ones(1, 3)
+    dense, mask = pad_atoms(values, torch.tensor([0, 1, 1, 1, 2, 2]), 3)
+    assert mask.tolist() == [[True, False, False], [True, True, True], [True, True, False]]
+    assert dense[..., 0].tolist() == [[0.0, 0.0, 0.0], [1.0, 2.0, 3.0], [4.0, 5.0, 0.0]]
+
+
+def test_forces_are_minus_finite_differences_of_energy():
+    model = _model(torch.float64)
+    x = _molecule(torch.float64)
+    b = AtomsBatch.from_arrays(positions=x["pos"], numbers=x["numbers"], natoms=[7])
+    forces = model(b)["forces"]
+    h = 1e-5
+    for atom, axis in ((0, 0), (3, 1), (6, 2), (2, 0)):
+        plus, minus = x["pos"].clone(), x["pos"].clone()
+        plus[atom, axis] += h
+        minus[atom, axis] -= h
+        e = [float(model(AtomsBatch.from_arrays(positions=p, numbers=x["numbers"], natoms=[7]),
+                         compute_forces=False)["energy"].detach()) for p in (plus, minus)]
+        fd = -(e[0] - e[1]) / (2 * h)
+        assert abs(fd - float(forces[atom, axis])) <= 1e-8 * max(1.0, abs(fd))
+
+
+def test_force_loss_double_backward_gradcheck():
+    """Training on forces differentiates -dE/dx by the parameters (attention's math kernel)."""
+    model = _model(torch.float64, dim=8, heads=2, layers=1, num_frequencies=2)
+    x = _molecule(torch.float64, n=4)
+    b = AtomsBatch.from_arrays(positions=x["pos"], numbers=x["numbers"], natoms=[4])
+
+    def force_loss(w):  # the loss as a function of one weight matrix
+        out = torch.func.functional_call(model, {"blocks.0.qkv.weight": w}, (b,), {"training": True})
+        return out["forces"].pow(2).sum()
+
+    w0 = model.blocks[0].qkv.weight.detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(force_loss, (w0,), eps=1e-6, atol=1e-6)
+
+
+def test_invalid_config_and_inputs_raise():
+    with pytest.raises(ValueError, match="TransformerPotentialConfig: `heads` \\(3\\) must divide `dim` \\(16\\)"):
+        TransformerPotentialConfig(dim=16, heads=3)
+    with pytest.raises(ValueError, match="TransformerPotentialConfig: `e0` needs one energy per element"):
+        TransformerPotentialConfig(atomic_numbers=(1, 8), e0=(0.0,))
+    with pytest.raises(ValueError, match="TransformerPotentialConfig: `dtype` must be one of"):
+        TransformerPotentialConfig(dtype="float16")
+    with pytest.raises(ValueError, match=r"TransformerPotentialConfig\.from_dict: unknown fields \['width'\]"):
+        TransformerPotentialConfig.from_dict({"width": 3})
+    with pytest.raises(TypeError, match="TransformerPotential: `config` must be a TransformerPotentialConfig"):
+        TransformerPotential({"dim": 16})
+    model = _model(torch.float64)
+    x = _molecule(torch.float64, n=3)
+    with pytest.raises(ValueError, match="atomic numbers \\[29\\] are not in the model's elements \\[1, 6, 8\\]"):
+        model(AtomsBatch.from_arrays(positions=x["pos"], numbers=torch.tensor([8, 29, 1]), natoms=[3]))
+    with pytest.raises(TypeError, match=r"positions are torch\.float32 but the model is torch\.float64"):
+        model(AtomsBatch.from_arrays(positions=x["pos"].float(), numbers=x["numbers"], natoms=[3]))
+    bad = x["pos"].clone()
+    bad[1, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"TransformerPotential\.forward: positions contain NaN"):
+        model(AtomsBatch.from_arrays(positions=bad, numbers=x["numbers"], natoms=[3]))
+    with pytest.raises(ValueError, match="periodic cells are not supported"):
+        model(AtomsBatch.from_arrays(positions=x["pos"], numbers=x["numbers"], natoms=[3],
+                                     cell=torch.eye(3)[None] * 5, pbc=torch.ones(1, 3, dtype=torch.bool)))
+    with pytest.raises(TypeError, match="`batch` must be an AtomsBatch"):
+        model({"pos": x["pos"]})
