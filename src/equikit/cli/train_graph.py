@@ -53,8 +53,9 @@ GRAPH_DATASETS = ("csl", "counting-triangle", "counting-4cycle", "counting-3star
 GRAPH_MODELS = ("gin", "gcn", "ppgn", "spen", "poly")
 #: task settings in ``TrainConfig.extra``: ``size`` caps the graphs per split (tests, quick
 #: looks; ``None`` = the whole protocol), ``model_kwargs`` go to :class:`GraphModelConfig`
+#: ``bucket`` draws training batches from molecules of similar size (:func:`graph_batches`)
 GRAPH_DEFAULTS: dict[str, Any] = {"model": "gin", "data": "csl", "hidden": 64, "n_layers": 4, "fold": 0,
-                                  "split_seed": 0, "size": None, "model_kwargs": {}}
+                                  "split_seed": 0, "size": None, "model_kwargs": {}, "bucket": False}
 GRAPH_CONFIG = TrainConfig(epochs=100, lr=1e-3, batch_size=32, eval_every=1, monitor="val_loss",
                            extra={"model": "gin", "data": "csl"})
 
@@ -201,10 +202,54 @@ def build_graph_model(model: str, data: GraphData, *, hidden: int = 64, n_layers
                                        edge_dim=data.edge_dim, **kwargs))
 
 
+def bucket_order(sizes, batch_size: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    """Size-bucketed batches: indices of ``sizes`` sorted by size (ties in a random order
+    drawn from ``generator``, or by index without one), cut into consecutive batches of
+    ``batch_size`` (the last may be smaller), the batch order shuffled with ``generator``.
+
+    Dense models (PPGN, IGN) pad every graph of a batch to its largest one and pay
+    ``B n_max^2`` pair slots; a bucketed batch pays about ``sum n_i^2``. Each batch covers a
+    contiguous range of sizes, so batches are nearly the same every epoch (only the order of
+    the batches and the split of equal-size graphs change).
+
+    Args:
+        sizes: node counts ``(G,)`` (sequence or tensor of ints).
+        batch_size: graphs per batch, >= 1.
+        generator: seeded generator for ties and batch order; ``None`` keeps sorted order.
+
+    Returns:
+        list of index tensors (int64) that partition ``range(G)``.
+
+    Example:
+        >>> from equikit.cli.train_graph import bucket_order
+        >>> [b.tolist() for b in bucket_order([5, 1, 3, 2], 2)]
+        [[1, 3], [2, 0]]
+    """
+    sizes = torch.as_tensor(sizes)
+    if sizes.ndim != 1 or sizes.is_floating_point():
+        raise ValueError(f"bucket_order: `sizes` must be a 1-d sequence of ints, got "
+                         f"{sizes.dtype} of shape {tuple(sizes.shape)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"bucket_order: `batch_size` must be an int >= 1, got {batch_size!r}")
+    g = len(sizes)
+    tie = torch.randperm(g, generator=generator) if generator is not None else torch.arange(g)
+    order = tie[torch.argsort(sizes[tie], stable=True)]
+    chunks = list(order.split(batch_size))
+    if generator is not None:
+        chunks = [chunks[int(i)] for i in torch.randperm(len(chunks), generator=generator)]
+    return chunks
+
+
 def graph_batches(graphs: list[GraphBatch], batch_size: int, shuffle: bool,
-                  generator: torch.Generator | None = None):
+                  generator: torch.Generator | None = None, bucket: bool = False):
     """Collated batches (shuffled with ``generator`` when ``shuffle``; the last one may be
-    smaller)."""
+    smaller). ``bucket``: batches of graphs of similar size (:func:`bucket_order`; shuffled
+    batch order and ties when ``shuffle``, else sorted by size)."""
+    if bucket:
+        sizes = [g.num_nodes for g in graphs]
+        for idx in bucket_order(sizes, batch_size, generator if shuffle else None):
+            yield collate_graphs([graphs[int(i)] for i in idx])
+        return
     order = torch.randperm(len(graphs), generator=generator) if shuffle else torch.arange(len(graphs))
     for k in range(0, len(graphs), batch_size):
         yield collate_graphs([graphs[int(i)] for i in order[k : k + batch_size]])
@@ -220,14 +265,16 @@ def graph_loss(model: nn.Module, batch: GraphBatch, data: GraphData) -> torch.Te
 
 
 def graph_metrics(model: nn.Module, graphs: list[GraphBatch], data: GraphData, prefix: str,
-                  batch_size: int = 256) -> dict[str, float]:
+                  batch_size: int = 256, bucket: bool = False) -> dict[str, float]:
     """``{prefix}_loss`` and ``{prefix}_acc`` (classification) or ``{prefix}_mae``,
-    ``{prefix}_rmse`` in the data's units (regression); eval mode, no grad."""
+    ``{prefix}_rmse`` in the data's units (regression); eval mode, no grad. ``bucket``:
+    batches of graphs sorted by size (the metrics are means over graphs, so the order does
+    not change them beyond float rounding)."""
     was = model.training
     model.eval()
     preds, ys, loss = [], [], 0.0
     with torch.no_grad():
-        for b in graph_batches(graphs, batch_size, shuffle=False):
+        for b in graph_batches(graphs, batch_size, shuffle=False, bucket=bucket):
             loss += float(graph_loss(model, b, data)) * b.num_graphs
             preds.append(model(b))
             ys.append(b.y.reshape(-1))
@@ -279,18 +326,21 @@ def train_graph(config: TrainConfig, out_dir: str | Path | None = None, *, resum
     model = build_graph_model(s["model"], data, hidden=s["hidden"], n_layers=s["n_layers"], **s["model_kwargs"])
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
+    bucket = bool(s["bucket"])
+    eval_bs = config.batch_size if bucket else 256
+
     def batches(epoch, gen):
-        return graph_batches(data.train, config.batch_size, shuffle=True, generator=gen)
+        return graph_batches(data.train, config.batch_size, shuffle=True, generator=gen, bucket=bucket)
 
     def evaluate(m):
-        return graph_metrics(m, data.val, data, "val")
+        return graph_metrics(m, data.val, data, "val", eval_bs, bucket)
 
     result: FitResult = fit(model, opt, batches, lambda m, b: graph_loss(m, b, data), config,
                             evaluate=evaluate, out_dir=out_dir, resume=resume)
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
     t0 = time.perf_counter()
-    test = graph_metrics(model, data.test, data, "test")
+    test = graph_metrics(model, data.test, data, "test", eval_bs, bucket)
     summary = {**result.summary(), "model": s["model"], "data": s["data"], "fold": s["fold"],
                "parameters": sum(p.numel() for p in model.parameters()),
                **{k: v for k, v in result.best_metrics.items() if k.startswith("val_")}, **test,
@@ -315,6 +365,8 @@ def _graph_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-kwargs", type=json.loads, default=None, metavar="JSON",
                    help='more GraphModelConfig fields, e.g. \'{"spen_k": 1}\'')
     p.add_argument("--root", default=None, help="data dir (default: $EQUIKIT_DATA or the user cache)")
+    p.add_argument("--bucket", action="store_true",
+                   help="size-bucketed batches (graphs of similar size together: much less padding for ppgn)")
 
 
 def _run_graph(args: argparse.Namespace) -> int:
@@ -323,7 +375,7 @@ def _run_graph(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, GRAPH_CONFIG, {
         "model": args.model, "data": args.data, "fold": args.fold, "hidden": args.hidden,
         "n_layers": args.layers, "size": args.size, "split_seed": args.split_seed,
-        "model_kwargs": args.model_kwargs})
+        "model_kwargs": args.model_kwargs, "bucket": args.bucket or None})
     out = train_graph(cfg, args.out, resume=args.resume, root=args.root)
     keys = ("model", "data", "epochs", "steps", "seconds", "stop_reason", "best_epoch")
     shown = {k: out[k] for k in keys} | {k: v for k, v in out.items() if k.startswith(("val_", "test_"))}
