@@ -309,3 +309,24 @@ def test_fused_gradients_equal_one_slot_calls(kind, per_sample):
         assert (a is None) == (b is None)
         if a is not None:
             assert torch.allclose(a, b, rtol=1e-11, atol=1e-11)
+
+
+@needs_native
+@pytest.mark.parametrize("lmax", [6, 7])
+def test_every_block_dimension_of_the_transposes(lmax):
+    """The operand transposes are unrolled per block dimension (3 .. 13, a loop beyond): blocks of
+    every l up to 6 (and l = 7, the generic loop) with several channels, in all three operands,
+    forward and every gradient against the oracle in float64."""
+    i1 = Irreps([(3, (l, (-1) ** l)) for l in range(lmax + 1)])
+    i2 = Irreps([(2, (l, 1)) for l in (0, lmax)])
+    d = tp.channelwise(i1, i2, lmax=lmax)
+    assert {ir.dim for _, ir in d.irreps_out} >= {2 * l + 1 for l in range(lmax + 1)}
+    ex, naive = _pair(d)
+    outs = []
+    for f in (ex, naive):
+        x1, x2, w = _inputs(d, rows=3, per_sample=True, grad=True, seed=lmax)
+        z = f(x1, x2, w)
+        g = torch.randn(z.shape, dtype=z.dtype, generator=torch.Generator().manual_seed(5))
+        outs.append((z, *torch.autograd.grad(z, (x1, x2, w), g)))
+    for got, want in zip(*outs):
+        assert (got - want).abs().max() <= 1e-12 * want.abs().max()
