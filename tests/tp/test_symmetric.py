@@ -244,3 +244,31 @@ def test_executor_validation():
         tp.make_symmetric_executor(d, "fast")
     assert set(tp.SYMMETRIC_BACKENDS) >= {"naive", "recursive"}
     assert ex(x[:0], el[:0], w).shape == (0, 2)
+
+
+@pytest.mark.parametrize("k", [4, 1, 7])  # k == d takes the multiply-and-sum route, others bmm
+def test_rowdot_values_and_derivatives_to_third_order(k):
+    """The recursive executor's row-wise product (and its hand-written derivative functions)
+    equals einsum's values and first, second and third derivatives (float64)."""
+    from equikit.tp._symmetric_backends import rowdot
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    y = torch.randn(6, 4, k, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(rowdot, (x, y))
+    assert torch.autograd.gradgradcheck(rowdot, (x, y))
+    probe = torch.randn(6, k, dtype=torch.float64, generator=g)
+
+    def derivatives(fn):
+        out = (fn(x, y) * probe).sum()
+        gx, gy = torch.autograd.grad(out, (x, y), create_graph=True)
+        s = (gx**2).sum() * (gy**2).sum()  # products of first derivatives: nonzero 2nd and 3rd order
+        hx, hy = torch.autograd.grad(s, (x, y), create_graph=True)
+        tx, ty = torch.autograd.grad((hx**3).sum() + (hy * y).sum(), (x, y))
+        return fn(x, y), gx, gy, hx, hy, tx, ty
+
+    ours = derivatives(rowdot)
+    ref = derivatives(lambda a, b: torch.einsum("bd,bdk->bk", a, b))
+    for a, b in zip(ours, ref):
+        assert b.abs().max() > 0
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10 * b.abs().max().item())

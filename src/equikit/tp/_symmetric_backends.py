@@ -11,7 +11,7 @@ irreps_out.dim)`` in the layout of ``descriptor.irreps_out_full(channels)``.
   instead of per node. Per element ``e`` present and output block: ``T_nu = U_nu . W[e, nu]``
   ``(channels, d^nu, m)`` (cost independent of the number of nodes), then for the nodes of that
   element ``y = x . T_numax + T_(numax-1)`` (one ``baddbmm`` over channels), ``y = x . y +
-  T_(nu-1)`` (``bmm`` s batched over channels and nodes), down to ``nu = 1``. MACE instead
+  T_(nu-1)`` (row-wise products over channels x nodes, :func:`rowdot`), down to ``nu = 1``. MACE instead
   contracts ``U`` with the weights gathered *per node* (``(N, channels, d^nu)``, times the basis
   size more multiply-adds). Nodes are processed in chunks so that the largest temporary stays
   below ``chunk_elements`` numbers.
@@ -139,6 +139,76 @@ class NaiveSymmetricExecutor(SymmetricExecutor):
         return _output(d, blocks, n, c, x)
 
 
+def _rowdot_impl(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # a batched (1 x d) @ (d x k) bmm has a large per-matrix cost where k == d (measured on this
+    # CPU: 1536 x (16 x 16) 0.59 ms bmm vs 0.16 ms broadcast-multiply-and-sum; bmm wins for k = 3, 48)
+    if y.shape[-1] == y.shape[-2]:
+        return (x[:, :, None] * y).sum(1)
+    return torch.bmm(x[:, None, :], y)[:, 0]
+
+
+class _RowDot(torch.autograd.Function):
+    """``out[b, k] = sum_d x[b, d] y[b, d, k]``: per-row vector-matrix products whose derivatives
+    (and theirs: double backward for forces) are again :class:`_RowDot`, :class:`_RowMatvec` and
+    :class:`_RowOuter`. The outer products of a ``bmm`` backward (``(d x 1) @ (1 x k)`` per row)
+    cost ~2 us per row on this CPU; a broadcast multiply does them 5-15x faster."""
+
+    @staticmethod
+    def forward(ctx, x, y):
+        ctx.save_for_backward(x, y)
+        return _rowdot_impl(x, y)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y = ctx.saved_tensors
+        gx = _RowMatvec.apply(y, g) if ctx.needs_input_grad[0] else None
+        gy = _RowOuter.apply(x, g) if ctx.needs_input_grad[1] else None
+        return gx, gy
+
+
+class _RowMatvec(torch.autograd.Function):
+    """``out[b, d] = sum_k y[b, d, k] g[b, k]``."""
+
+    @staticmethod
+    def forward(ctx, y, g):
+        ctx.save_for_backward(y, g)
+        return torch.bmm(y, g[:, :, None])[:, :, 0]
+
+    @staticmethod
+    def backward(ctx, go):
+        y, g = ctx.saved_tensors
+        gy = _RowOuter.apply(go, g) if ctx.needs_input_grad[0] else None
+        gg = _RowDot.apply(go, y) if ctx.needs_input_grad[1] else None
+        return gy, gg
+
+
+class _RowOuter(torch.autograd.Function):
+    """``out[b, d, k] = x[b, d] g[b, k]``."""
+
+    @staticmethod
+    def forward(ctx, x, g):
+        ctx.save_for_backward(x, g)
+        return x[:, :, None] * g[:, None, :]
+
+    @staticmethod
+    def backward(ctx, go):
+        x, g = ctx.saved_tensors
+        gx = _RowMatvec.apply(go, g) if ctx.needs_input_grad[0] else None
+        gg = _RowDot.apply(x, go) if ctx.needs_input_grad[1] else None
+        return gx, gg
+
+
+def rowdot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``x (B, d)``, ``y (B, d, k)`` -> ``(B, k)``, ``out[b] = x[b] @ y[b]``, differentiable to any
+    order (each derivative is again a row-wise product, never a batched outer-product ``bmm``).
+
+    >>> x, y = torch.randn(4, 3), torch.randn(4, 3, 2)
+    >>> torch.allclose(rowdot(x, y), torch.einsum("bd,bdk->bk", x, y))
+    True
+    """
+    return _RowDot.apply(x, y)
+
+
 @register_symmetric_backend
 class RecursiveSymmetricExecutor(SymmetricExecutor):
     """MACE's recursive order with the weights contracted per element (see the module docs)."""
@@ -188,14 +258,14 @@ class RecursiveSymmetricExecutor(SymmetricExecutor):
     def _contract(x: torch.Tensor, ts: list[torch.Tensor | None], d: int) -> torch.Tensor:
         """``x (C, n, d)``, ``ts[nu-1] (C, d^nu m)`` (``None``: no basis) -> ``(C, n, m)``,
         highest order first: ``y = x . T_top + T_(top-1)`` (one ``baddbmm`` over channels), then
-        ``y = x . y + T_(nu-1)`` (a ``bmm`` over channels and nodes) down to ``nu = 1``."""
+        ``y = x . y + T_(nu-1)`` (a :func:`rowdot` over channels x nodes) down to ``nu = 1``."""
         C, n, _ = x.shape
         top = max(nu for nu in range(1, len(ts) + 1) if ts[nu - 1] is not None)
         t_top, below = ts[top - 1].reshape(C, d, -1), ts[top - 2] if top >= 2 else None
         y = torch.bmm(x, t_top) if below is None else torch.baddbmm(below.reshape(C, 1, -1), x, t_top)
-        xr = x.reshape(C * n, 1, d)
+        xr = x.reshape(C * n, d)
         for nu in range(top - 1, 0, -1):  # y: (C, n, d^nu m), T_nu included
-            y = torch.bmm(xr, y.reshape(C * n, d, -1)).reshape(C, n, -1)
+            y = rowdot(xr, y.reshape(C * n, d, -1)).reshape(C, n, -1)
             if nu >= 2 and ts[nu - 2] is not None:
                 y = y + ts[nu - 2].reshape(C, 1, -1)
         return y
