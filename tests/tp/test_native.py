@@ -240,8 +240,8 @@ def test_compile_fullgraph_keeps_the_kernel():
 @needs_native
 @pytest.mark.parametrize("per_sample", [False, True])
 def test_fully_connected_register_blocks_and_tails(per_sample):
-    """Multiplicities that fill the kernel's 4 x 16 register blocks and leave tails (17, 20, 33
-    channels; 5, 6 rows), output l up to 5 (the 16-wide gradient block), against naive."""
+    """Multiplicities that fill the kernel's 6 x 16 register blocks and leave tails of 4, 2 and 1
+    rows and of columns (17, 20, 33 channels; 5, 6 rows), output l up to 5, against naive."""
     for d in (tp.fully_connected("20x0e+17x1o+3x2e", Irreps.spherical_harmonics(2), "33x0e+16x1o+20x2e"),
               tp.fully_connected("5x0e+6x1o+3x2e", "2x0e+3x1o+1x2e", "16x0e+18x1o+9x2e+3x3o"),
               tp.fully_connected("4x1o+3x4e", "2x4e+3x3o", "17x0e+16x4e+3x1o+9x5o")):

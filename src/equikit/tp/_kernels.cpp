@@ -239,36 +239,46 @@ void path_uuu(const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r)
     }
 }
 
-// Z[k][0:n] += sum_q A[k][q] M[q][0:n] for k < nk (A rows padded with zeros to a multiple of
-// KB): a register-blocked micro GEMM, KB rows of A times CW output channels per block, so each
-// weight vector loaded is used KB times.
+// Z[k0 + kk][w0 + w] += sum_q A[k0 + kk][q] M[q][w0 + w] for kk < KB, w < CW: one register tile
+// (KB x CW accumulators; each weight vector loaded is used KB times)
+template <int KB, typename T>
+inline void gemm_tile(int64_t k0, int64_t w0, int64_t n, int64_t nq, const T* __restrict A, int64_t lda,
+                      const T* __restrict M, T* __restrict Z) {
+    constexpr int64_t CW = 16;
+    T acc[KB][CW] = {};
+    const T* a = A + k0 * lda;
+    for (int64_t q = 0; q < nq; ++q) {
+        const T* m = M + q * n + w0;
+        for (int64_t kk = 0; kk < KB; ++kk) {
+            const T aq = a[kk * lda + q];
+#pragma omp simd
+            for (int64_t w = 0; w < CW; ++w) acc[kk][w] += aq * m[w];
+        }
+    }
+    for (int64_t kk = 0; kk < KB; ++kk)
+        for (int64_t w = 0; w < CW; ++w) Z[(k0 + kk) * n + w0 + w] += acc[kk][w];
+}
+
+// Z[k][0:n] += sum_q A[k][q] M[q][0:n] for k < nk: a register-blocked micro GEMM over tiles of
+// 16 output channels, 6 rows of A per tile (12 float accumulators and two weight vectors fill
+// the 16 AVX registers; against 4 rows per tile, kernel-level A/B: fully connected forward
+// 1.1x, backward 1.35x at C = 128, 1.0-1.1x at C = 32), then tiles of 4, 2, 1 rows for the
+// rest; the last n % 16 columns by axpy.
 template <typename T>
 void small_gemm(int64_t nk, int64_t n, int64_t nq, const T* __restrict A, int64_t lda, const T* __restrict M,
                 T* __restrict Z) {
-    constexpr int64_t KB = 4, CW = 16;
-    const int64_t nk_full = nk / KB * KB;
-    int64_t w0 = 0;
-    for (; w0 + CW <= n; w0 += CW) {
-        for (int64_t k0 = 0; k0 < nk_full; k0 += KB) {
-            T acc[KB][CW] = {};
-            const T* a = A + k0 * lda;
-            for (int64_t q = 0; q < nq; ++q) {
-                const T* m = M + q * n + w0;
-                for (int64_t kk = 0; kk < KB; ++kk) {
-                    const T aq = a[kk * lda + q];
-#pragma omp simd
-                    for (int64_t w = 0; w < CW; ++w) acc[kk][w] += aq * m[w];
-                }
-            }
-            for (int64_t kk = 0; kk < KB; ++kk)
-                for (int64_t w = 0; w < CW; ++w) Z[(k0 + kk) * n + w0 + w] += acc[kk][w];
-        }
+    constexpr int64_t CW = 16;
+    const int64_t n_full = n / CW * CW;
+    for (int64_t w0 = 0; w0 < n_full; w0 += CW) {
+        int64_t k0 = 0;
+        for (; k0 + 6 <= nk; k0 += 6) gemm_tile<6>(k0, w0, n, nq, A, lda, M, Z);
+        for (; k0 + 4 <= nk; k0 += 4) gemm_tile<4>(k0, w0, n, nq, A, lda, M, Z);
+        for (; k0 + 2 <= nk; k0 += 2) gemm_tile<2>(k0, w0, n, nq, A, lda, M, Z);
+        for (; k0 < nk; ++k0) gemm_tile<1>(k0, w0, n, nq, A, lda, M, Z);
     }
-    for (int64_t k = 0; k < nk; ++k) {
-        const int64_t start = k < nk_full ? w0 : 0;  // rows of the tail block: every column
-        if (start < n)
-            for (int64_t q = 0; q < nq; ++q) axpy(n - start, A[k * lda + q], M + q * n + start, Z + k * n + start);
-    }
+    if (n_full < n)
+        for (int64_t k = 0; k < nk; ++k)
+            for (int64_t q = 0; q < nq; ++q) axpy(n - n_full, A[k * lda + q], M + q * n + n_full, Z + k * n + n_full);
 }
 
 // ---- fully connected paths with shared weights, R rows at a time ---------------------------
