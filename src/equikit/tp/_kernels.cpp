@@ -243,14 +243,14 @@ void path_uuu(const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r)
 // (KB x CW accumulators; each weight vector loaded is used KB times)
 template <int KB, typename T>
 inline void gemm_tile(int64_t k0, int64_t w0, int64_t n, int64_t nq, const T* __restrict A, int64_t lda,
-                      const T* __restrict M, T* __restrict Z) {
+                      int64_t sq, const T* __restrict M, T* __restrict Z) {
     constexpr int64_t CW = 16;
     T acc[KB][CW] = {};
     const T* a = A + k0 * lda;
     for (int64_t q = 0; q < nq; ++q) {
         const T* m = M + q * n + w0;
         for (int64_t kk = 0; kk < KB; ++kk) {
-            const T aq = a[kk * lda + q];
+            const T aq = a[kk * lda + q * sq];
 #pragma omp simd
             for (int64_t w = 0; w < CW; ++w) acc[kk][w] += aq * m[w];
         }
@@ -264,21 +264,23 @@ inline void gemm_tile(int64_t k0, int64_t w0, int64_t n, int64_t nq, const T* __
 // the 16 AVX registers; against 4 rows per tile, kernel-level A/B: fully connected forward
 // 1.1x, backward 1.35x at C = 128, 1.0-1.1x at C = 32), then tiles of 4, 2, 1 rows for the
 // rest; the last n % 16 columns by axpy.
+// (A[k][q] at A[k lda + q sq]: sq = 1 row-major, lda = 1 and sq = the row length for A^T)
 template <typename T>
 void small_gemm(int64_t nk, int64_t n, int64_t nq, const T* __restrict A, int64_t lda, const T* __restrict M,
-                T* __restrict Z) {
+                T* __restrict Z, int64_t sq = 1) {
     constexpr int64_t CW = 16;
     const int64_t n_full = n / CW * CW;
     for (int64_t w0 = 0; w0 < n_full; w0 += CW) {
         int64_t k0 = 0;
-        for (; k0 + 6 <= nk; k0 += 6) gemm_tile<6>(k0, w0, n, nq, A, lda, M, Z);
-        for (; k0 + 4 <= nk; k0 += 4) gemm_tile<4>(k0, w0, n, nq, A, lda, M, Z);
-        for (; k0 + 2 <= nk; k0 += 2) gemm_tile<2>(k0, w0, n, nq, A, lda, M, Z);
-        for (; k0 < nk; ++k0) gemm_tile<1>(k0, w0, n, nq, A, lda, M, Z);
+        for (; k0 + 6 <= nk; k0 += 6) gemm_tile<6>(k0, w0, n, nq, A, lda, sq, M, Z);
+        for (; k0 + 4 <= nk; k0 += 4) gemm_tile<4>(k0, w0, n, nq, A, lda, sq, M, Z);
+        for (; k0 + 2 <= nk; k0 += 2) gemm_tile<2>(k0, w0, n, nq, A, lda, sq, M, Z);
+        for (; k0 < nk; ++k0) gemm_tile<1>(k0, w0, n, nq, A, lda, sq, M, Z);
     }
     if (n_full < n)
         for (int64_t k = 0; k < nk; ++k)
-            for (int64_t q = 0; q < nq; ++q) axpy(n - n_full, A[k * lda + q], M + q * n + n_full, Z + k * n + n_full);
+            for (int64_t q = 0; q < nq; ++q)
+                axpy(n - n_full, A[k * lda + q * sq], M + q * n + n_full, Z + k * n + n_full);
 }
 
 // ---- fully connected paths with shared weights, R rows at a time ---------------------------
@@ -306,9 +308,9 @@ void uvw_bilinear(const int64_t* p, const int32_t* ei, const T* ec, const Row<T>
                 for (int64_t v = 0; v < V; ++v) A[k * UV + u * V + v] = Tm[(k * V + v) * U + u];
 }
 
-// slot 1 / 2 from G[k][u V + v] = sum_w W[u, v, w] gz[w, k]
+// slots 1 and / or 2 (mask bits 2, 4) from G[k][u V + v] = sum_w W[u, v, w] gz[w, k]
 template <typename T>
-void uvw_input_grad(int slot, const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r, const T* G) {
+void uvw_input_grad(int mask, const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r, const T* G) {
     const int64_t U = p[F_U], V = p[F_V], d3 = p[F_D3], UV = U * V;
     const T* X = r.x1 + p[F_OFF1];
     const T* Y = r.x2 + p[F_OFF2];
@@ -322,14 +324,28 @@ void uvw_input_grad(int slot, const int64_t* p, const int32_t* ei, const T* ec, 
                 for (int64_t v = 0; v < V; ++v) t[(k * V + v) * U + u] = G[k * UV + u * V + v];
         Tm = t;
     }
+    const bool want1 = mask & 2, want2 = mask & 4;
     for (int64_t e = p[F_E0]; e < p[F_E1]; ++e) {
         const int64_t i = ei[3 * e], j = ei[3 * e + 1], k = ei[3 * e + 2];
+        const T c = ec[e];
         for (int64_t v = 0; v < V; ++v) {
             const T* g = Tm + (k * V + v) * U;
-            if (slot == 1)
-                axpy(U, ec[e] * Y[j * V + v], g, GX + i * U);
-            else
-                GY[j * V + v] += ec[e] * dot(U, g, X + i * U);
+            if (want1 && want2) {  // both in one sweep over g
+                const T a = c * Y[j * V + v];
+                const T* x = X + i * U;
+                T* gx = GX + i * U;
+                T acc = 0;
+#pragma omp simd reduction(+ : acc)
+                for (int64_t u = 0; u < U; ++u) {
+                    gx[u] += a * g[u];
+                    acc += g[u] * x[u];
+                }
+                GY[j * V + v] += c * acc;
+            } else if (want1) {
+                axpy(U, c * Y[j * V + v], g, GX + i * U);
+            } else {
+                GY[j * V + v] += c * dot(U, g, X + i * U);
+            }
         }
     }
 }
@@ -373,7 +389,7 @@ void path_uvw(int slot, const int64_t* p, const int32_t* ei, const T* ec, const 
                 for (int64_t w = 0; w < Wo; ++w) G[k * UV + q] += Z[k * Wo + w];
             }
         }
-    uvw_input_grad(slot, p, ei, ec, r, G);
+    uvw_input_grad(1 << slot, p, ei, ec, r, G);
 }
 
 // one shared-weight uvw path over the rows rs[0:R] of a chunk, for every slot in `mask` (bit s
@@ -396,27 +412,22 @@ void uvw_chunk(int mask, const int64_t* p, const int32_t* ei, const T* ec, Row<T
             for (int64_t q = 0; q < d3 * Wo; ++q) Z[q] += src[q];
         }
     }
+    if (!(mask & 14)) return;
+    // the gradients: the chunk's incoming gradients Zc (R d3 x Wo) once for both GEMMs; the
+    // weight gradient A^T Zc reads the rows' bilinear parts A (R d3 x U V) through strides (no
+    // transposed copy); the input gradients share G = Zc W^T (in A's place once A is used)
+    T* A = M;            // [R d3][U V], then G
+    T* Zc = M + m * UV;  // [R d3][Wo]
+    for (int64_t n = 0; n < R; ++n) std::memcpy(Zc + n * d3 * Wo, rs[n].z + p[F_OFFO], sizeof(T) * d3 * Wo);
     if (mask & 8) {
-        T* AT = M;           // [U V][R d3]
-        T* Zc = M + m * UV;  // [R d3][Wo]
-        T* A = Zc + m * Wo;  // one row's A
-        for (int64_t n = 0; n < R; ++n) {
-            uvw_bilinear(p, ei, ec, rs[n], A);
-            for (int64_t k = 0; k < d3; ++k)
-                for (int64_t q = 0; q < UV; ++q) AT[q * m + n * d3 + k] = A[k * UV + q];
-            std::memcpy(Zc + n * d3 * Wo, rs[n].z + p[F_OFFO], sizeof(T) * d3 * Wo);
-        }
-        small_gemm(UV, Wo, m, AT, m, Zc, gw + woff);
+        for (int64_t n = 0; n < R; ++n) uvw_bilinear(p, ei, ec, rs[n], A + n * d3 * UV);
+        small_gemm(UV, Wo, m, A, 1, Zc, gw + woff, UV);
     }
     if (mask & 6) {
-        T* Zc = M;          // [R d3][Wo]
-        T* G = M + m * Wo;  // [R d3][U V]
-        for (int64_t n = 0; n < R; ++n) std::memcpy(Zc + n * d3 * Wo, rs[n].z + p[F_OFFO], sizeof(T) * d3 * Wo);
+        T* G = A;
         std::fill(G, G + m * UV, T(0));
         small_gemm(m, UV, Wo, Zc, Wo, wT + woff, G);
-        for (int64_t n = 0; n < R; ++n)
-            for (int s = 1; s <= 2; ++s)
-                if (mask & (1 << s)) uvw_input_grad(s, p, ei, ec, rs[n], G + n * d3 * UV);
+        for (int64_t n = 0; n < R; ++n) uvw_input_grad(mask & 6, p, ei, ec, rs[n], G + n * d3 * UV);
     }
 }
 
