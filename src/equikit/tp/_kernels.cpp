@@ -14,7 +14,7 @@
 // derivative (the Python side wires it into autograd).
 //
 // Modes per path: 0 = uvw (fully connected, W[u, v, w]: the sparse bilinear part T[k][u, v]
-// first, then T times the weights; with shared weights as a GEMM over 16 rows at a time),
+// first, then T times the weights; with shared weights as a GEMM over 32 rows at a time),
 // 1 = uvu (channelwise, W[u, v]), 2 = uuu (elementwise, W[u]). Per row, every operand is transposed into a buffer with
 // layout [component][channel] per block (blocks of mul 1 are left as they are), so the inner
 // loops run over contiguous channels and vectorise; rows are split over OpenMP threads.
@@ -137,7 +137,7 @@ struct Row {
     const T* wT; // shared uvw weights transposed per path ([w][u v]), for the gradients; or null
 };
 
-constexpr int64_t CHUNK = 16;  // rows per GEMM of the shared-weight uvw paths (uvw_chunk)
+constexpr int64_t CHUNK = 32;  // rows per GEMM of the shared-weight uvw paths (uvw_chunk)
 
 // channelwise: z[u, k] += sum_v W[u, v] sum_e c x1[u, i] x2[v, j] (the slot is a template
 // argument, so the per-entry branches on it compile away)

@@ -22,7 +22,7 @@ fake implementations, so ``torch.compile(fullgraph=True)`` traces each as one no
 Modes (all in the kernel, weights shared or per row): channelwise ``uvu``, elementwise ``uuu``
 and fully connected ``uvw``; for ``uvw`` the kernel first forms the sparse bilinear part
 ``T[k, u, v] = sum c x1[u, i] x2[v, j]`` of the row (only the nonzeros), then ``z[w, k] += sum_uv
-T[k, u, v] W[u, v, w]``; with shared weights the second step is one register-blocked GEMM over 16
+T[k, u, v] W[u, v, w]``; with shared weights the second step is one register-blocked GEMM over 32
 rows at a time (no ``(rows, k, u, v)`` intermediate in memory). Outputs of 32 MiB and more get
 transparent-huge-page advice before the first write (fresh large allocations otherwise fault
 once per 4 KiB page, which dominated the 10k-row timings).
