@@ -1,28 +1,104 @@
 #!/usr/bin/env bash
-# One prepared run on the device machine (an H100/H200 lent to the session): the GPU-side
-# benchmarks and the gpu-marked tests, all results packed into $OUT/device_results.tgz.
-# Usage there: bash benchmarks/device_run.sh   (from the repository root; OUT set by the tool)
+# One prepared run on the device machine (an H100/H200 lent to the session). Sections, in order,
+# each under its own time limit so the whole run fits one call:
+#   tp     tensor products: equikit vs e3nn vs cuEquivariance's CUDA kernels (tp_device.py)
+#   atoms  the MACE-style potential vs mace-torch: forces, training step, MD (atoms_mace_speed_device.py)
+#   nbody  the PONITA-style model at the published n-body size and protocol, 3 seeds in parallel
+#          processes (nbody_long.py --device cuda), for what is left of DEADLINE_S (540 s) since the start
+#   tests  the gpu-marked tests
+#   sh     (older) harmonics vs e3nn, checker overhead, Cayley growth vs cayleypy
+# Usage there, from the repository root (OUT set by the tool):
+#   bash benchmarks/device_run.sh tp atoms tests nbody
+# Carried (ignored here, see .gitignore): .whl/ (mace-torch 0.3.16, e3nn 0.4.4 and their pure-Python
+# needs, cuequivariance(-torch) 0.13.0 wheels, and cueops.tar.xz: the two cuequivariance-ops wheels
+# unpacked and recompressed to fit the 64 MiB transfer), benchmarks/device_frames/ (MMFF frames and
+# the n-body protocol splits, written here by
+#   .venv/bin/python benchmarks/atoms_mace_speed_device.py --write-frames benchmarks/device_frames
+#   .venv/bin/python benchmarks/nbody_long.py --export-data benchmarks/device_frames/nbody_protocol.pt).
+# Results: $OUT/device_results.tgz -> benchmarks/results/device_<kind>/.
 set -u
 OUT=${OUT:-/tmp/equikit_device}
 W=$OUT/work
 mkdir -p "$W"
+SECTIONS=${*:-tp atoms tests nbody}
+TP_S=${TP_S:-90}
+ATOMS_S=${ATOMS_S:-130}
+PY=${PY:-python3}
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
-# optional wheels carried in .whl (cayleypy and what it needs beyond the image)
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
-    > "$W/wheels.log" 2>&1 && export PYTHONPATH=$PYTHONPATH:/tmp/site
+T0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a "$W/timeline.txt"; }
+
+# ---- carried wheels: one site per need (mace-torch pins e3nn 0.4.4; the tp run uses the image's e3nn)
+CUE=""
+MACE=""
+if [ -d .whl ]; then
+  {
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/cue-site \
+      .whl/cuequivariance-0*.whl .whl/cuequivariance_torch-*.whl && CUE=/tmp/cue-site
+    if [ -f .whl/cueops.tar.xz ]; then
+      mkdir -p /tmp/cueops && tar -xJf .whl/cueops.tar.xz -C /tmp/cueops && CUE=$CUE:/tmp/cueops/a:/tmp/cueops/b
+    fi
+    ls .whl/*.whl | grep -v cuequivariance > /tmp/mace-wheels.txt
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/mace-site \
+      $(cat /tmp/mace-wheels.txt) && MACE=/tmp/mace-site
+  } > "$W/wheels.log" 2>&1
 fi
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)"
-  python3 -c "import e3nn; print('e3nn', e3nn.__version__)" || true
+  $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)"
+  $PY -c "import e3nn; print('image e3nn', e3nn.__version__)" || true
+  PYTHONPATH=$PYTHONPATH:$CUE $PY -c "import cuequivariance_torch as c, cuequivariance_ops_torch as o; print('cueq', c.__version__, 'ops ok')" || true
+  PYTHONPATH=$MACE:$PYTHONPATH $PY -c "import mace, e3nn; print('mace', mace.__version__, 'e3nn', e3nn.__version__)" || true
   nproc; uptime
 } > "$W/device_info.txt" 2>&1
-timeout 150 python3 benchmarks/device_sh.py --out "$W" > "$W/device_sh.log" 2>&1
-timeout 120 python3 benchmarks/check_overhead.py --device cuda --threads 8 --out "$W" > "$W/check_overhead_cuda.log" 2>&1
-if [ -f benchmarks/cayley_gpu.py ]; then
-  timeout 260 python3 benchmarks/cayley_gpu.py --device cuda --time-budget 200 --out "$W" > "$W/cayley_gpu.log" 2>&1
-fi
-timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests > "$W/pytest_gpu.log" 2>&1
+stamp "setup done: cue=[$CUE] mace=[$MACE]"
+
+for s in $SECTIONS; do
+  case $s in
+    tp)
+      stamp "tp start"
+      PYTHONPATH=$PYTHONPATH:$CUE timeout $((TP_S + 40)) $PY benchmarks/tp_device.py --out "$W" --budget "$TP_S" \
+        ${TP_ARGS:-} > "$W/tp_device.log" 2>&1
+      stamp "tp end rc=$?" ;;
+    atoms)
+      stamp "atoms start"
+      PYTHONPATH=$MACE:$PYTHONPATH timeout $((ATOMS_S + 60)) $PY benchmarks/atoms_mace_speed_device.py --out "$W" \
+        --budget "$ATOMS_S" ${ATOMS_ARGS:-} > "$W/atoms_device.log" 2>&1
+      stamp "atoms end rc=$?" ;;
+    nbody)
+      NBODY_S=${NBODY_S:-$(( ${DEADLINE_S:-540} - $(date +%s) + T0 ))}  # what is left of the call
+      stamp "nbody start: $NBODY_S s"
+      [ "$NBODY_S" -lt 90 ] && { stamp "nbody skipped: too little time"; continue; }
+      KW_DEFAULT='{"ponita": {"hidden": 128, "n_layers": 5, "n_orientations": 20, "basis": 256, "degree": 3, "widening": 4}}'
+      KW=${NBODY_KW:-$KW_DEFAULT}
+      R=/tmp/nbody-runs; rm -rf $R
+      for seed in 0 1 2; do
+        mkdir -p $R/s$seed
+        timeout $((NBODY_S + 15)) $PY benchmarks/nbody_long.py --models ponita --seeds $seed --device ${NBODY_DEVICE:-cuda} \
+          --chunk-epochs ${NBODY_CHUNK:-5} --rounds 100000 --eval-every 5 --patience 1000 --runs $R/s$seed \
+          --out $R/s$seed/out --name nbody_ponita_gpu --model-kwargs "$KW" \
+          --data-file benchmarks/device_frames/nbody_protocol.pt ${NBODY_ARGS:-} > "$W/nbody_s$seed.log" 2>&1 &
+      done
+      sleep $((NBODY_S - ${NBODY_LAST_ROUND_S:-45}))
+      touch $R/s0/STOP $R/s1/STOP $R/s2/STOP
+      wait
+      mkdir -p $R/all
+      for seed in 0 1 2; do cp -r $R/s$seed/ponita-s$seed $R/all/ 2>/dev/null; done
+      cp $R/s0/rounds.json $R/all/ 2>/dev/null
+      $PY benchmarks/nbody_long.py --models ponita --seeds 0 1 2 --render-only --runs $R/all --out "$W" \
+        --name nbody_ponita_gpu --device ${NBODY_DEVICE:-cuda} --model-kwargs "$KW" --eval-every 5 \
+        --chunk-epochs ${NBODY_CHUNK:-5} > "$W/nbody_render.log" 2>&1
+      stamp "nbody end rc=$?" ;;
+    tests)
+      stamp "tests start"
+      timeout 60 $PY -m pytest -q -p no:cacheprovider -m gpu tests > "$W/pytest_gpu.log" 2>&1
+      stamp "tests end rc=$?" ;;
+    sh)
+      timeout 150 $PY benchmarks/device_sh.py --out "$W" > "$W/device_sh.log" 2>&1
+      timeout 120 $PY benchmarks/check_overhead.py --device cuda --threads 8 --out "$W" > "$W/check_overhead_cuda.log" 2>&1
+      PYTHONPATH=$PYTHONPATH:/tmp/mace-site timeout 260 $PY benchmarks/cayley_gpu.py --device cuda --time-budget 200 \
+        --out "$W" > "$W/cayley_gpu.log" 2>&1 ;;
+  esac
+done
 tar czf "$OUT/device_results.tgz" -C "$W" . && rm -rf "$W"
-ls -la "$OUT"  # results: benchmarks/results/device_<kind>/
+ls -la "$OUT"

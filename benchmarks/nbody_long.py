@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, environment, pyplot, write_results
-from equikit.data.nbody import PROTOCOL_TRAIN_SAMPLES
+from equikit.data.nbody import PROTOCOL_TRAIN_SAMPLES, NBodyDataset
 from equikit.train import TrainConfig
 from equikit.train.nbody import NBODY_PUBLISHED, load_nbody_splits, nbody_settings, train_nbody
 
@@ -45,7 +45,8 @@ def config(model: str, seed: int, args, max_steps: int | None) -> TrainConfig:
     return TrainConfig(seed=seed, epochs=args.epochs, lr=5e-4, weight_decay=1e-12, batch_size=100,
                        max_steps=max_steps, eval_every=args.eval_every, patience=args.patience,
                        checkpoint_every=args.eval_every, progress=False, verbose=False,
-                       extra={"model": model, "model_kwargs": MODEL_KWARGS[model], "n_val_eval": None})
+                       extra={"model": model, "model_kwargs": MODEL_KWARGS[model], "n_val_eval": None,
+                              "device": args.device})
 
 
 def read_curve(run: Path) -> list[dict]:
@@ -114,7 +115,9 @@ def render(payload: dict, out_dir: Path) -> None:
         f"simulations) for the weights of the best validation evaluation. Seeds trained round-robin in "
         f"pieces of {payload['chunk_epochs']} epochs (resumed from checkpoints, exact). 1 torch thread, "
         f"{payload['environment']['cpu']}, {payload['environment']['cores']} cores shared with other jobs (1-min "
-        f"load average {lo:.1f}-{hi:.1f} during the rounds): the timings are provisional.",
+        f"load average {lo:.1f}-{hi:.1f} during the rounds): the timings are provisional. Trained on: "
+        f"{payload['environment'].get('device', 'cpu') if payload.get('device', 'cpu') != 'cpu' else 'the CPU'}; "
+        f"model sizes: {json.dumps(payload.get('model_kwargs', {}))}.",
         "",
         "| model | seeds | test MSE (mean ± std) | published | ours / published | epochs per seed | "
         "train time per seed (s) | s / epoch |",
@@ -138,7 +141,7 @@ def render(payload: dict, out_dir: Path) -> None:
         lines.append(f"| {r['model']} | {r['seed']} | {r['epochs']} | {r['best_epoch']} | {r['val_mse']:.5f} | "
                      f"{r['test_mse']:.5f} | {slope} | {to} |")
     lines += ["", "Command: `python benchmarks/nbody_long.py " + " ".join(payload["argv"]) + "`.", ""]
-    write_results("nbody_long", payload, "\n".join(lines), out_dir)
+    write_results(payload.get("name", "nbody_long"), payload, "\n".join(lines), out_dir)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for k, r in enumerate(runs):
@@ -152,9 +155,10 @@ def render(payload: dict, out_dir: Path) -> None:
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation MSE")
     ax.set_title("charged n-body: validation curves", fontsize=9)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out_dir / "nbody_long.png", dpi=120)
+    fig.savefig(out_dir / f"{payload.get('name', 'nbody_long')}.png", dpi=120)
 
 
 def main(argv=None) -> None:
@@ -170,7 +174,18 @@ def main(argv=None) -> None:
     p.add_argument("--root", default=None, help="data dir (default: $EQUIKIT_DATA or the user cache)")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--render-only", action="store_true")
+    p.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda)")
+    p.add_argument("--model-kwargs", default=None,
+                   help='JSON {model: kwargs} replacing MODEL_KWARGS, e.g. the published PONITA size')
+    p.add_argument("--name", default="nbody_long", help="result file stem")
+    p.add_argument("--export-data", default=None, metavar="FILE",
+                   help="write the protocol's three splits (the frame 30/40 tensors, ~2 MB) to FILE and exit")
+    p.add_argument("--data-file", default=None, metavar="FILE",
+                   help="train on the splits of --export-data instead of the cached simulations (a machine "
+                        "without the 14,000 simulations)")
     args = p.parse_args(argv)
+    if args.model_kwargs:
+        MODEL_KWARGS.update(json.loads(args.model_kwargs))
     out_dir = Path(args.out)
     torch.set_num_threads(1)
     argv_list = list(sys.argv[1:] if argv is None else argv)
@@ -180,12 +195,21 @@ def main(argv=None) -> None:
     if not args.render_only:
         state["argv"] = argv_list  # the training command, kept for --render-only
     meta = {"environment": environment(), "eval_every": args.eval_every, "chunk_epochs": args.chunk_epochs,
+            "name": args.name, "device": args.device,
             "argv": state.get("argv", argv_list), "model_kwargs": {m: MODEL_KWARGS[m] for m in args.models}}
     if args.render_only:
         render({**meta, **state, **collect(args)}, out_dir)
         return
     settings = nbody_settings(TrainConfig(extra={"n_train": PROTOCOL_TRAIN_SAMPLES}))
-    data = load_nbody_splits(settings, root=args.root)
+    if args.data_file:
+        saved = torch.load(args.data_file, weights_only=True)
+        data = {k: NBodyDataset.from_tensors(**v) for k, v in saved.items()}
+    else:
+        data = load_nbody_splits(settings, root=args.root)
+    if args.export_data:
+        torch.save({k: {a: getattr(ds, a) for a in ("pos", "vel", "target", "charges")} for k, ds in data.items()},
+                   args.export_data)
+        return
     steps_per_epoch = len(data["train"]) // 100
     for _ in range(args.rounds):
         if (Path(args.runs) / "STOP").exists():
@@ -203,7 +227,8 @@ def main(argv=None) -> None:
                 out = train_nbody(config(m, s, args, r * args.chunk_epochs * steps_per_epoch), run,
                                   resume=True, data=data)
                 loads.append(os.getloadavg()[0])
-                print(f"round {r} {m} seed {s}: epoch {out['epochs']} val {out['val_mse']:.5f} test "
+                val = "-" if out["val_mse"] is None else f"{out['val_mse']:.5f}"
+                print(f"round {r} {m} seed {s}: epoch {out['epochs']} val {val} test "
                       f"{out['test_mse']:.5f} ({time.perf_counter() - t0:.0f} s, load {loads[-1]:.1f})", flush=True)
         state["rounds_done"] = r
         state["loadavg_rounds"].append(loads)

@@ -114,3 +114,58 @@ def test_gnn_layer_equals_the_concatenated_edge_mlp(dtype):
     m = layer0.edge_mlp(torch.cat([h[dst], h[src]], dim=-1))
     want = h + layer0.node_mlp(torch.cat([h, h0.index_add(0, dst, m)], dim=-1))
     torch.testing.assert_close(layer0(h, ei), want, rtol=RTOL[dtype], atol=RTOL[dtype])
+
+
+# --------------------------------------------------------------------------- devices
+def _small_config(device, steps=3):
+    from equikit.train import TrainConfig
+
+    data = {"n_train": 6, "n_val": 2, "n_test": 2, "steps": 600, "sample_every": 50}
+    return TrainConfig(epochs=1, batch_size=2, max_steps=steps, verbose=False, progress=False,
+                       extra={"model": "egnn", "model_kwargs": {"hidden": 8, "n_layers": 2}, "n_train": 6,
+                              "frame_in": 5, "frame_out": 9, "data": data, "device": device})
+
+
+def test_dataset_to_keeps_batches(trajectories):
+    ds = NBodyDataset(trajectories=trajectories, frame_in=5, frame_out=9)
+    before = ds.batch([4, 1])
+    _assert_same_batch(ds.to("cpu").batch([4, 1]), before)  # moved (here: to the same device) and re-indexed
+
+
+@pytest.mark.parametrize("bad", ["gpu0", 3.5])
+def test_train_nbody_rejects_a_bad_device(bad):
+    from equikit.train.nbody import nbody_settings
+
+    with pytest.raises(ValueError, match="train_nbody: `device` must name a torch device"):
+        nbody_settings(_small_config(bad))
+
+
+@pytest.mark.gpu
+def test_train_nbody_on_cuda_follows_the_cpu_run(tmp_path):
+    """Same seed and batch order on both devices: the losses of the first steps agree to float32
+    rounding (the kernels differ, so not bit for bit)."""
+    from equikit.train.nbody import train_nbody
+
+    out = {d: train_nbody(_small_config(d), tmp_path / d, root=tmp_path / "data") for d in ("cpu", "cuda")}
+    assert out["cuda"]["steps"] == out["cpu"]["steps"] == 3
+    assert out["cuda"]["test_mse"] == pytest.approx(out["cpu"]["test_mse"], rel=1e-4)
+    for k, v in out["cpu"]["best_state"].items():
+        torch.testing.assert_close(out["cuda"]["best_state"][k].cpu(), v, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dataset_from_tensors_equals_the_original(trajectories, dtype):
+    ds = NBodyDataset(trajectories=trajectories, frame_in=5, frame_out=9, dtype=dtype)
+    copy = NBodyDataset.from_tensors(ds.pos.clone(), ds.vel.clone(), ds.target.clone(), ds.charges.clone())
+    assert len(copy) == len(ds)
+    _assert_same_batch(copy.batch([6, 0, 3]), ds.batch([6, 0, 3]))
+
+
+def test_dataset_from_tensors_rejects_mismatched_shapes(trajectories):
+    ds = NBodyDataset(trajectories=trajectories, frame_in=5, frame_out=9)
+    with pytest.raises(ValueError, match=r"from_tensors: `vel` must have shape \(7, 5, 3\)"):
+        NBodyDataset.from_tensors(ds.pos, ds.vel[:, :4], ds.target, ds.charges)
+    with pytest.raises(ValueError, match=r"`pos` must have shape \(S, n >= 2, 3\)"):
+        NBodyDataset.from_tensors(ds.pos[..., :2], ds.vel, ds.target, ds.charges)
+    with pytest.raises(TypeError, match="`charges` must be a floating tensor"):
+        NBodyDataset.from_tensors(ds.pos, ds.vel, ds.target, ds.charges.long())

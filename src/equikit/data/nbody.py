@@ -648,6 +648,58 @@ class NBodyDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return int(self.pos.shape[0])
 
+    @classmethod
+    def from_tensors(cls, pos: torch.Tensor, vel: torch.Tensor, target: torch.Tensor,
+                     charges: torch.Tensor) -> NBodyDataset:
+        """A dataset from the tensors another one stores (``ds.pos, ds.vel, ds.target,
+        ds.charges``), e.g. saved with ``torch.save`` to carry the task without its trajectories.
+
+        Args:
+            pos, vel, target: ``(S, n, 3)`` states at ``frame_in`` and positions at ``frame_out``.
+            charges: ``(S, n, 1)``.
+
+        Example:
+            >>> from equikit.data.nbody import ChargedNBodyConfig, NBodyDataset, generate_charged_nbody
+            >>> cfg = ChargedNBodyConfig(n_train=3, n_val=0, n_test=0, steps=600, sample_every=50)
+            >>> ds = NBodyDataset(trajectories=generate_charged_nbody(cfg)["train"], frame_in=5, frame_out=9)
+            >>> copy = NBodyDataset.from_tensors(ds.pos, ds.vel, ds.target, ds.charges)
+            >>> bool((copy.batch([2, 0]).edge_attr == ds.batch([2, 0]).edge_attr).all())
+            True
+        """
+        where = "NBodyDataset.from_tensors"
+        for name, t in (("pos", pos), ("vel", vel), ("target", target), ("charges", charges)):
+            if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+                raise TypeError(f"{where}: `{name}` must be a floating tensor, got {type(t).__name__}")
+        if pos.ndim != 3 or pos.shape[-1] != 3 or pos.shape[1] < 2:
+            raise ValueError(f"{where}: `pos` must have shape (S, n >= 2, 3), got {tuple(pos.shape)}")
+        for name, t, shape in (("vel", vel, pos.shape), ("target", target, pos.shape),
+                               ("charges", charges, (*pos.shape[:2], 1))):
+            if tuple(t.shape) != tuple(shape):
+                raise ValueError(f"{where}: `{name}` must have shape {tuple(shape)} (from `pos`), got {tuple(t.shape)}")
+        self = cls.__new__(cls)
+        self.pos, self.vel, self.target, self.charges = pos, vel, target, charges
+        self.edge_index = complete_edge_index(pos.shape[1]).to(pos.device)
+        src, dst = self.edge_index
+        self.edge_attr = charges[:, src] * charges[:, dst]
+        return self
+
+    def to(self, device) -> NBodyDataset:
+        """Move the stored tensors to ``device`` (in place; returns ``self``): batches are then
+        indexed on the device, with no host-to-device copy per step.
+
+        Example:
+            >>> from equikit.data.nbody import ChargedNBodyConfig, NBodyDataset, generate_charged_nbody
+            >>> cfg = ChargedNBodyConfig(n_train=2, n_val=0, n_test=0, steps=600, sample_every=50)
+            >>> ds = NBodyDataset(trajectories=generate_charged_nbody(cfg)["train"], frame_in=5, frame_out=9)
+            >>> ds.to("cpu").batch([1]).pos.device.type
+            'cpu'
+        """
+        device = torch.device(device)
+        for name in ("pos", "vel", "target", "charges", "edge_index", "edge_attr"):
+            setattr(self, name, getattr(self, name).to(device))
+        self.__dict__.pop("_batch_graphs", None)
+        return self
+
     def __getitem__(self, i: int) -> NBodySample:
         return NBodySample(self.pos[i], self.vel[i], self.charges[i], self.edge_index,
                            self.edge_attr[i], self.target[i])
@@ -675,13 +727,14 @@ class NBodyDataset(torch.utils.data.Dataset):
                 f"NBodyDataset.batch: `indices` must be a non-empty 1-d sequence of ints, got "
                 f"{idx.dtype} of shape {tuple(idx.shape)}"
             )
-        n_graphs, n = int(idx.numel()), self.pos.shape[1]
+        n_graphs, n, dev = int(idx.numel()), self.pos.shape[1], self.pos.device
+        idx = idx.to(dev)
         cache = self.__dict__.setdefault("_batch_graphs", {})
         if n_graphs not in cache:
             e = self.edge_index.shape[1]
-            offsets = (torch.arange(n_graphs) * n).repeat_interleave(e)
+            offsets = (torch.arange(n_graphs, device=dev) * n).repeat_interleave(e)
             cache[n_graphs] = (self.edge_index.repeat(1, n_graphs) + offsets,
-                               torch.arange(n_graphs).repeat_interleave(n))
+                               torch.arange(n_graphs, device=dev).repeat_interleave(n))
         edge_index, batch = cache[n_graphs]
         return NBodyBatch(
             pos=self.pos[idx].reshape(-1, 3), vel=self.vel[idx].reshape(-1, 3),

@@ -6,8 +6,10 @@ Task settings live in ``TrainConfig.extra`` (defaults in :data:`NBODY_DEFAULTS`)
 ``model`` (one of :data:`NBODY_MODELS`), ``model_kwargs`` (passed to the model class),
 ``n_train`` (first simulations of the train split, 3000), ``n_val_eval`` (validation
 simulations used for model selection, all 2000 by default), ``frame_in``/``frame_out``
-(30/40) and ``data`` (overrides of :class:`~equikit.data.nbody.ChargedNBodyConfig`, e.g. a
-small recipe for tests; ``{}`` is the protocol). The test MSE is computed once, for the
+(30/40), ``data`` (overrides of :class:`~equikit.data.nbody.ChargedNBodyConfig`, e.g. a
+small recipe for tests; ``{}`` is the protocol) and ``device`` (``"cpu"``, ``"cuda"``, ...: the
+model and all three splits are moved there once; shuffling stays on the CPU generator, so a
+run's batch order is the same on every device). The test MSE is computed once, for the
 weights of the best validation epoch.
 """
 
@@ -42,7 +44,7 @@ NBODY_MODELS: dict[str, Callable[..., nn.Module]] = {
 NBODY_PUBLISHED = {"linear": 0.0819, "gnn": 0.0107, "egnn": 0.0071, "fa_gnn": 0.0057, "ponita": 0.0043,
                    "eqmotion": None, "segnn": 0.0043}
 NBODY_DEFAULTS: dict[str, Any] = {"model": "egnn", "model_kwargs": {}, "n_train": 3000, "n_val_eval": None,
-                                  "frame_in": 30, "frame_out": 40, "data": {}}
+                                  "frame_in": 30, "frame_out": 40, "data": {}, "device": "cpu"}
 
 
 def nbody_settings(config: TrainConfig) -> dict[str, Any]:
@@ -53,6 +55,11 @@ def nbody_settings(config: TrainConfig) -> dict[str, Any]:
     s = {**NBODY_DEFAULTS, **config.extra}
     if s["model"] not in NBODY_MODELS:
         raise ValueError(f"train_nbody: `model` must be one of {sorted(NBODY_MODELS)}, got {s['model']!r}")
+    try:
+        torch.device(s["device"])
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"train_nbody: `device` must name a torch device such as 'cpu' or 'cuda', "
+                         f"got {s['device']!r}") from exc
     return s
 
 
@@ -131,8 +138,10 @@ def train_nbody(config: TrainConfig, out_dir: str | Path | None = None, *, resum
         raise TypeError(f"train_nbody: `config` must be a TrainConfig, got {type(config).__name__}")
     s = nbody_settings(config)
     data = data if data is not None else load_nbody_splits(s, root=root)
+    device = torch.device(s["device"])
+    data = {k: ds.to(device) for k, ds in data.items()}
     seed_everything(config.seed)
-    model = build_nbody_model(s["model"], **s["model_kwargs"])
+    model = build_nbody_model(s["model"], **s["model_kwargs"]).to(device)
     # the fused kernel: the same Adam update (to rounding) in one pass over all parameters
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
 
