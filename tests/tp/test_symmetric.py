@@ -132,6 +132,7 @@ def _inputs(desc, n=23, c=5, e=3, dtype=torch.float64, seed=0):
 @pytest.mark.parametrize("irreps_in, irreps_out, corr", [
     (V3, "0e", 3), (V3, "0e + 1o", 3), ("0e + 1o + 2e", "0e + 1o + 1e + 2e", 3), ("0e + 1o", "0e + 1o", 1),
     ("2x0e + 1o", "1o + 0e", 2), ("0e + 1o + 2e", "0e", 4),
+    ("0e + 1e", "1o + 0e + 1e", 2),  # 1o has no basis at any order: zero columns beside the others
 ])
 def test_recursive_equals_naive_float64(irreps_in, irreps_out, corr):
     d = tp.symmetric_contraction(irreps_in, irreps_out, corr)

@@ -8,13 +8,14 @@ irreps_out.dim)`` in the layout of ``descriptor.irreps_out_full(channels)``.
 - ``naive``: per output block and order ``nu`` one dense ``einsum`` of the full basis ``U``
   with ``nu`` copies of ``x`` and the weights gathered per node. The oracle.
 - ``recursive`` (default): MACE's contraction order, with the weights contracted per element
-  instead of per node. Per element ``e`` present and output block: ``T_nu = U_nu . W[e, nu]``
-  ``(channels, d^nu, m)`` (cost independent of the number of nodes), then for the nodes of that
-  element ``y = x . T_numax + T_(numax-1)`` (one ``baddbmm`` over channels), ``y = x . y +
-  T_(nu-1)`` (row-wise products over channels x nodes, :func:`rowdot`), down to ``nu = 1``. MACE instead
-  contracts ``U`` with the weights gathered *per node* (``(N, channels, d^nu)``, times the basis
-  size more multiply-adds). Nodes are processed in chunks so that the largest temporary stays
-  below ``chunk_elements`` numbers.
+  instead of per node. Per element ``e`` present: ``T_nu = U_nu . W[e, nu]`` ``(channels, d^nu,
+  M)`` for all output blocks at once (their ``m`` columns side by side, ``M`` the summed output
+  dims; cost independent of the number of nodes), then for the nodes of that element ``y = x .
+  T_numax + T_(numax-1)`` (one ``baddbmm`` over channels), ``y = x . y + T_(nu-1)`` (row-wise
+  products over channels x nodes, :func:`rowdot`), down to ``nu = 1``. MACE instead contracts
+  ``U`` with the weights gathered *per node* (``(N, channels, d^nu)``, times the basis size more
+  multiply-adds). Nodes are processed in chunks so that the largest temporary stays below
+  ``chunk_elements`` numbers.
 """
 
 from __future__ import annotations
@@ -222,36 +223,53 @@ class RecursiveSymmetricExecutor(SymmetricExecutor):
                 f"RecursiveSymmetricExecutor: `chunk_elements` must be an int >= 1, got {chunk_elements!r}")
         self.chunk_elements = chunk_elements
         self._frozen: dict = {}  # T_nu of weights that need no gradient (see _tensors_of)
-        # U_nu as (K, d^nu * m) for the per-element weight contraction
-        for i, nu in self._keys:
-            u = getattr(self, f"u{i}_{nu}")
-            self.register_buffer(f"v{i}_{nu}", u.reshape(-1, u.shape[-1]).T.contiguous(), persistent=False)
-
-    def _tensors(self, w_e: torch.Tensor, i: int) -> list[torch.Tensor | None]:
-        """``T_nu = sum_k U_nu[..., k] W[e, nu, k, c]`` as ``(C, d^nu * m)`` for nu = 1..numax."""
-        slices = self.descriptor.weight_slices()
-        out: list[torch.Tensor | None] = []
-        for nu in range(1, self.descriptor.correlation + 1):
-            if (i, nu) not in self._keys:
-                out.append(None)
+        # all output blocks in one pass: per nu, U_nu of every block as (K_nu, d^nu * M), the
+        # blocks' m-columns side by side (M = sum of the output dims; zeros where a block has no
+        # basis), and the rows of the weights they read
+        desc, d = descriptor, descriptor.irreps_in.dim
+        self._dims = [ir.dim for _, ir in desc.irreps_out]
+        offsets = [sum(self._dims[:i]) for i in range(len(self._dims))]
+        slices = desc.weight_slices()
+        self._orders: list[int] = []
+        for nu in range(1, desc.correlation + 1):
+            blocks = [i for i in range(len(self._dims)) if (i, nu) in self._keys]
+            if not blocks:
                 continue
-            v = getattr(self, f"v{i}_{nu}").to(w_e.dtype)
-            out.append(w_e[slices[(i, nu)]].T @ v)
+            rows = torch.cat([torch.arange(slices[(i, nu)].start, slices[(i, nu)].stop) for i in blocks])
+            v = torch.zeros(len(rows), d**nu, sum(self._dims), dtype=torch.float64)
+            k0 = 0
+            for i in blocks:
+                u = getattr(self, f"u{i}_{nu}")  # (d, ..., d, m, K)
+                k = u.shape[-1]
+                v[k0 : k0 + k, :, offsets[i] : offsets[i] + self._dims[i]] = u.reshape(d**nu, self._dims[i], k).permute(
+                    2, 0, 1)
+                k0 += k
+            self.register_buffer(f"v{nu}", v.reshape(len(rows), -1), persistent=False)
+            self.register_buffer(f"rows{nu}", rows, persistent=False)
+            self._orders.append(nu)
+
+    def _tensors(self, w_e: torch.Tensor) -> list[torch.Tensor | None]:
+        """``T_nu = sum_k U_nu[..., k] W[e, nu, k, c]`` of all output blocks as ``(C, d^nu * M)``
+        for nu = 1..numax (``None`` where no block has a basis of that order)."""
+        out: list[torch.Tensor | None] = [None] * self.descriptor.correlation
+        for nu in self._orders:
+            v = getattr(self, f"v{nu}").to(w_e.dtype)
+            out[nu - 1] = w_e.index_select(0, getattr(self, f"rows{nu}")).T @ v
         return out
 
-    def _tensors_of(self, weight: torch.Tensor, e: int, i: int) -> list[torch.Tensor | None]:
+    def _tensors_of(self, weight: torch.Tensor, e: int) -> list[torch.Tensor | None]:
         """:meth:`_tensors` of element ``e``; for weights that need no gradient (inference, MD,
         the force evaluation of a frozen model) kept until the weights change (keyed by storage,
         in-place version and dtype), so repeated calls skip the ``U W`` products."""
         if weight.requires_grad or torch.compiler.is_compiling():
-            return self._tensors(weight[e], i)
+            return self._tensors(weight[e])
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape),
-               weight.stride(), e, i)
+               weight.stride(), e)
         if key not in self._frozen:
-            if len(self._frozen) >= 4 * len(self._keys) * weight.shape[0]:  # stale weights: start over
+            if len(self._frozen) >= 4 * weight.shape[0]:  # stale weights: start over
                 self._frozen.clear()
             # the entry holds the weights, so their memory (the key's address) cannot be reused
-            self._frozen[key] = (weight, self._tensors(weight[e], i))
+            self._frozen[key] = (weight, self._tensors(weight[e]))
         return self._frozen[key][1]
 
     @staticmethod
@@ -274,25 +292,24 @@ class RecursiveSymmetricExecutor(SymmetricExecutor):
         desc = self.descriptor
         n, c = _prepare(desc, x, element, weight, "symmetric contraction backend 'recursive'")
         d = desc.irreps_in.dim
-        if n == 0:
-            return x.new_zeros(0, c * desc.irreps_out.dim)
+        if n == 0 or not self._orders:
+            return x.new_zeros(n, c * desc.irreps_out.dim)
         order = torch.argsort(element, stable=True)
         counts = torch.bincount(element, minlength=weight.shape[0]).tolist()
         xs = x.index_select(0, order).transpose(0, 1).contiguous()  # (C, N, d), nodes grouped by element
-        blocks: list[torch.Tensor | None] = [None] * len(desc.irreps_out)
-        for i, (_, ir) in enumerate(desc.irreps_out):
-            if not any(k[0] == i for k in self._keys):
+        size = c * d ** (desc.correlation - 1) * sum(self._dims)  # numbers per node of the largest temporary
+        step = max(1, self.chunk_elements // max(size, 1))
+        parts, start = [], 0
+        for e, cnt in enumerate(counts):
+            if cnt == 0:
                 continue
-            size = c * d ** (desc.correlation - 1) * ir.dim  # numbers per node of the largest temporary
-            step = max(1, self.chunk_elements // max(size, 1))
-            parts, start = [], 0
-            for e, cnt in enumerate(counts):
-                if cnt == 0:
-                    continue
-                ts = self._tensors_of(weight, e, i)
-                for s in range(start, start + cnt, step):
-                    parts.append(self._contract(xs[:, s : min(s + step, start + cnt)], ts, d))
-                start += cnt
-            y = torch.cat(parts, dim=1).transpose(0, 1)  # (N, C, m) in grouped order
-            blocks[i] = torch.empty_like(y).index_copy(0, order, y)
-        return _output(desc, blocks, n, c, x)
+            ts = self._tensors_of(weight, e)
+            for s in range(start, start + cnt, step):
+                parts.append(self._contract(xs[:, s : min(s + step, start + cnt)], ts, d))
+            start += cnt
+        y = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        y = y.transpose(0, 1)  # (N, C, M) in grouped order
+        y = torch.empty_like(y).index_copy(0, order, y)
+        if len(self._dims) == 1:
+            return y.reshape(n, c * self._dims[0])
+        return torch.cat([b.reshape(n, -1) for b in torch.split(y, self._dims, dim=-1)], dim=-1)
