@@ -46,8 +46,9 @@ def _permutation_actions(n):
             NodePermutation(n, nodes={"forces": -2}, invariant=("energy",)))
 
 
-def test_atom_permutations_leave_energy_invariant_and_permute_forces(dtype):
-    model = _model(dtype)
+@pytest.mark.parametrize("pair_bias", [False, True], ids=["tokens", "pair_bias"])
+def test_atom_permutations_leave_energy_invariant_and_permute_forces(dtype, pair_bias):
+    model = _model(dtype, pair_bias=pair_bias)
     x = _molecule(dtype)
     act_in, act_out = _permutation_actions(7)
     report = assert_equivariant(_energy_forces(model), x, act_in, act_out, n_samples=8, generator=1,
@@ -64,33 +65,37 @@ class _IndexedTransformer(TransformerPotential):
         return h + 0.5 * index  # not constant over channels: the readout's LayerNorm would remove that
 
 
-def test_negative_control_token_index_breaks_permutation_symmetry(dtype):
-    model = _model(dtype, cls=_IndexedTransformer)
+@pytest.mark.parametrize("pair_bias", [False, True], ids=["tokens", "pair_bias"])
+def test_negative_control_token_index_breaks_permutation_symmetry(dtype, pair_bias):
+    model = _model(dtype, cls=_IndexedTransformer, pair_bias=pair_bias)
     act_in, act_out = _permutation_actions(7)
     report = equivariance_error(_energy_forces(model), _molecule(dtype), act_in, act_out, n_samples=8, generator=1)
     assert not report.passed(rtol=RTOL[dtype])
     assert report.rel_max > 1e-3
 
 
-def test_translations_leave_energy_and_forces_unchanged(dtype):
-    model = _model(dtype)
+@pytest.mark.parametrize("pair_bias", [False, True], ids=["tokens", "pair_bias"])
+def test_translations_leave_energy_and_forces_unchanged(dtype, pair_bias):
+    model = _model(dtype, pair_bias=pair_bias)
     out = PointCloud(Translation(3), pos=None, vectors=("forces",), scalars=("energy",))
     # float32: centring x + t loses |t| * 2^-24 per coordinate; translations are O(1) here
     assert_equivariant(_energy_forces(model), _molecule(dtype), PointCloud(Translation(3), scalars=("numbers",)),
                        out, n_samples=6, generator=2, rtol=RTOL[dtype] if dtype == torch.float64 else 2e-5)
 
 
-def test_untrained_model_is_not_rotation_invariant(dtype):
+@pytest.mark.parametrize("pair_bias", [False, True], ids=["tokens", "pair_bias"])
+def test_untrained_model_is_not_rotation_invariant(dtype, pair_bias):
     """The point of the benchmark: rotations and reflections are not built in, so an untrained
     model changes its energy and forces under O(3) by far more than rounding."""
-    report = equivariance_error(_energy_forces(_model(dtype)), _molecule(dtype),
+    report = equivariance_error(_energy_forces(_model(dtype, pair_bias=pair_bias)), _molecule(dtype),
                                 PointCloud(O(3), scalars=("numbers",)), OUT, n_samples=8, generator=4)
     assert not report.passed(rtol=1e-3)
     assert report.rel_max > 1e-2
 
 
-def test_padded_batch_equals_one_by_one(dtype):
-    model = _model(dtype)
+@pytest.mark.parametrize("pair_bias", [False, True], ids=["tokens", "pair_bias"])
+def test_padded_batch_equals_one_by_one(dtype, pair_bias):
+    model = _model(dtype, pair_bias=pair_bias)
     mols = [_molecule(dtype, n, seed) for n, seed in ((7, 1), (3, 2), (9, 3), (5, 4))]
     batch = AtomsBatch.from_arrays(positions=torch.cat([m["pos"] for m in mols]),
                                    numbers=torch.cat([m["numbers"] for m in mols]), natoms=[7, 3, 9, 5])
@@ -109,8 +114,9 @@ def test_pad_atoms_places_each_atom_in_its_structure_row():
     assert dense[..., 0].tolist() == [[0.0, 0.0, 0.0], [1.0, 2.0, 3.0], [4.0, 5.0, 0.0]]
 
 
-def test_forces_are_minus_finite_differences_of_energy():
-    model = _model(torch.float64)
+@pytest.mark.parametrize("pair_bias", [False, True], ids=["tokens", "pair_bias"])
+def test_forces_are_minus_finite_differences_of_energy(pair_bias):
+    model = _model(torch.float64, pair_bias=pair_bias)
     x = _molecule(torch.float64)
     b = AtomsBatch.from_arrays(positions=x["pos"], numbers=x["numbers"], natoms=[7])
     forces = model(b)["forces"]
@@ -127,7 +133,7 @@ def test_forces_are_minus_finite_differences_of_energy():
 
 def test_force_loss_double_backward_gradcheck():
     """Training on forces differentiates -dE/dx by the parameters (attention's math kernel)."""
-    model = _model(torch.float64, dim=8, heads=2, layers=1, num_frequencies=2)
+    model = _model(torch.float64, dim=8, heads=2, layers=1, num_frequencies=2, pair_bias=True)
     x = _molecule(torch.float64, n=4)
     b = AtomsBatch.from_arrays(positions=x["pos"], numbers=x["numbers"], natoms=[4])
 
@@ -144,6 +150,8 @@ def test_invalid_config_and_inputs_raise():
         TransformerPotentialConfig(dim=16, heads=3)
     with pytest.raises(ValueError, match="TransformerPotentialConfig: `e0` needs one energy per element"):
         TransformerPotentialConfig(atomic_numbers=(1, 8), e0=(0.0,))
+    with pytest.raises(TypeError, match="TransformerPotentialConfig: `pair_bias` must be a bool"):
+        TransformerPotentialConfig(pair_bias=1)
     with pytest.raises(ValueError, match="TransformerPotentialConfig: `dtype` must be one of"):
         TransformerPotentialConfig(dtype="float16")
     with pytest.raises(ValueError, match=r"TransformerPotentialConfig\.from_dict: unknown fields \['width'\]"):

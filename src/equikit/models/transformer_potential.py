@@ -57,6 +57,9 @@ class TransformerPotentialConfig:
         num_frequencies: Fourier frequencies ``F`` of the position embedding (0: linear only).
         frequency_scale: standard deviation of the frequencies (1/Angstrom).
         readout_hidden: hidden width of the atomic-energy MLP.
+        pair_bias: add to every block's attention logits a per-head bias ``MLP(phi(x_j - x_i))`` of
+            the raw (not rotation-invariant) displacement vectors, the same Fourier embedding as the
+            atoms' positions; translation invariant, still not rotation invariant.
         seed: seed of the fixed Fourier frequencies.
         dtype: ``"float32"`` or ``"float64"``.
 
@@ -74,6 +77,7 @@ class TransformerPotentialConfig:
     num_frequencies: int = 16
     frequency_scale: float = 1.0
     readout_hidden: int = 64
+    pair_bias: bool = False
     seed: int = 0
     dtype: str = "float64"
 
@@ -103,6 +107,8 @@ class TransformerPotentialConfig:
             raise ValueError(f"{w}: `num_frequencies` must be an int >= 0, got {self.num_frequencies!r}")
         if not isinstance(self.frequency_scale, (int, float)) or not self.frequency_scale > 0:
             raise ValueError(f"{w}: `frequency_scale` must be > 0, got {self.frequency_scale!r}")
+        if not isinstance(self.pair_bias, bool):
+            raise TypeError(f"{w}: `pair_bias` must be a bool, got {self.pair_bias!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"{w}: `dtype` must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
 
@@ -163,10 +169,12 @@ def fourier_features(pos: torch.Tensor, frequencies: torch.Tensor) -> torch.Tens
     return torch.cat([pos, torch.sin(proj), torch.cos(proj)], dim=-1)
 
 
-def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``softmax(q k^T / sqrt(d) + mask) v`` over real keys only, ``q, k, v (B, H, L, d)``,
-    ``mask (B, L)``; torch's ``scaled_dot_product_attention`` with its math kernel where
-    gradients are on (the fused CPU kernel has no double backward, which force training needs).
+def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+                     bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d) + bias) v`` over real keys only, ``q, k, v (B, H, L, d)``,
+    ``mask (B, L)``, optional logit ``bias (B, H, L, L)``; torch's ``scaled_dot_product_attention``
+    with its math kernel where gradients are on (the fused CPU kernel has no double backward, which
+    force training needs).
 
     >>> q = torch.randn(1, 1, 3, 2)
     >>> out = masked_attention(q, q, torch.eye(3)[None, None, :, :2], torch.tensor([[True, True, False]]))
@@ -174,6 +182,8 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     torch.Size([1, 1, 3, 2])
     """
     attn_mask = mask[:, None, None, :]
+    if bias is not None:
+        attn_mask = bias.masked_fill(~attn_mask, float("-inf"))
     ctx = sdpa_kernel(SDPBackend.MATH) if torch.is_grad_enabled() else contextlib.nullcontext()
     with ctx:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
@@ -197,10 +207,10 @@ class AttentionBlock(nn.Module):
         self.out = nn.Linear(dim, dim)
         self.mlp = make_mlp([dim, ff_mult * dim, dim])
 
-    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         b, n, d = h.shape
         q, k, v = self.qkv(self.norm1(h)).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        a = masked_attention(q, k, v, mask).transpose(1, 2).reshape(b, n, d)
+        a = masked_attention(q, k, v, mask, bias).transpose(1, 2).reshape(b, n, d)
         h = h + self.out(a)
         return h + self.mlp(self.norm2(h))
 
@@ -243,6 +253,7 @@ class TransformerPotential(nn.Module):
         self.register_buffer("frequencies", freqs.to(dtype))
         self.element = nn.Embedding(n_el, config.dim)
         self.position = nn.Linear(3 + 2 * config.num_frequencies, config.dim)
+        self.pair = make_mlp([3 + 2 * config.num_frequencies, config.dim, config.heads]) if config.pair_bias else None
         self.blocks = nn.ModuleList(AttentionBlock(config.dim, config.heads, config.ff_mult)
                                     for _ in range(config.layers))
         self.norm = nn.LayerNorm(config.dim)
@@ -267,8 +278,12 @@ class TransformerPotential(nn.Module):
         element = self.element_index(torch.where(mask, numbers, self.config.atomic_numbers[0]))
         x = centre_positions(pos, mask)
         h = self.element(element) + self.position(fourier_features(x, self.frequencies))
+        bias = None
+        if self.pair is not None:  # (B, L, L, 3) displacements x_j - x_i -> (B, H, L, L) logit biases
+            bias = self.pair(fourier_features(x[:, None, :, :] - x[:, :, None, :], self.frequencies))
+            bias = bias.permute(0, 3, 1, 2)
         for block in self.blocks:
-            h = block(h, mask)
+            h = block(h, mask, bias)
         return h
 
     def atomic_energies(self, tokens: torch.Tensor, numbers: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
