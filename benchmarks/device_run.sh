@@ -9,13 +9,18 @@
 #   sh     (older) harmonics vs e3nn, checker overhead, Cayley growth vs cayleypy
 # Usage there, from the repository root (OUT set by the tool):
 #   bash benchmarks/device_run.sh tp atoms tests nbody
-# Carried (ignored here, see .gitignore): .whl/ (mace-torch 0.3.16, e3nn 0.4.4 and their pure-Python
-# needs, cuequivariance(-torch) 0.13.0 wheels, and cueops.tar.xz: the two cuequivariance-ops wheels
-# unpacked and recompressed to fit the 64 MiB transfer), benchmarks/device_frames/ (MMFF frames and
+# Carried (ignored here, see .gitignore): .whl/ (mace-torch 0.3.16, e3nn 0.4.4 and their needs:
+# ase, matscipy, torch-ema, configargparse, prettytable, wcwidth, lmdb, orjson, python-hostlist,
+# GitPython, gitdb, smmap; cuequivariance(-torch) 0.13.0 and platformdirs, which cuequivariance-ops
+# imports; cueops.tar.xz: the cuequivariance-ops(-torch)-cu13 0.13.0 wheels unpacked, their
+# triton/cache folder dropped, tar | xz -6: 29 MB instead of 73 MB, to fit the 64 MiB transfer),
+# benchmarks/device_frames/ (MMFF frames and
 # the n-body protocol splits, written here by
 #   .venv/bin/python benchmarks/atoms_mace_speed_device.py --write-frames benchmarks/device_frames
 #   .venv/bin/python benchmarks/nbody_long.py --export-data benchmarks/device_frames/nbody_protocol.pt).
 # Results: $OUT/device_results.tgz -> benchmarks/results/device_<kind>/.
+# Run it as it is: the device copy's .git is the session's starting commit, so a `git checkout`
+# there brings back old files (seen: it cost one call).
 set -u
 OUT=${OUT:-/tmp/equikit_device}
 W=$OUT/work
@@ -34,7 +39,7 @@ MACE=""
 if [ -d .whl ]; then
   {
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/cue-site \
-      .whl/cuequivariance-0*.whl .whl/cuequivariance_torch-*.whl && CUE=/tmp/cue-site
+      .whl/cuequivariance-0*.whl .whl/cuequivariance_torch-*.whl .whl/platformdirs-*.whl && CUE=/tmp/cue-site
     if [ -f .whl/cueops.tar.xz ]; then
       mkdir -p /tmp/cueops && tar -xJf .whl/cueops.tar.xz -C /tmp/cueops && CUE=$CUE:/tmp/cueops/a:/tmp/cueops/b
     fi
