@@ -18,7 +18,8 @@
 # the n-body protocol splits, written here by
 #   .venv/bin/python benchmarks/atoms_mace_speed_device.py --write-frames benchmarks/device_frames
 #   .venv/bin/python benchmarks/nbody_long.py --export-data benchmarks/device_frames/nbody_protocol.pt).
-# Results: $OUT/device_results.tgz -> benchmarks/results/device_<kind>/.
+# Results: $OUT/device_results.tgz -> benchmarks/results/device_<kind>/; the n-body run folders come
+# back as $OUT/ponita-s<seed>.tar: put them into benchmarks/device_frames/ to resume next time.
 # Run it as it is: the device copy's .git is the session's starting commit, so a `git checkout`
 # there brings back old files (seen: it cost one call).
 set -u
@@ -79,6 +80,8 @@ for s in $SECTIONS; do
       R=/tmp/nbody-runs; rm -rf $R
       for seed in 0 1 2; do
         mkdir -p $R/s$seed
+        # resume a run carried back from an earlier session (benchmarks/device_frames/ponita-s<seed>.tar)
+        [ -f benchmarks/device_frames/ponita-s$seed.tar ] && tar -xf benchmarks/device_frames/ponita-s$seed.tar -C $R/s$seed
         timeout $((NBODY_S + 15)) $PY benchmarks/nbody_long.py --models ponita --seeds $seed --device ${NBODY_DEVICE:-cuda} \
           --chunk-epochs ${NBODY_CHUNK:-5} --rounds 100000 --eval-every 5 --patience 1000 --runs $R/s$seed \
           --out $R/s$seed/out --name nbody_ponita_gpu --model-kwargs "$KW" \
@@ -88,7 +91,11 @@ for s in $SECTIONS; do
       touch $R/s0/STOP $R/s1/STOP $R/s2/STOP
       wait
       mkdir -p $R/all
-      for seed in 0 1 2; do cp -r $R/s$seed/ponita-s$seed $R/all/ 2>/dev/null; done
+      for seed in 0 1 2; do
+        cp -r $R/s$seed/ponita-s$seed $R/all/ 2>/dev/null
+        # the run folder (checkpoint, best weights, metrics: ~17 MB) back to this machine, to resume later
+        tar -cf "$OUT/ponita-s$seed.tar" -C $R/s$seed ponita-s$seed rounds.json 2>/dev/null
+      done
       cp $R/s0/rounds.json $R/all/ 2>/dev/null
       $PY benchmarks/nbody_long.py --models ponita --seeds 0 1 2 --render-only --runs $R/all --out "$W" \
         --name nbody_ponita_gpu --device ${NBODY_DEVICE:-cuda} --model-kwargs "$KW" --eval-every 5 \
