@@ -204,7 +204,7 @@ class SeparableSphereConv(nn.Module):
 
     def forward(self, f, basis_spatial, basis_loop, basis_sphere, edge_index):
         src, dst = edge_index[0], edge_index[1]
-        msg = self.kernel_spatial(basis_spatial) * f[src]
+        msg = self.kernel_spatial(basis_spatial) * f.index_select(0, src)
         g = (self.kernel_spatial(basis_loop) * f).index_add_(0, dst, msg)
         k = self.kernel_sphere(basis_sphere)  # (O, O', C)
         h = torch.einsum("noc,opc->npc", g, k) / k.shape[0]

@@ -104,15 +104,13 @@ class GINConv(nn.Module):
                 edge_attr: torch.Tensor | None = None) -> torch.Tensor:
         _check_graph(x, edge_index, edge_attr, "GINConv", self.in_channels, self.edge_dim)
         src, dst = edge_index
-        msg = x[src]
+        msg = x.index_select(0, src)  # not x[src]: its backward is an accumulating index_put (slow)
         if self.edge is not None:
             msg = torch.relu(msg + self.edge(edge_attr))
-        if self.aggr is None:
-            agg = x.new_zeros(x.shape).index_add_(0, dst, msg)
-        else:
-            agg = self.aggr(msg, dst, x.shape[0])
         eps = (self.eps if self.eps is not None else self.eps_fixed).to(x.dtype)
-        return self.mlp((1 + eps) * x + agg)
+        if self.aggr is None:  # the sum accumulated straight into (1 + eps) x: no zeros, no extra add
+            return self.mlp(((1 + eps) * x).index_add_(0, dst, msg))
+        return self.mlp((1 + eps) * x + self.aggr(msg, dst, x.shape[0]))
 
 
 class GCNConv(nn.Module):
@@ -158,7 +156,7 @@ class GCNConv(nn.Module):
         deg = x.new_zeros(n).index_add_(0, dst, w)
         inv = torch.where(deg > 0, deg.clamp(min=1e-30).rsqrt(), torch.zeros_like(deg))
         h = self.lin(x)
-        out = h.new_zeros(n, h.shape[1]).index_add_(0, dst, (inv[src] * w * inv[dst]).unsqueeze(-1) * h[src])
+        out = h.new_zeros(n, h.shape[1]).index_add_(0, dst, (inv[src] * w * inv[dst]).unsqueeze(-1) * h.index_select(0, src))
         return out if self.bias is None else out + self.bias.to(x.dtype)
 
 

@@ -172,7 +172,7 @@ class SPENLayer(nn.Module):
             raise ValueError(f"SPENLayer: `h` must be (P, C) = ({ego.num_pairs}, {self.in_channels}), "
                              f"got {tuple(getattr(h, 'shape', ()))}")
         src, dst = ego.edge_index
-        msg = h.new_zeros(h.shape).index_add_(0, dst, h[src])
+        msg = h.new_zeros(h.shape).index_add_(0, dst, h.index_select(0, src))
         in_sub = scatter(h, ego.sub, ego.num_nodes, "mean")[ego.sub]
         across = scatter(h, ego.node, ego.num_nodes, "mean")[ego.node]
         feats = torch.cat([h, msg, in_sub, across], -1)
