@@ -108,6 +108,7 @@ bench-nbody-long: $(STAMP)
 # graphs: layer speed/invariance, expressivity vs 1-WL, molecules, memory, LCM extrapolation
 bench-graphs: $(STAMP)
 	$(BIN)/python benchmarks/graphs_layers.py
+	$(BIN)/python benchmarks/graphs_gin_pyg.py --threads 1
 	$(BIN)/python benchmarks/graphs_expressivity.py
 	$(BIN)/python benchmarks/graphs_molecules.py
 	$(BIN)/python benchmarks/graphs_memory.py
