@@ -254,6 +254,18 @@ class SparseCGExecutor(Executor):
             self._n_max.append(n_max)
 
         self._groups = _edge_conv_groups(descriptor) if _is_edge_conv(descriptor) else None
+        # fully connected paths on the PyTorch path: dense per-path CG matrices (see _fully_connected)
+        # (paths with a scalar operand or output keep the gather route: there the CG tensor is a
+        # (scaled) identity and the dense products only add reshapes)
+        self._dense_uvw = [n for n, p in enumerate(descriptor.paths)
+                           if p.mode == Mode.UVW and min(ir.dim for ir in descriptor.irreps_of(p)) > 1]
+        self._dense_uvw_set = frozenset(self._dense_uvw)
+        for n in self._dense_uvw:
+            ir1, ir2, iro = descriptor.irreps_of(descriptor.paths[n])
+            c = clebsch_gordan(ir1.l, ir2.l, iro.l, dtype=torch.float64) * descriptor.coefficient(n)
+            # m[j, k * d1 + i] = C[i, j, k]: x2 (B V, d2) @ m -> y[z, v, k, i]
+            self.register_buffer(f"fc{n}", c.permute(1, 2, 0).reshape(ir2.dim, iro.dim * ir1.dim).contiguous(),
+                                 persistent=False)
         for g, grp in enumerate(self._groups or ()):
             self.register_buffer(f"m{g}", torch.from_numpy(grp.pop("M")), persistent=False)
             self.register_buffer(f"widx{g}", torch.from_numpy(grp.pop("widx")), persistent=False)
@@ -275,6 +287,10 @@ class SparseCGExecutor(Executor):
             (m1, ir1), (m2, ir2), (mo, iro) = d.irreps1[p.i1], d.irreps2[p.i2], d.irreps_out[p.i_out]
             a = x1[:, s1[p.i1]].reshape(B, m1, ir1.dim)
             b = x2[:, s2[p.i2]].reshape(B, m2, ir2.dim)
+            if p.mode == Mode.UVW and n in self._dense_uvw_set:
+                w = None if not p.weighted else weight[..., sl]
+                parts[p.i_out].append(self._fully_connected(n, a, b, w, shared, mo))
+                continue
             I, J, c = getattr(self, f"i{n}"), getattr(self, f"j{n}"), getattr(self, f"c{n}").to(x1.dtype)
             w = None
             if p.weighted:
@@ -284,6 +300,27 @@ class SparseCGExecutor(Executor):
             parts[p.i_out].append(t.reshape(B, mo, iro.dim, self._n_max[n]).sum(-1))
         return _assemble(d, parts, x1).reshape(*batch, d.irreps_out.dim)
 
+
+    def _fully_connected(self, n, a, b, w, shared, mo):
+        """One ``uvw`` path as dense products (the GPU / no-compiler route; about e3nn's order of
+        operations): ``y[z, v, k, i] = sum_j b[z, v, j] C[i, j, k]`` (one small matmul), then
+        ``s[z, k, v, u] = sum_i y[z, v, k, i] a[z, u, i]`` (one ``bmm``), then one GEMM of
+        ``s`` as ``(B d3, V U)`` rows with the weights ``(V U, W)``. Returns ``(B, W, d3)``."""
+        B, U, d1 = a.shape
+        V, d2 = b.shape[1], b.shape[2]
+        m = getattr(self, f"fc{n}").to(a.dtype)
+        d3 = m.shape[1] // d1
+        y = (b.reshape(B * V, d2) @ m).reshape(B, V, d3, d1).transpose(1, 2).reshape(B, d3 * V, d1)
+        s = torch.bmm(y, a.transpose(1, 2))  # (B, d3 V, U) = s[z, k, v, u]
+        if w is None:  # unweighted: every output channel is the sum over (u, v)
+            return s.reshape(B, d3, V * U).sum(-1)[:, None, :].expand(B, mo, d3)
+        if shared:
+            wt = w.reshape(U, V, mo).transpose(0, 1).reshape(V * U, mo)
+            out = (s.reshape(B * d3, V * U) @ wt).reshape(B, d3, mo)
+        else:
+            wt = w.reshape(B, U, V, mo).transpose(1, 2).reshape(B, V * U, mo)
+            out = torch.bmm(s.reshape(B, d3, V * U), wt)
+        return out.transpose(1, 2)
 
     def _native_forward(self, x1, x2, weight, shared):
         """All paths in one call of the C++ kernels (``_native``), differentiable to any order."""
