@@ -362,12 +362,23 @@ class Interaction(nn.Module):
             product = "gaunt" if cfg.tp_backend in _GAUNT_BACKENDS else "clebsch_gordan"
         self.gaunt = product == "gaunt"
         sh = _natural(cfg.max_ell, 1)
+        self.fused = False
         if self.gaunt:  # unweighted product; per-(channel, l) radial scalings before and after
             desc = gaunt_product(irreps_in, sh, lmax=cfg.max_ell, mode="uvu")
             self.register_buffer("scale_in", _block_columns(irreps_in), persistent=False)
             self.register_buffer("scale_out", _block_columns(desc.irreps_out), persistent=False)
             self.num_scale_in = c * len(irreps_in)
             num_weights = self.num_scale_in + c * len(desc.irreps_out)
+            if cfg.tp_backend not in _GAUNT_BACKENDS:
+                # the same product as a weighted channelwise one with Gaunt coefficients (no path
+                # normalisation: equal to gaunt_product), path weight w_in[l1] * w_out[l_out] per channel:
+                # the scalings go into the kernel's weights instead of two passes over the messages
+                fused = channelwise(irreps_in, sh, desc.irreps_out, coefficients="gaunt", path_normalization="none")
+                cols_in = torch.cat([p.i1 * c + torch.arange(c) for p in fused.paths])
+                cols_out = torch.cat([p.i_out * c + torch.arange(c) for p in fused.paths])
+                self.register_buffer("path_in", cols_in, persistent=False)
+                self.register_buffer("path_out", cols_out, persistent=False)
+                desc, self.fused = fused, True
         else:
             desc = channelwise(irreps_in, sh, self.irreps_a)
             num_weights = desc.weight_numel
@@ -392,7 +403,11 @@ class Interaction(nn.Module):
         src, dst = edge_index[0], edge_index[1]
         w = self.radial(r)
         x = torch.index_select(self.linear_up(h), 0, src)
-        if self.gaunt:  # index_select, not w[:, cols]: its backward is an index_add, 2x faster here
+        if self.fused:
+            w_in, w_out = w[:, : self.num_scale_in], w[:, self.num_scale_in :]
+            w_path = torch.index_select(w_in, 1, self.path_in) * torch.index_select(w_out, 1, self.path_out)
+            msg = self.conv(x, sh, w_path)
+        elif self.gaunt:  # index_select, not w[:, cols]: its backward is an index_add, 2x faster here
             w_in, w_out = w[:, : self.num_scale_in], w[:, self.num_scale_in :]
             msg = (self.conv(x * torch.index_select(w_in, 1, self.scale_in), sh)
                    * torch.index_select(w_out, 1, self.scale_out))
