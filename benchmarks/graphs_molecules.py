@@ -132,6 +132,7 @@ def write(rows, args, env, t0, class_seeds, todo, resumed=0) -> str:
           f"`python benchmarks/graphs_molecules.py {stop_cmd} --seeds {' '.join(map(str, args.seeds))} --class-seeds "
           f"{' '.join(map(str, class_seeds))} --folds {args.folds}{'' if args.bucket else ' --no-bucket'}"
           f"{'' if list(args.models) == list(MODELS) else ' --models ' + ' '.join(args.models)}"
+          f"{'' if list(args.tasks) == list(TASKS) else ' --tasks ' + ' '.join(args.tasks)}"
           f"{' --tag ' + args.tag if args.tag else ''}`; "
           "hidden 64, 3 layers, Adam 1e-3, batch 32 "
           f"({'size-bucketed' if args.bucket else 'random'} batches, the same for every model); "
@@ -166,6 +167,8 @@ def main(argv=None) -> int:
                         help=f"jsonl of finished runs, appended to and reused on restart (default {ROWS.name} "
                              "in --out); runs with other settings in it are ignored")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS),
+                        help="run only these tasks (the others show 'not run')")
     parser.add_argument("--tag", default="", help="result files graphs_molecules_TAG.{json,md} (and rows file)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
@@ -188,7 +191,7 @@ def main(argv=None) -> int:
             if r.get("setting") == setting:
                 rows.append(r)
     resumed = len(rows)
-    todo = plan(args.seeds, class_seeds, args.folds)
+    todo = [t for t in plan(args.seeds, class_seeds, args.folds) if t[0] in args.tasks]
     for data_name, seed, fold in todo:
         data = None
         for m in args.models:
