@@ -137,3 +137,57 @@ def test_bucketed_training_runs_repeats_and_resumes_bit_for_bit(tmp_path):
     # bucketing changes the batches, so the same seed trains a different model than random batches
     plain = tg.train_graph(TrainConfig(**{**cfg().__dict__, "extra": {**cfg().extra, "bucket": False}}))
     assert plain["test_mae"] != straight["test_mae"]
+
+
+def _tags(batch):
+    parts = batch if isinstance(batch, tuple) else (batch,)
+    return [int(t) for b in parts for t in b.y.long().tolist()]
+
+
+def test_sub_batches_split_the_same_random_batches_into_size_sorted_parts(molecules):
+    _, graphs = molecules
+    plain = list(tg.graph_batches(graphs, 10, True, torch.Generator().manual_seed(5)))
+    split = list(tg.graph_batches(graphs, 10, True, torch.Generator().manual_seed(5), sub_batches=3))
+    assert len(plain) == len(split) == 4
+    for a, b in zip(plain, split, strict=True):
+        assert isinstance(b, tuple) and len(b) == 3
+        assert sorted(_tags(a)) == sorted(_tags(b))  # same graphs per batch as without sub-batches
+        sizes = [g.num_nodes for part in b for g in part.unbatch()]
+        assert sizes == sorted(sizes)  # parts are size-sorted
+        assert [p.num_graphs for p in b] == [4, 3, 3]
+
+
+def test_sub_batch_loss_and_gradient_equal_the_whole_batch(molecules):
+    """float64: the weighted sub-batch loss is the batch mean; an unweighted mean of the part
+    means (negative control) is not, because the parts have 4, 3 and 3 graphs."""
+    data, graphs = molecules
+    torch.manual_seed(0)
+    model = tg.build_graph_model("ppgn", data, hidden=8, n_layers=2).double()
+    fake = tg.GraphData("x", "regression", [], [], [], data.in_channels, data.edge_dim, y_mean=10.0, y_std=7.0)
+    whole = next(tg.graph_batches(graphs, 10, True, torch.Generator().manual_seed(1)))
+    parts = next(tg.graph_batches(graphs, 10, True, torch.Generator().manual_seed(1), sub_batches=3))
+
+    def loss_and_grad(batch):
+        model.zero_grad()
+        loss = tg.graph_loss(model, batch, fake)
+        loss.backward()
+        return loss.detach(), torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+
+    (l1, g1), (l2, g2) = loss_and_grad(whole), loss_and_grad(parts)
+    assert abs(float(l1 - l2)) <= 1e-12 * abs(float(l1))
+    assert float((g1 - g2).abs().max()) <= 1e-10 * float(g1.abs().max())
+    with torch.no_grad():
+        unweighted = sum(tg.graph_loss(model, p, fake) for p in parts) / len(parts)
+    assert abs(float(unweighted - l1)) > 1e-6 * abs(float(l1))
+
+
+def test_sub_batches_train_and_refuse_bad_settings(tmp_path):
+    cfg = TrainConfig(epochs=1, batch_size=5, lr=1e-3, verbose=False, progress=False,
+                      extra={"hidden": 8, "n_layers": 1, "size": 10, "model": "ppgn", "data": "freesolv",
+                             "sub_batches": 2})
+    out = tg.train_graph(cfg)
+    assert out["steps"] == 2 and np.isfinite(out["test_mae"])
+    with pytest.raises(ValueError, match=r"graph_batches: use either `bucket` or `sub_batches > 1`"):
+        tg.train_graph(TrainConfig(**{**cfg.__dict__, "extra": {**cfg.extra, "bucket": True}}))
+    with pytest.raises(ValueError, match=r"graph_batches: `sub_batches` must be an int >= 1, got 0"):
+        list(tg.graph_batches([], 4, False, sub_batches=0))

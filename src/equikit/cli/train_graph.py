@@ -53,9 +53,11 @@ GRAPH_DATASETS = ("csl", "counting-triangle", "counting-4cycle", "counting-3star
 GRAPH_MODELS = ("gin", "gcn", "ppgn", "spen", "poly")
 #: task settings in ``TrainConfig.extra``: ``size`` caps the graphs per split (tests, quick
 #: looks; ``None`` = the whole protocol), ``model_kwargs`` go to :class:`GraphModelConfig`
-#: ``bucket`` draws training batches from molecules of similar size (:func:`graph_batches`)
+#: ``bucket`` draws training batches from molecules of similar size; ``sub_batches`` keeps random
+#: batches but runs each as that many size-sorted sub-batches (:func:`graph_batches`)
 GRAPH_DEFAULTS: dict[str, Any] = {"model": "gin", "data": "csl", "hidden": 64, "n_layers": 4, "fold": 0,
-                                  "split_seed": 0, "size": None, "model_kwargs": {}, "bucket": False}
+                                  "split_seed": 0, "size": None, "model_kwargs": {}, "bucket": False,
+                                  "sub_batches": 1}
 GRAPH_CONFIG = TrainConfig(epochs=100, lr=1e-3, batch_size=32, eval_every=1, monitor="val_loss",
                            extra={"model": "gin", "data": "csl"})
 
@@ -241,10 +243,27 @@ def bucket_order(sizes, batch_size: int, generator: torch.Generator | None = Non
 
 
 def graph_batches(graphs: list[GraphBatch], batch_size: int, shuffle: bool,
-                  generator: torch.Generator | None = None, bucket: bool = False):
+                  generator: torch.Generator | None = None, bucket: bool = False, sub_batches: int = 1):
     """Collated batches (shuffled with ``generator`` when ``shuffle``; the last one may be
     smaller). ``bucket``: batches of graphs of similar size (:func:`bucket_order`; shuffled
-    batch order and ties when ``shuffle``, else sorted by size)."""
+    batch order and ties when ``shuffle``, else sorted by size). ``sub_batches > 1``: the same
+    batches as without it, each yielded as a tuple of up to ``sub_batches`` collated parts
+    (its graphs sorted by size, cut into near-equal parts), so a dense model pads each part
+    to its own largest graph; :func:`graph_loss` weights the parts to the batch's loss."""
+    if isinstance(sub_batches, bool) or not isinstance(sub_batches, int) or sub_batches < 1:
+        raise ValueError(f"graph_batches: `sub_batches` must be an int >= 1, got {sub_batches!r}")
+    if bucket and sub_batches > 1:
+        raise ValueError("graph_batches: use either `bucket` or `sub_batches > 1`, not both (bucketed "
+                         "batches already hold graphs of one size range)")
+    if sub_batches > 1:
+        sizes = torch.tensor([g.num_nodes for g in graphs])
+        order = torch.randperm(len(graphs), generator=generator) if shuffle else torch.arange(len(graphs))
+        for k in range(0, len(graphs), batch_size):
+            idx = order[k : k + batch_size]
+            idx = idx[torch.argsort(sizes[idx], stable=True)]
+            yield tuple(collate_graphs([graphs[int(i)] for i in part])
+                        for part in torch.tensor_split(idx, min(sub_batches, len(idx))))
+        return
     if bucket:
         sizes = [g.num_nodes for g in graphs]
         for idx in bucket_order(sizes, batch_size, generator if shuffle else None):
@@ -255,8 +274,13 @@ def graph_batches(graphs: list[GraphBatch], batch_size: int, shuffle: bool,
         yield collate_graphs([graphs[int(i)] for i in order[k : k + batch_size]])
 
 
-def graph_loss(model: nn.Module, batch: GraphBatch, data: GraphData) -> torch.Tensor:
-    """Cross-entropy (classification) or MSE on the standardised target (regression)."""
+def graph_loss(model: nn.Module, batch: GraphBatch | tuple[GraphBatch, ...], data: GraphData) -> torch.Tensor:
+    """Cross-entropy (classification) or MSE on the standardised target (regression), a mean
+    over the graphs; a tuple of sub-batches (``graph_batches(..., sub_batches=k)``) gives the
+    mean over all their graphs (each part's mean weighted by its number of graphs)."""
+    if isinstance(batch, tuple):
+        total = sum(b.num_graphs for b in batch)
+        return sum(graph_loss(model, b, data) * (b.num_graphs / total) for b in batch)
     out = model(batch)
     if data.kind == "classification":
         return nn.functional.cross_entropy(out, batch.y.reshape(-1).long())
@@ -326,21 +350,23 @@ def train_graph(config: TrainConfig, out_dir: str | Path | None = None, *, resum
     model = build_graph_model(s["model"], data, hidden=s["hidden"], n_layers=s["n_layers"], **s["model_kwargs"])
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
-    bucket = bool(s["bucket"])
-    eval_bs = config.batch_size if bucket else 256
+    bucket, sub = bool(s["bucket"]), s["sub_batches"]
+    eval_bucket = bucket or sub != 1  # size-sorted evaluation batches (metrics are order-free)
+    eval_bs = config.batch_size if eval_bucket else 256
 
     def batches(epoch, gen):
-        return graph_batches(data.train, config.batch_size, shuffle=True, generator=gen, bucket=bucket)
+        return graph_batches(data.train, config.batch_size, shuffle=True, generator=gen, bucket=bucket,
+                             sub_batches=sub)
 
     def evaluate(m):
-        return graph_metrics(m, data.val, data, "val", eval_bs, bucket)
+        return graph_metrics(m, data.val, data, "val", eval_bs, eval_bucket)
 
     result: FitResult = fit(model, opt, batches, lambda m, b: graph_loss(m, b, data), config,
                             evaluate=evaluate, out_dir=out_dir, resume=resume)
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
     t0 = time.perf_counter()
-    test = graph_metrics(model, data.test, data, "test", eval_bs, bucket)
+    test = graph_metrics(model, data.test, data, "test", eval_bs, eval_bucket)
     summary = {**result.summary(), "model": s["model"], "data": s["data"], "fold": s["fold"],
                "parameters": sum(p.numel() for p in model.parameters()),
                **{k: v for k, v in result.best_metrics.items() if k.startswith("val_")}, **test,
@@ -367,6 +393,8 @@ def _graph_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", default=None, help="data dir (default: $EQUIKIT_DATA or the user cache)")
     p.add_argument("--bucket", action="store_true",
                    help="size-bucketed batches (graphs of similar size together: much less padding for ppgn)")
+    p.add_argument("--sub-batches", type=int, default=None,
+                   help="run each random batch as K size-sorted parts (less padding, same gradient)")
 
 
 def _run_graph(args: argparse.Namespace) -> int:
@@ -375,7 +403,8 @@ def _run_graph(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, GRAPH_CONFIG, {
         "model": args.model, "data": args.data, "fold": args.fold, "hidden": args.hidden,
         "n_layers": args.layers, "size": args.size, "split_seed": args.split_seed,
-        "model_kwargs": args.model_kwargs, "bucket": args.bucket or None})
+        "model_kwargs": args.model_kwargs, "bucket": args.bucket or None,
+        "sub_batches": args.sub_batches})
     out = train_graph(cfg, args.out, resume=args.resume, root=args.root)
     keys = ("model", "data", "epochs", "steps", "seconds", "stop_reason", "best_epoch")
     shown = {k: out[k] for k in keys} | {k: v for k, v in out.items() if k.startswith(("val_", "test_"))}
