@@ -373,7 +373,7 @@ def table(payload) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(payload, out_dir: Path) -> None:
+def plot(payload, out_dir: Path, name: str = "atoms_mace_speed") -> None:
     plt = pyplot()
     runs = payload["runs"]
     measures = ["forces", "train", "md"]
@@ -394,7 +394,7 @@ def plot(payload, out_dir: Path) -> None:
     axes[0].set_ylabel("mace-torch time / equikit time")
     axes[-1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_dir / "atoms_mace_speed.png", dpi=120)
+    fig.savefig(out_dir / f"{name}.png", dpi=120)
     plt.close(fig)
 
 
@@ -445,7 +445,7 @@ def main(argv=None) -> int:
                 md = table(payload)
                 write_results(args.name, payload, md, args.out)
                 print(md.splitlines()[-5 if "md" in r["median_s"] else -4], flush=True)
-    plot(payload, args.out)
+    plot(payload, args.out, args.name)
     print(table(payload))
     return 0
 
