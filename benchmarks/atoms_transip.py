@@ -19,7 +19,7 @@ a random O(3) element, and the O(3) equivariance error of each trained model thr
 Run (one background long job, resumable: finished runs are kept in ``--work``; the PID file is
 the shared machine's long-job rule)::
 
-    nice -n 5 .venv/bin/python benchmarks/atoms_transip.py --pid-file /work/brief/longjobs/B.pid
+    nice -n 5 .venv/bin/python benchmarks/atoms_transip.py --pid-file transip.pid
     .venv/bin/python benchmarks/atoms_transip.py --report   # tables and plot from finished runs
 
 Results: ``benchmarks/results/atoms_transip.{json,md,png}``.
