@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all test-gpu lint venv clean bench bench-deps bench-check bench-o3 bench-tp bench-tp-grid bench-symmetric bench-mace bench-atoms-mace bench-mace-accuracy bench-cayley bench-weights bench-symmetrize bench-nbody bench-nbody-long bench-graphs bench-atoms bench-qm9 data-atoms
+.PHONY: demo test test-all test-gpu lint venv clean bench bench-deps bench-check bench-o3 bench-tp bench-tp-grid bench-symmetric bench-mace bench-atoms-mace bench-mace-accuracy bench-transip bench-cayley bench-weights bench-symmetrize bench-nbody bench-nbody-long bench-graphs bench-atoms bench-qm9 data-atoms
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -70,6 +70,10 @@ bench-atoms-mace: $(STAMP) $(MACE_VENV)/.installed
 	TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $(MACE_VENV)/bin/python benchmarks/atoms_mace_speed.py --threads 1 2
 
 # equikit Potential vs mace-torch trained at equal gradient steps (MD17-lite, EMT Cu transfer; about an hour)
+# TransIP learned equivariance vs augmentation on MMFF94 ethanol (long job: ~50 min on 2 cores)
+bench-transip: $(STAMP)
+	nice -n 5 $(BIN)/python benchmarks/atoms_transip.py --steps 1000 --sizes 50 250 1000 --seeds 0 1
+
 bench-mace-accuracy: $(STAMP) $(MACE_VENV)/.installed
 	$(BIN)/python benchmarks/atoms_mace_accuracy.py prepare
 	nice -n 5 $(BIN)/python benchmarks/atoms_mace_accuracy.py train
