@@ -66,8 +66,10 @@ E3_OUT = PointCloud(E(3), pos=None, vectors=("forces",), scalars=("energy",))
 
 
 @pytest.mark.parametrize("variant", [{}, {"radial": "spline"}, {"tp_backend": "sphere_grid"},
-                                     {"product": "grid_mlp", "grid_hidden": 8}],
-                         ids=["mace", "spline", "grid", "gridmlp"])
+                                     {"product": "grid_mlp", "grid_hidden": 8},
+                                     {"tp_backend": "sparse_cg", "tp_product": "gaunt", "radial": "spline",
+                                      "product": "grid_mlp", "grid_hidden": 8}],
+                         ids=["mace", "spline", "grid", "gridmlp", "facet_sparse"])
 def test_energy_invariant_forces_equivariant_under_e3(dtype, variant):
     model = _model(dtype, **variant)
     x = _cluster(dtype)
