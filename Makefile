@@ -67,7 +67,7 @@ bench-mace: $(MACE_VENV)/.installed
 
 # equikit Potential vs mace-torch: forces, training step, MD (the MMFF frames come from the main venv's RDKit)
 bench-atoms-mace: $(STAMP) $(MACE_VENV)/.installed
-	TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $(MACE_VENV)/bin/python benchmarks/atoms_mace_speed.py --threads 1 2
+	TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $(MACE_VENV)/bin/python benchmarks/atoms_mace_speed.py --threads 1 2 --variants cg cg_spline grid_sc facet facet_sparse
 
 # equikit Potential vs mace-torch trained at equal gradient steps (MD17-lite, EMT Cu transfer; about an hour)
 # TransIP learned equivariance vs augmentation on MMFF94 ethanol (long job: ~50 min on 2 cores)
