@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all test-gpu lint venv clean bench bench-deps bench-check bench-o3 bench-tp bench-tp-grid bench-symmetric bench-mace bench-atoms-mace bench-mace-accuracy bench-transip bench-cayley bench-weights bench-symmetrize bench-nbody bench-nbody-long bench-graphs bench-atoms bench-qm9 data-atoms
+.PHONY: demo test test-all test-gpu lint venv clean bench bench-deps bench-check bench-o3 bench-tp bench-tp-targets bench-tp-grid bench-symmetric bench-mace bench-atoms-mace bench-mace-accuracy bench-transip bench-cayley bench-weights bench-symmetrize bench-nbody bench-nbody-long bench-graphs bench-atoms bench-qm9 data-atoms
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -78,6 +78,10 @@ bench-mace-accuracy: $(STAMP) $(MACE_VENV)/.installed
 	$(BIN)/python benchmarks/atoms_mace_accuracy.py prepare
 	nice -n 5 $(BIN)/python benchmarks/atoms_mace_accuracy.py train
 	TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $(MACE_VENV)/bin/python benchmarks/atoms_mace_accuracy.py evaluate
+
+# only the issue-4 target cases, e3nn vs sparse_cg alone (a few minutes)
+bench-tp-targets: bench-deps
+	$(BIN)/python benchmarks/tp_targets.py
 
 bench-tp-grid: $(STAMP)
 	$(BIN)/python benchmarks/tp_grid.py --threads 1 --ls 1,2,3,4,5,6,7,8 --channels 32 --rows 1000 --repeats 7 --budget 30
