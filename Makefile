@@ -118,7 +118,11 @@ bench-graphs: $(STAMP)
 	$(BIN)/python benchmarks/graphs_layers.py
 	$(BIN)/python benchmarks/graphs_gin_pyg.py --threads 1
 	$(BIN)/python benchmarks/graphs_expressivity.py
-	$(BIN)/python benchmarks/graphs_molecules.py
+	$(BIN)/python benchmarks/graphs_epoch_cost.py
+	$(BIN)/python benchmarks/graphs_epoch_cost.py --repeats 1 --models ppgn --batchings random bucketed sub4 --no-profile --tag sub4
+	$(BIN)/python benchmarks/graphs_molecules.py --epochs 15
+	$(BIN)/python benchmarks/graphs_molecules.py --epochs 15 --seeds 0 --class-seeds 0 --models gin spen poly --no-bucket --tag random_control
+	$(BIN)/python benchmarks/graphs_molecules.py --epochs 15 --seeds 0 --class-seeds 0 --models ppgn --tasks freesolv --sub-batches 4 --tag random_control_ppgn_sub4
 	$(BIN)/python benchmarks/graphs_memory.py
 	$(BIN)/python benchmarks/graphs_lcm.py
 	$(BIN)/python benchmarks/graphs_permutation.py
