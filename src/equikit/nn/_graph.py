@@ -156,7 +156,8 @@ class GCNConv(nn.Module):
         deg = x.new_zeros(n).index_add_(0, dst, w)
         inv = torch.where(deg > 0, deg.clamp(min=1e-30).rsqrt(), torch.zeros_like(deg))
         h = self.lin(x)
-        out = h.new_zeros(n, h.shape[1]).index_add_(0, dst, (inv[src] * w * inv[dst]).unsqueeze(-1) * h.index_select(0, src))
+        norm = (inv[src] * w * inv[dst]).unsqueeze(-1)
+        out = h.new_zeros(n, h.shape[1]).index_add_(0, dst, norm * h.index_select(0, src))
         return out if self.bias is None else out + self.bias.to(x.dtype)
 
 
