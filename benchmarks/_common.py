@@ -41,17 +41,20 @@ def environment() -> dict:
     }
 
 
-def interleaved(candidates: dict[str, Callable[[], object]], repeats: int = 25, warmup: int = 3) -> dict:
-    """Time each candidate ``repeats`` times, interleaved; return per-candidate lists and medians."""
+def interleaved(candidates: dict[str, Callable[[], object]], repeats: int = 25, warmup: int = 3,
+                clock: Callable[[], float] = time.perf_counter) -> dict:
+    """Time each candidate ``repeats`` times, interleaved; return per-candidate lists and medians.
+    ``clock=time.thread_time`` measures the calling thread's CPU time instead of the wall clock
+    (one-thread runs on a loaded machine)."""
     for fn in candidates.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, fn in candidates.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
     return {name: {"median_s": statistics.median(ts), "times_s": ts} for name, ts in times.items()}
 
 

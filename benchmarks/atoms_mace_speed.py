@@ -94,7 +94,6 @@ def write_frames(molecule: str, path: str) -> None:
 
 
 def mmff_atoms(molecule: str, data_python: str) -> list:
-    from ase import Atoms
 
     try:
         import rdkit  # noqa: F401
@@ -105,6 +104,13 @@ def mmff_atoms(molecule: str, data_python: str) -> list:
         with tempfile.TemporaryDirectory() as tmp:
             subprocess.run([data_python, __file__, "--write-frames", molecule, f"{tmp}/f.npz"], check=True)
             arrays = dict(np.load(f"{tmp}/f.npz"))
+    return atoms_from_arrays(arrays)
+
+
+def atoms_from_arrays(arrays: dict) -> list:
+    """ASE ``Atoms`` with ``REF_energy`` / ``REF_forces`` from the arrays of an AtomsBatch."""
+    from ase import Atoms
+
     b = AtomsBatch.from_numpy(arrays, dtype=torch.float64)
     out, start = [], 0
     for s, n in enumerate(b.natoms.tolist()):

@@ -35,8 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import atoms_mace_speed as base
-from _common import RESULTS, environment, write_results
-from equikit.data.atoms import AtomsBatch
+from _common import RESULTS, environment, interleaved, write_results
 from equikit.models.calculator import EquikitCalculator
 from equikit.models.potential import average_num_neighbors
 
@@ -53,17 +52,7 @@ def write_frames(out_dir: str) -> None:
 
 
 def frames_atoms(path: Path) -> list:
-    from ase import Atoms
-
-    b = AtomsBatch.from_numpy(dict(np.load(path)), dtype=torch.float64)
-    out, start = [], 0
-    for s, n in enumerate(b.natoms.tolist()):
-        a = Atoms(numbers=b.numbers[start:start + n].numpy(), positions=b.positions[start:start + n].numpy())
-        a.info["REF_energy"] = float(b.energy[s])
-        a.arrays["REF_forces"] = b.forces[start:start + n].numpy().copy()
-        out.append(a)
-        start += n
-    return out
+    return base.atoms_from_arrays(dict(np.load(path)))
 
 
 def _to(obj, device):
@@ -134,15 +123,7 @@ def _time(calls: dict, repeats: int, first: dict, measure: str) -> dict:
         t0 = time.perf_counter()
         fn()
         first[f"{measure}/{n}"] = time.perf_counter() - t0
-    for fn in calls.values():
-        fn()
-    ts = {n: [] for n in calls}
-    for _ in range(repeats):
-        for n, fn in calls.items():
-            t0 = time.perf_counter()
-            fn()
-            ts[n].append(time.perf_counter() - t0)
-    return {n: float(np.median(v)) for n, v in ts.items()}
+    return {n: v["median_s"] for n, v in interleaved(calls, repeats=repeats, warmup=1).items()}
 
 
 def table(payload) -> str:

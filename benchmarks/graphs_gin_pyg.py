@@ -15,7 +15,6 @@ Writes ``benchmarks/results/graphs_gin_pyg.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -91,21 +90,12 @@ def run_case(name, channels, edge_dim, repeats) -> dict:
     for phase in ("forward", "forward_backward"):
         t = interleaved({"equikit": p_ours[phase], "pyg": p_ref[phase]}, repeats=repeats, warmup=3)
         times[phase] = {k: v["median_s"] for k, v in t.items()}
-        cpu[phase] = thread_time_medians({"equikit": p_ours[phase], "pyg": p_ref[phase]}, repeats)
+        t = interleaved({"equikit": p_ours[phase], "pyg": p_ref[phase]}, repeats=repeats, warmup=0,
+                        clock=time.thread_time)
+        cpu[phase] = {k: v["median_s"] for k, v in t.items()}
     return {"case": name, "layer": "GINE" if edge_dim else "GIN", "channels": channels, "nodes": graphs * n,
             "edges": int(edge_index.shape[1]), "max_abs_diff": diff, "times": times, "thread_times": cpu}
 
-
-def thread_time_medians(fns: dict, repeats: int) -> dict:
-    """Interleaved medians of this thread's CPU time per call (robust to other processes' load
-    on a shared machine, for one-thread runs; reported beside the wall-clock medians)."""
-    ts = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.thread_time()
-            fn()
-            ts[k].append(time.thread_time() - t0)
-    return {k: statistics.median(v) for k, v in ts.items()}
 
 
 def table(payload) -> str:

@@ -85,9 +85,10 @@ def build(kind: str, lmax: int, mul: int):
     return d, make
 
 
-def build_cue(kind: str, d):
-    """cuEquivariance's module for the case (its CPU fallback), or None when not installed or
-    when it does not build the same number of weights."""
+def build_cue(kind: str, d, fallback: bool = True, device=None):
+    """cuEquivariance's module for the case (its CPU fallback; ``fallback=False``: its default
+    CUDA method, on ``device``), or None when not installed or when it does not build the same
+    number of weights. Fully connected: a callable with ``.module`` (the weights get a batch dim)."""
     try:
         import cuequivariance as cue
         import cuequivariance_torch as cuet
@@ -99,15 +100,22 @@ def build_cue(kind: str, d):
         if kind == "channelwise":
             out = sorted({str(ir) for _, ir in d.irreps_out})
             m = cuet.ChannelWiseTensorProduct(i1, i2, cue.Irreps("O3", "+".join(out)), layout=cue.mul_ir,
-                                              shared_weights=False, internal_weights=False, use_fallback=True)
+                                              shared_weights=False, internal_weights=False,
+                                              use_fallback=True if fallback else None, device=device)
         else:
             m = cuet.FullyConnectedTensorProduct(i1, i2, cue.Irreps("O3", str(d.irreps_out)), layout=cue.mul_ir,
-                                                 shared_weights=True, internal_weights=False, use_fallback=True)
+                                                 shared_weights=True, internal_weights=False,
+                                                 use_fallback=True if fallback else None, device=device)
     if m.weight_numel != d.weight_numel:
         return None
+    m = m.to(device) if device is not None else m
     if kind == "channelwise":
         return m
-    return lambda x1, x2, w: m(x1, x2, w[None])
+
+    def call(x1, x2, w):
+        return m(x1, x2, w[None])
+    call.module = m
+    return call
 
 
 def construction_times(kind, lmax, mul):

@@ -29,7 +29,6 @@ Writes ``tp_device.{json,md,png}`` to ``--out``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 import warnings
@@ -38,9 +37,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, environment, pyplot, write_results
+from _common import RESULTS, environment, interleaved, pyplot, write_results
 from equikit import tp
-from tp import _signs, build
+from tp import _signs, build, build_cue
 
 CANDIDATES = ("sparse_cg", "sparse_cg_compiled", "e3nn", "cuequivariance")
 
@@ -55,29 +54,12 @@ def cue_status() -> str:
 
 
 def build_cue_cuda(kind: str, d, device):
-    """cuEquivariance's module with its CUDA kernels, or None (not installed / other weights)."""
-    try:
-        import cuequivariance as cue
-        import cuequivariance_torch as cuet
-    except ImportError:
+    """cuEquivariance's module with its CUDA kernels (its default method: ``uniform_1d`` for
+    channelwise, ``fused_tp`` for fully connected) and the method it chose, or None."""
+    m = build_cue(kind, d, fallback=False, device=device)
+    if m is None:
         return None
-    i1, i2 = cue.Irreps("O3", str(d.irreps1)), cue.Irreps("O3", str(d.irreps2))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if kind == "channelwise":
-            out = sorted({str(ir) for _, ir in d.irreps_out})
-            m = cuet.ChannelWiseTensorProduct(i1, i2, cue.Irreps("O3", "+".join(out)), layout=cue.mul_ir,
-                                              shared_weights=False, internal_weights=False, device=device)
-        else:
-            m = cuet.FullyConnectedTensorProduct(i1, i2, cue.Irreps("O3", str(d.irreps_out)), layout=cue.mul_ir,
-                                                 shared_weights=True, internal_weights=False, device=device)
-    if m.weight_numel != d.weight_numel:
-        return None
-    m = m.to(device)
-    method = getattr(m, "method", None)  # its own default: uniform_1d (channelwise), fused_tp (fully connected)
-    if kind == "channelwise":
-        return m, method
-    return (lambda x1, x2, w: m(x1, x2, w[None])), method
+    return m, getattr(getattr(m, "module", m), "method", None)
 
 
 def accuracy(d, make, ours, e3) -> dict:
@@ -129,18 +111,6 @@ def _phases(kind, f, x1, x2, w, sync):
     return ph
 
 
-def interleaved_sync(fns: dict, repeats: int) -> dict:
-    for fn in fns.values():
-        fn()
-    ts = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            ts[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in ts.items()}
-
-
 def time_case(kind, lmax, mul, rows, args, device, cue_ok) -> dict:
     d, make = build(kind, lmax, mul)
     ours = tp.make_executor(d, "sparse_cg").to(device)
@@ -187,7 +157,7 @@ def time_case(kind, lmax, mul, rows, args, device, cue_ok) -> dict:
             except Exception as exc:
                 rec["skipped"][f"{n}/{phase}"] = f"{type(exc).__name__}: {str(exc)[:120]}"
         if run:
-            rec["times"][phase] = interleaved_sync(run, args.repeats)
+            rec["times"][phase] = {k: v["median_s"] for k, v in interleaved(run, args.repeats, warmup=1).items()}
     return rec
 
 

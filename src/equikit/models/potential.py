@@ -46,6 +46,23 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 # --------------------------------------------------------------------------- configuration
+def check_elements(atomic_numbers, e0, where: str) -> tuple[tuple[int, ...], tuple[float, ...] | None]:
+    """``atomic_numbers`` as a tuple of distinct ints in 1..118 and ``e0`` (None or one reference
+    energy per element) as floats; ValueError naming ``where`` and the field otherwise."""
+    zs = tuple(atomic_numbers)
+    if not zs or any(isinstance(z, bool) or not isinstance(z, int) or not 1 <= z <= 118 for z in zs):
+        raise ValueError(f"{where}: `atomic_numbers` must be a non-empty list of ints in 1..118, "
+                         f"got {atomic_numbers!r}")
+    if len(set(zs)) != len(zs):
+        raise ValueError(f"{where}: `atomic_numbers` has duplicates: {atomic_numbers!r}")
+    if e0 is None:
+        return zs, None
+    e0 = tuple(float(e) for e in e0)
+    if len(e0) != len(zs):
+        raise ValueError(f"{where}: `e0` needs one energy per element ({len(zs)}), got {len(e0)}")
+    return zs, e0
+
+
 @dataclass
 class PotentialConfig:
     """Configuration of :class:`Potential` (also readable from / writable to YAML).
@@ -115,18 +132,7 @@ class PotentialConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` / ``TypeError`` naming the field for any inconsistent value."""
         w = "PotentialConfig"
-        zs = tuple(self.atomic_numbers)
-        if not zs or any(isinstance(z, bool) or not isinstance(z, int) or not 1 <= z <= 118 for z in zs):
-            raise ValueError(f"{w}: `atomic_numbers` must be a non-empty list of ints in 1..118, "
-                             f"got {self.atomic_numbers!r}")
-        if len(set(zs)) != len(zs):
-            raise ValueError(f"{w}: `atomic_numbers` has duplicates: {self.atomic_numbers!r}")
-        self.atomic_numbers = zs
-        if self.e0 is not None:
-            e0 = tuple(float(e) for e in self.e0)
-            if len(e0) != len(zs):
-                raise ValueError(f"{w}: `e0` must have one entry per element ({len(zs)}), got {len(e0)}")
-            self.e0 = e0
+        self.atomic_numbers, self.e0 = check_elements(self.atomic_numbers, self.e0, w)
         for name in ("cutoff", "avg_num_neighbors"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:

@@ -32,6 +32,7 @@ from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from equikit.data.atoms import AtomsBatch
+from equikit.models.potential import check_elements
 from equikit.nn._mlp import make_mlp
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -87,17 +88,7 @@ class TransformerPotentialConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` / ``TypeError`` naming the field for any inconsistent value."""
         w = "TransformerPotentialConfig"
-        zs = tuple(self.atomic_numbers)
-        if not zs or any(isinstance(z, bool) or not isinstance(z, int) or not 1 <= z <= 118 for z in zs):
-            raise ValueError(f"{w}: `atomic_numbers` must be a non-empty list of ints in 1..118, "
-                             f"got {self.atomic_numbers!r}")
-        if len(set(zs)) != len(zs):
-            raise ValueError(f"{w}: `atomic_numbers` has duplicates: {self.atomic_numbers!r}")
-        self.atomic_numbers = zs
-        if self.e0 is not None:
-            self.e0 = tuple(float(e) for e in self.e0)
-            if len(self.e0) != len(zs):
-                raise ValueError(f"{w}: `e0` needs one energy per element ({len(zs)}), got {len(self.e0)}")
+        self.atomic_numbers, self.e0 = check_elements(self.atomic_numbers, self.e0, w)
         for name in ("dim", "heads", "layers", "ff_mult", "readout_hidden"):
             _positive_int(getattr(self, name), name, w)
         if self.dim % self.heads:
