@@ -46,6 +46,20 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 # --------------------------------------------------------------------------- configuration
+def element_indices(z_to_index: torch.Tensor, numbers, elements, where: str) -> torch.Tensor:
+    """Atomic numbers -> rows of ``z_to_index`` (a 119-entry table, -1 for absent elements);
+    TypeError / ValueError naming ``where`` for non-integer input or unknown elements."""
+    if not isinstance(numbers, torch.Tensor) or numbers.is_floating_point():
+        raise TypeError(f"{where}: `numbers` must be an integer tensor, got {numbers!r}")
+    ok = (numbers >= 0) & (numbers < 119)
+    idx = torch.where(ok, z_to_index[numbers.clamp(0, 118)], -1)
+    if bool((idx < 0).any()):
+        bad = sorted(set(numbers[idx < 0].tolist()))
+        raise ValueError(f"{where}: atomic numbers {bad} are not in the model's elements "
+                         f"{list(elements)} ({where}Config.atomic_numbers)")
+    return idx
+
+
 def check_elements(atomic_numbers, e0, where: str) -> tuple[tuple[int, ...], tuple[float, ...] | None]:
     """``atomic_numbers`` as a tuple of distinct ints in 1..118 and ``e0`` (None or one reference
     energy per element) as floats; ValueError naming ``where`` and the field otherwise."""
@@ -482,15 +496,7 @@ class Potential(nn.Module):
 
     def element_index(self, numbers: torch.Tensor) -> torch.Tensor:
         """Atomic numbers ``(N,)`` -> indices into ``config.atomic_numbers``; ValueError for unknown ones."""
-        if not isinstance(numbers, torch.Tensor) or numbers.is_floating_point():
-            raise TypeError(f"Potential: `numbers` must be an integer tensor (N,), got {numbers!r}")
-        ok = (numbers >= 0) & (numbers < 119)
-        idx = torch.where(ok, self.z_to_index[numbers.clamp(0, 118)], -1)
-        if bool((idx < 0).any()):
-            bad = sorted(set(numbers[idx < 0].tolist()))
-            raise ValueError(f"Potential: atomic numbers {bad} are not in the model's elements "
-                             f"{list(self.config.atomic_numbers)} (PotentialConfig.atomic_numbers)")
-        return idx
+        return element_indices(self.z_to_index, numbers, self.config.atomic_numbers, "Potential")
 
     def edge_features(self, vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Edge lengths ``(E,)`` and spherical harmonics ``(E, (max_ell + 1)^2)`` of the edge vectors."""

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from equikit.data.atoms import AtomsBatch
-from equikit.models.potential import check_elements
+from equikit.models.potential import check_elements, element_indices
 from equikit.nn._mlp import make_mlp
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -253,15 +253,7 @@ class TransformerPotential(nn.Module):
 
     def element_index(self, numbers: torch.Tensor) -> torch.Tensor:
         """Atomic numbers -> indices into ``config.atomic_numbers``; ValueError for unknown ones."""
-        if not isinstance(numbers, torch.Tensor) or numbers.is_floating_point():
-            raise TypeError(f"TransformerPotential: `numbers` must be an integer tensor, got {numbers!r}")
-        ok = (numbers >= 0) & (numbers < 119)
-        idx = torch.where(ok, self.z_to_index[numbers.clamp(0, 118)], -1)
-        if bool((idx < 0).any()):
-            bad = sorted(set(numbers[idx < 0].tolist()))
-            raise ValueError(f"TransformerPotential: atomic numbers {bad} are not in the model's elements "
-                             f"{list(self.config.atomic_numbers)} (TransformerPotentialConfig.atomic_numbers)")
-        return idx
+        return element_indices(self.z_to_index, numbers, self.config.atomic_numbers, "TransformerPotential")
 
     def encode(self, pos: torch.Tensor, numbers: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Tokens ``(B, L, D)`` after the last block, from padded ``pos (B, L, 3)``, atomic
