@@ -236,7 +236,7 @@ def _phases(kind, f, x1, x2, w):
     return ph
 
 
-def time_case(kind, lmax, mul, rows, repeats, budget, with_cue, per_row):
+def time_case(kind, lmax, mul, rows, repeats, budget, with_cue, per_row, clock=time.perf_counter):
     """Median times of every candidate and phase at ``rows``; ``per_row`` carries seconds per row
     of each (candidate, phase) from the smaller sizes, to leave out a call that would take too
     long before running it."""
@@ -263,16 +263,16 @@ def time_case(kind, lmax, mul, rows, repeats, budget, with_cue, per_row):
             if guess > 2 * limit:
                 skipped[f"{name}/{phase}"] = round(guess, 3)
                 continue
-            t0 = time.perf_counter()
+            t0 = clock()
             ph[phase]()  # warm-up call, also the cost estimate
-            est = time.perf_counter() - t0
+            est = clock() - t0
             per_row[(name, phase)] = est / rows
             if est > limit:
                 skipped[f"{name}/{phase}"] = round(est, 3)
             else:
                 run[name] = ph[phase]
         if run:
-            t = interleaved(run, repeats=repeats, warmup=1)
+            t = interleaved(run, repeats=repeats, warmup=1, clock=clock)
             times[phase] = {k: v["median_s"] for k, v in t.items()}
     for name, ph in per_phase.items():
         if f"{name}/forward_backward" not in skipped:
@@ -356,6 +356,7 @@ def table(payload) -> str:
               + ("; ".join(skipped) if skipped else "none") + ".",
               "", f"threads {env['threads']}, load average {env['loadavg']} (end {payload['env_end']['loadavg']}), "
               f"{env['cpu']}, torch {env['torch']}, {env['time']}; float32; medians of {payload['repeats']} "
+              f"{'thread-CPU-time ' if payload.get('clock') == 'thread' else ''}"
               f"interleaved calls; outputs allocated per call; kernel build from scratch "
               f"{'n/a' if kb is None else f'{kb:.1f} s'} (first use only, cached)."]
     roof = payload.get("roofline")
@@ -417,7 +418,12 @@ def main(argv=None) -> int:
     ap.add_argument("--kind", nargs="+", default=None, choices=["channelwise", "fully_connected"])
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--name", default=None, help="result file stem (default tp, or tp_quick with --quick)")
+    ap.add_argument("--clock", choices=("wall", "thread"), default="wall",
+                    help="wall: perf_counter; thread: this thread's CPU time (one-thread runs on a loaded "
+                         "machine; needs --threads 1, the kernels then run on the calling thread)")
     args = ap.parse_args(argv)
+    if args.clock == "thread" and args.threads != 1:
+        ap.error("--clock thread needs --threads 1 (other threads' CPU time is not counted)")
     if args.repeats < 20 and not args.quick:
         ap.error("--repeats must be >= 20 (DESIGN §7); use --quick for a smoke run")
     if args.quick:
@@ -425,7 +431,9 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", module="cuequivariance_torch")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    clock = time.thread_time if args.clock == "thread" else time.perf_counter
     payload = {"env": environment(), "repeats": args.repeats, "budget_s": args.budget, "runs": [], "cases": [],
+               "clock": args.clock,
                "argv": sys.argv[1:] if argv is None else list(argv),
                "native": _native.available(), "kernel_build_s": None if args.quick else kernel_build_time(),
                "roofline": machine_roofline(3 if args.quick else 9)}
@@ -445,7 +453,7 @@ def main(argv=None) -> int:
         per_row: dict = {}
         for rows in rows_list:
             _, times, skipped, memory = time_case(kind, lmax, mul, rows, args.repeats, args.budget,
-                                                  with_cue=rows <= 1000, per_row=per_row)
+                                                  with_cue=rows <= 1000, per_row=per_row, clock=clock)
             if not times:
                 print(kind, lmax, mul, rows, "every candidate over the budget", flush=True)
                 payload["runs"].append({"kind": kind, "lmax": lmax, "mul": mul, "rows": rows, "times": {},
