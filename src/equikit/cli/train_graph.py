@@ -54,10 +54,12 @@ GRAPH_MODELS = ("gin", "gcn", "ppgn", "spen", "poly")
 #: task settings in ``TrainConfig.extra``: ``size`` caps the graphs per split (tests, quick
 #: looks; ``None`` = the whole protocol), ``model_kwargs`` go to :class:`GraphModelConfig`
 #: ``bucket`` draws training batches from molecules of similar size; ``sub_batches`` keeps random
-#: batches but runs each as that many size-sorted sub-batches (:func:`graph_batches`)
+#: batches but runs each as that many size-sorted sub-batches (:func:`graph_batches`);
+#: ``schedule`` is the learning-rate schedule (:func:`graph_scheduler`)
 GRAPH_DEFAULTS: dict[str, Any] = {"model": "gin", "data": "csl", "hidden": 64, "n_layers": 4, "fold": 0,
                                   "split_seed": 0, "size": None, "model_kwargs": {}, "bucket": False,
-                                  "sub_batches": 1}
+                                  "sub_batches": 1, "schedule": "constant"}
+GRAPH_SCHEDULES = ("constant", "cosine", "plateau")
 GRAPH_CONFIG = TrainConfig(epochs=100, lr=1e-3, batch_size=32, eval_every=1, monitor="val_loss",
                            extra={"model": "gin", "data": "csl"})
 
@@ -314,6 +316,40 @@ def graph_metrics(model: nn.Module, graphs: list[GraphBatch], data: GraphData, p
     return out
 
 
+def graph_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int, mode: str = "min"):
+    r"""The learning-rate schedule ``name`` of :data:`GRAPH_SCHEDULES` for ``optimizer``, as
+    :func:`~equikit.train.fit` steps it (once per epoch, ``ReduceLROnPlateau`` with the
+    monitored metric at each evaluation):
+
+    - ``"constant"``: ``None`` (the optimizer's lr throughout);
+    - ``"cosine"``: epoch ``e`` (0-based) of ``E = epochs`` trains at
+      :math:`\eta_e = \tfrac{\eta_0}{2}\,(1 + \cos(\pi e / E))`, so the last epoch runs at
+      :math:`\eta_0 (1 - \cos(\pi / E)) / 2` and training ends with the schedule (the run's
+      epoch count is part of the schedule);
+    - ``"plateau"``: halve the lr after 3 evaluations without improvement of the monitored
+      metric (``mode`` ``"min"``/``"max"`` as ``TrainConfig.mode``).
+
+    Example:
+        >>> import torch
+        >>> from equikit.cli.train_graph import graph_scheduler
+        >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        >>> sched = graph_scheduler("cosine", opt, 4)
+        >>> lrs = []
+        >>> for _ in range(4):
+        ...     lrs.append(round(opt.param_groups[0]["lr"], 4)); opt.step(); sched.step()
+        >>> lrs
+        [1.0, 0.8536, 0.5, 0.1464]
+    """
+    _check_name(name, GRAPH_SCHEDULES, "schedule", "graph_scheduler")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"graph_scheduler: `epochs` must be an int >= 1, got {epochs!r}")
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    if name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=0.5, patience=3)
+    return None
+
+
 def graph_settings(config: TrainConfig) -> dict[str, Any]:
     unknown = sorted(set(config.extra) - set(GRAPH_DEFAULTS))
     if unknown:
@@ -321,6 +357,7 @@ def graph_settings(config: TrainConfig) -> dict[str, Any]:
     s = {**GRAPH_DEFAULTS, **config.extra}
     _check_name(s["model"], GRAPH_MODELS, "model", "train_graph")
     _check_name(s["data"], GRAPH_DATASETS, "data", "train_graph")
+    _check_name(s["schedule"], GRAPH_SCHEDULES, "schedule", "train_graph")
     return s
 
 
@@ -349,6 +386,7 @@ def train_graph(config: TrainConfig, out_dir: str | Path | None = None, *, resum
     seed_everything(config.seed)
     model = build_graph_model(s["model"], data, hidden=s["hidden"], n_layers=s["n_layers"], **s["model_kwargs"])
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = graph_scheduler(s["schedule"], opt, config.epochs, config.mode)
 
     bucket, sub = bool(s["bucket"]), s["sub_batches"]
     eval_bucket = bucket or sub != 1  # size-sorted evaluation batches (metrics are order-free)
@@ -362,7 +400,7 @@ def train_graph(config: TrainConfig, out_dir: str | Path | None = None, *, resum
         return graph_metrics(m, data.val, data, "val", eval_bs, eval_bucket)
 
     result: FitResult = fit(model, opt, batches, lambda m, b: graph_loss(m, b, data), config,
-                            evaluate=evaluate, out_dir=out_dir, resume=resume)
+                            evaluate=evaluate, scheduler=scheduler, out_dir=out_dir, resume=resume)
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
     t0 = time.perf_counter()
@@ -395,6 +433,9 @@ def _graph_arguments(p: argparse.ArgumentParser) -> None:
                    help="size-bucketed batches (graphs of similar size together: much less padding for ppgn)")
     p.add_argument("--sub-batches", type=int, default=None,
                    help="run each random batch as K size-sorted parts (less padding, same gradient)")
+    p.add_argument("--schedule", choices=GRAPH_SCHEDULES, default=None,
+                   help="learning-rate schedule (constant; cosine: to 0 over --epochs; plateau: halve on "
+                        "3 evaluations without improvement)")
 
 
 def _run_graph(args: argparse.Namespace) -> int:
@@ -404,7 +445,7 @@ def _run_graph(args: argparse.Namespace) -> int:
         "model": args.model, "data": args.data, "fold": args.fold, "hidden": args.hidden,
         "n_layers": args.layers, "size": args.size, "split_seed": args.split_seed,
         "model_kwargs": args.model_kwargs, "bucket": args.bucket or None,
-        "sub_batches": args.sub_batches})
+        "sub_batches": args.sub_batches, "schedule": args.schedule})
     out = train_graph(cfg, args.out, resume=args.resume, root=args.root)
     keys = ("model", "data", "epochs", "steps", "seconds", "stop_reason", "best_epoch")
     shown = {k: out[k] for k in keys} | {k: v for k, v in out.items() if k.startswith(("val_", "test_"))}
