@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from equikit._utils.validate import check_int
+from equikit.nn import _graph_native as _native
 from equikit.nn._aggregation import Aggregation, LCMAggregation, SoftmaxAggregation, scatter
 from equikit.nn._mlp import make_mlp
 
@@ -103,11 +104,16 @@ class GINConv(nn.Module):
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor,
                 edge_attr: torch.Tensor | None = None) -> torch.Tensor:
         _check_graph(x, edge_index, edge_attr, "GINConv", self.in_channels, self.edge_dim)
+        eps = (self.eps if self.eps is not None else self.eps_fixed).to(x.dtype)
+        a = self.edge(edge_attr) if self.edge is not None else None
+        if self.aggr is None and _native.usable(x, a):  # fused kernel: no (E, C) message tensor
+            csr = _native.cached_edge_csr(edge_index, x.shape[0], "GINConv")
+            h = _native.gin_aggregate(x, eps, csr) if a is None else _native.gine_aggregate(x, a, eps, csr)
+            return self.mlp(h)
         src, dst = edge_index
         msg = x.index_select(0, src)  # not x[src]: its backward is an accumulating index_put (slow)
-        if self.edge is not None:
-            msg = torch.relu(msg + self.edge(edge_attr))
-        eps = (self.eps if self.eps is not None else self.eps_fixed).to(x.dtype)
+        if a is not None:
+            msg = torch.relu(msg + a)
         if self.aggr is None:  # the sum accumulated straight into (1 + eps) x: no zeros, no extra add
             return self.mlp(((1 + eps) * x).index_add_(0, dst, msg))
         return self.mlp((1 + eps) * x + self.aggr(msg, dst, x.shape[0]))
