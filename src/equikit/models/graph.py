@@ -64,6 +64,9 @@ class GraphModelConfig:
         task: ``"graph"`` or ``"node"``.
         spen_k: ego-network radius for ``spen``.
         poly_degree: degree of the polynomial features for ``poly`` (1..4).
+        poly_norm: standardise each polynomial feature (node and edge) with a
+            ``BatchNorm1d`` without affine parameters (batch statistics in training,
+            running statistics in eval mode) before it joins the atom and bond features.
         aggr: neighbourhood aggregation of ``gin`` / ``poly`` (``sum``, ``mean``, ``max``,
             ``softmax``, ``lcm``; see :class:`~equikit.nn.GINConv`). ``lcm`` is only
             approximately permutation invariant.
@@ -80,6 +83,7 @@ class GraphModelConfig:
     task: str = "graph"
     spen_k: int = 2
     poly_degree: int = 4
+    poly_norm: bool = False
     dropout: float = 0.0
     aggr: str = "sum"
 
@@ -101,6 +105,9 @@ class GraphModelConfig:
             raise ValueError(f"{where}: `pool` must be one or more of 'sum', 'mean', 'max', got {self.pool!r}")
         if self.aggr not in AGGREGATIONS:
             raise ValueError(f"{where}: `aggr` must be one of {AGGREGATIONS}, got {self.aggr!r}")
+        if not isinstance(self.poly_norm, bool):
+            raise TypeError(f"{where}: `poly_norm` must be a bool, got {type(self.poly_norm).__name__} "
+                            f"{self.poly_norm!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"{where}: `dropout` must be in [0, 1), got {self.dropout!r}")
 
@@ -135,6 +142,9 @@ class GraphModel(nn.Module):
         readout_in = h * len(c.pools)
         if c.layer in ("gin", "poly"):
             self.poly = PolynomialFeatures(c.poly_degree) if c.layer == "poly" else None
+            if self.poly is not None and c.poly_norm:
+                self.poly_node_norm = nn.BatchNorm1d(self.poly.num_node_features, affine=False)
+                self.poly_edge_norm = nn.BatchNorm1d(self.poly.num_pair_features, affine=False)
             extra_node = self.poly.num_node_features if self.poly else 0
             edge_in = fe + (self.poly.num_pair_features if self.poly else 0)
             self.embed = nn.Linear(c.in_channels + extra_node, h)
@@ -181,15 +191,26 @@ class GraphModel(nn.Module):
         if self.poly is not None:
             adj, mask = self._dense(batch)
             node_p, pair_p = self.poly(adj, mask)
-            x = torch.cat([x, from_dense_batch(node_p, batch.batch)], -1)
+            node_p = from_dense_batch(node_p, batch.batch)
             slot = node_slots(batch.batch, batch.num_graphs)
             src, dst = batch.edge_index
             edge_p = pair_p[batch.batch[src], slot[src], slot[dst]]
+            if self.config.poly_norm:
+                node_p, edge_p = self._standardise(self.poly_node_norm, node_p), \
+                    self._standardise(self.poly_edge_norm, edge_p)
+            x = torch.cat([x, node_p], -1)
             edge_attr = edge_p if edge_attr is None else torch.cat([edge_attr, edge_p], -1)
         h = self.embed(x)
         for conv in self.convs:
             h = h + conv(h, batch.edge_index, edge_attr)
         return h
+
+    def _standardise(self, norm: nn.BatchNorm1d, v: torch.Tensor) -> torch.Tensor:
+        """``norm(v)``; in training with fewer than 2 rows (no batch statistics) the running
+        statistics are used instead."""
+        if self.training and v.shape[0] < 2:
+            return nn.functional.batch_norm(v, norm.running_mean, norm.running_var, training=False, eps=norm.eps)
+        return norm(v)
 
     def _ppgn(self, batch: GraphBatch):
         adj, mask = self._dense(batch)
