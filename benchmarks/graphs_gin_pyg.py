@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, environment, interleaved, write_results
 from equikit.nn import GINConv, _graph_native
 
+PROTOCOL = 2  # 2: with the cold candidate; --resume only continues a run of the same protocol
 CASES = {  # name -> (graphs, nodes per graph, extra chords per graph)
     "molecules 256 x 24": (256, 24, 4),
     "graph 20k nodes": (1, 20_000, 40_000),
@@ -152,11 +153,13 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     argv_list = sys.argv[1:] if argv is None else list(argv)
     payload = {"argv": argv_list, "env": environment(), "repeats": args.repeats,
-               "pyg": torch_geometric.__version__, "native": _graph_native.available(), "runs": []}
+               "pyg": torch_geometric.__version__, "native": _graph_native.available(), "protocol": PROTOCOL,
+               "runs": []}
     old = args.out / f"{args.name}.json"
     if args.resume and old.exists():
         prev = json.loads(old.read_text())
-        if [a for a in prev["argv"] if a != "--resume"] == [a for a in argv_list if a != "--resume"]:
+        same = [a for a in prev["argv"] if a != "--resume"] == [a for a in argv_list if a != "--resume"]
+        if same and prev.get("protocol") == PROTOCOL and prev.get("native") == payload["native"]:
             payload = prev
     done = {(r["case"], r["layer"], r["channels"]) for r in payload["runs"]}
     for name in args.cases:
