@@ -240,3 +240,14 @@ def test_layer_permutation_equivariance_both_paths(path, edges, dtype, monkeypat
     bad = equivariance_error(lambda d: f(d, broken=True), b.to_dict(), b.permutation_action(), out_act)
     assert not bad.passed() and bad.rel_max > 1e-3
     assert bool(calls) == (path == "native")
+
+
+@pytest.mark.slow
+def test_torch_compile_fullgraph_uses_the_pytorch_path():
+    """Under torch.compile the layer traces its PyTorch ops (the kernel is a ctypes call)."""
+    layer = _layers("gine", torch.float32)
+    ei = _graph()
+    gen = torch.Generator().manual_seed(7)
+    x, ea = torch.randn(9, 5, generator=gen), torch.randn(ei.shape[1], 3, generator=gen)
+    compiled = torch.compile(layer, fullgraph=True)
+    torch.testing.assert_close(compiled(x, ei, ea), layer(x, ei, ea), rtol=1e-5, atol=1e-5)
