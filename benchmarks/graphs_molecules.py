@@ -3,9 +3,12 @@ train / 257 test; log S regression and the 3-class label) and FreeSolv hydration
 (642 molecules, 10-fold CV) with GIN, PPGN, SPEN and a polynomial-feature GNN, trained by
 ``equikit.cli.train_graph.train_graph`` (the code behind ``equikit train graph``).
 
-Protocol here: hidden 64, 3 layers, Adam lr 1e-3, batch 32, MSE on the standardised target
-(regression) or cross-entropy; the test metric at the best validation epoch (10% of the
-training molecules held out). Solubility (both tasks): mean +- std over seeds (same split).
+Protocol here: hidden 64, 3 layers, Adam lr 1e-3 with the ``--schedule`` (default cosine: to 0
+over ``--epochs``, so training ends with the schedule; ``constant`` for the earlier runs),
+batch 32, MSE on the standardised target (regression) or cross-entropy; the test metric at
+the best validation epoch (10% of the training molecules held out; the test split is
+evaluated once, after training). Every row keeps the run's per-epoch curves (train loss,
+validation loss, lr). Solubility (both tasks): mean +- std over seeds (same split).
 FreeSolv: 10 folds x seed 0, mean +- std over folds. ``--epochs N`` trains every run exactly
 ``N`` epochs (the same for every model); without it each run is stopped by a wall-clock
 budget (``--budget-s``), which ranks cost per epoch more than accuracy.
@@ -14,17 +17,19 @@ Batches are size-bucketed by default (``--no-bucket`` for random batches): molec
 similar size share a batch, so PPGN pads far less (see ``graphs_epoch_cost.py``); every
 model gets the same batching. Bucketing lowers the accuracy of every model checked (see
 docs/graph_benchmarks.md); ``--sub-batches K`` keeps random batches and runs each as ``K``
-size-sorted parts (same gradient, ~2.4x cheaper PPGN epochs than plain random batches).
+size-sorted parts (same gradient, ~2.4x cheaper PPGN epochs than plain random batches) for the
+models of ``--sub-batch-models`` (default ppgn, the one that pads); the others run the same
+batches whole.
 
-Runs are done in priority order (solubility and 3-class seed 0, all FreeSolv folds, then the
-further seeds of both solubility tasks) and each finished run is appended to
+Runs are done in priority order (solubility seed 0, all FreeSolv folds, the further
+regression seeds, then the 3-class seeds) and each finished run is appended to
 ``--rows`` (jsonl); a restarted command skips the runs already there, so the job is
 resumable, and the result files are rewritten after every run from what is done so far.
 
 Published numbers: none on these exact protocols (see ``PUBLISHED``).
 
-    python benchmarks/graphs_molecules.py --epochs 15      # the full protocol, epoch-based (bucketed)
-    python benchmarks/graphs_molecules.py --epochs 15 --sub-batches 4   # random batches, 4 sorted parts each
+    python benchmarks/graphs_molecules.py --epochs 20 --sub-batches 4   # the protocol: random batches, cosine
+    python benchmarks/graphs_molecules.py --epochs 15 --schedule constant --tag bucketed   # the earlier run
     python benchmarks/graphs_molecules.py --budget-s 3     # quick look
 """
 
