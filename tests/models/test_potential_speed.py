@@ -130,3 +130,25 @@ def test_calculator_leaves_the_parameters_trainable():
     assert abs(out["forces"].detach().numpy() - forces).max() <= 1e-10 * abs(forces).max()
     model(b, compute_forces=False)["energy"].sum().backward()  # the model still trains after the calculator ran
     assert all(p.grad is not None for n, p in model.named_parameters() if n != "embedding")
+
+
+@pytest.mark.parametrize("radial", ["bessel", "spline"])
+def test_radial_columns_equal_gathered_outputs(radial):
+    """``RadialWeights(r, cols)`` (columns taken from the last linear map, the Gaunt path's
+    scalings) equals the full output's columns, values and parameter gradients (float64)."""
+    from equikit.models.potential import RadialWeights
+
+    torch.manual_seed(0)
+    f = RadialWeights(_config(radial=radial), 12).double()
+    r = torch.rand(40, dtype=torch.float64) * 3.2  # some beyond the cutoff
+    cols = torch.tensor([3, 0, 11, 3, 7])
+    a, b = f(r, cols), f(r)[:, cols]
+    assert a.shape == (40, 5) and float(a.abs().max()) > 1e-3
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    g = torch.randn(40, 5, dtype=torch.float64)
+    ga = torch.autograd.grad((a * g).sum(), list(f.parameters()))
+    gb = torch.autograd.grad((b * g).sum(), list(f.parameters()))
+    for x, y in zip(ga, gb):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-14)
+    # negative control: other columns differ
+    assert float((f(r, (cols + 1) % 12) - b).abs().max()) > 1e-3

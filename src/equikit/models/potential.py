@@ -348,7 +348,18 @@ def _radial_mlp(sizes: list[int]) -> nn.Sequential:
 class RadialWeights(nn.Module):
     """Per-edge weights of the edge convolution from the edge length: Bessel basis x
     polynomial envelope -> SiLU MLP, or a cubic spline with the envelope.
-    Shapes: ``r (E,)`` -> ``(E, num_outputs)``."""
+    Shapes: ``r (E,)`` -> ``(E, num_outputs)``; with ``columns`` (int ``(K,)``) only those output
+    columns, ``(E, K)``, equal to ``forward(r)[:, columns]``: the columns are taken from the last
+    linear map (the spline coefficients, the MLP's last weight), never gathered from the
+    ``(E, num_outputs)`` output (a column gather and its scatter backward on ``E`` rows cost more
+    than the extra multiply-adds).
+
+    >>> cfg = PotentialConfig(radial="spline")
+    >>> f = RadialWeights(cfg, 6).double()
+    >>> r, cols = torch.tensor([1.0, 2.5], dtype=torch.float64), torch.tensor([5, 0, 0])
+    >>> torch.allclose(f(r, cols), f(r)[:, cols])
+    True
+    """
 
     def __init__(self, cfg: PotentialConfig, num_outputs: int) -> None:
         super().__init__()
@@ -360,10 +371,23 @@ class RadialWeights(nn.Module):
         else:
             self.spline = SplineRadial(cfg.cutoff, num_outputs, cfg.spline_intervals)
 
-    def forward(self, r: torch.Tensor) -> torch.Tensor:
+    def features(self, r: torch.Tensor) -> torch.Tensor:
+        """``(E, k)``: the input of the last linear map (the enveloped spline basis, or the MLP's
+        last hidden layer); ``forward(r, cols) == features(r) @ head(cols)``."""
         if self.kind == "bessel":
+            return self.mlp[:-1](self.basis(r) * self.envelope(r)[..., None])
+        return self.spline.basis(r)
+
+    def head(self, columns: torch.Tensor | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``(k, K)``: the last linear map, only its output ``columns`` (all when None)."""
+        c = self.mlp[-1].weight.T if self.kind == "bessel" else self.spline.coefficients
+        c = c if dtype is None else c.to(dtype)
+        return c if columns is None else c.index_select(1, columns)
+
+    def forward(self, r: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
+        if self.kind == "bessel" and columns is None:
             return self.mlp(self.basis(r) * self.envelope(r)[..., None])
-        return self.spline(r)
+        return self.features(r) @ self.head(columns, r.dtype)
 
 
 class Interaction(nn.Module):
@@ -385,8 +409,8 @@ class Interaction(nn.Module):
         self.fused = False
         if self.gaunt:  # unweighted product; per-(channel, l) radial scalings before and after
             desc = gaunt_product(irreps_in, sh, lmax=cfg.max_ell, mode="uvu")
-            self.register_buffer("scale_in", _block_columns(irreps_in), persistent=False)
-            self.register_buffer("scale_out", _block_columns(desc.irreps_out), persistent=False)
+            # the radial columns that scale each input / output column (l1 / l_out block of a channel)
+            cols_in, cols_out = _block_columns(irreps_in), _block_columns(desc.irreps_out)
             self.num_scale_in = c * len(irreps_in)
             num_weights = self.num_scale_in + c * len(desc.irreps_out)
             if cfg.tp_backend not in _GAUNT_BACKENDS:
@@ -396,9 +420,10 @@ class Interaction(nn.Module):
                 fused = channelwise(irreps_in, sh, desc.irreps_out, coefficients="gaunt", path_normalization="none")
                 cols_in = torch.cat([p.i1 * c + torch.arange(c) for p in fused.paths])
                 cols_out = torch.cat([p.i_out * c + torch.arange(c) for p in fused.paths])
-                self.register_buffer("path_in", cols_in, persistent=False)
-                self.register_buffer("path_out", cols_out, persistent=False)
                 desc, self.fused = fused, True
+            # radial output columns: w_in = R[:, cols_in], w_out = R[:, num_scale_in + cols_out]
+            self.register_buffer("cols_in", cols_in, persistent=False)
+            self.register_buffer("cols_out", self.num_scale_in + cols_out, persistent=False)
         else:
             desc = channelwise(irreps_in, sh, self.irreps_a)
             num_weights = desc.weight_numel
@@ -421,18 +446,15 @@ class Interaction(nn.Module):
 
     def forward(self, h, element, sh, r, edge_index):
         src, dst = edge_index[0], edge_index[1]
-        w = self.radial(r)
         x = torch.index_select(self.linear_up(h), 0, src)
-        if self.fused:
-            w_in, w_out = w[:, : self.num_scale_in], w[:, self.num_scale_in :]
-            w_path = torch.index_select(w_in, 1, self.path_in) * torch.index_select(w_out, 1, self.path_out)
-            msg = self.conv(x, sh, w_path)
-        elif self.gaunt:  # index_select, not w[:, cols]: its backward is an index_add, 2x faster here
-            w_in, w_out = w[:, : self.num_scale_in], w[:, self.num_scale_in :]
-            msg = (self.conv(x * torch.index_select(w_in, 1, self.scale_in), sh)
-                   * torch.index_select(w_out, 1, self.scale_out))
+        if self.gaunt:
+            # the per-(l1, channel) and per-(l_out, channel) scalings as columns of the radial map
+            # (RadialWeights.head), one (E, k) feature matrix times two column-selected heads
+            f = self.radial.features(r)
+            w_in, w_out = f @ self.radial.head(self.cols_in, r.dtype), f @ self.radial.head(self.cols_out, r.dtype)
+            msg = self.conv(x, sh, w_in * w_out) if self.fused else self.conv(x * w_in, sh) * w_out
         else:
-            msg = self.conv(x, sh, w)
+            msg = self.conv(x, sh, self.radial(r))
         m = torch.zeros(h.shape[0], msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
         a = self.linear_a(m / self.avg)
         b = self.product(a) if self.grid else self.product(mul_ir_to_channels(a, self.irreps_a), element)

@@ -73,7 +73,17 @@ class SplineRadial(nn.Module):
         self.coefficients = nn.Parameter(torch.randn(num_intervals + 3, num_outputs))
         self.envelope = PolynomialCutoff(self.cutoff) if envelope else None
 
-    def forward(self, r: torch.Tensor) -> torch.Tensor:
+    def basis(self, r: torch.Tensor) -> torch.Tensor:
+        """The enveloped B-spline basis ``(..., n + 3)`` (4 nonzeros per row): ``forward(r) ==
+        basis(r) @ coefficients``. Callers that need only some output columns multiply by those
+        columns of the coefficients (``basis(r) @ coefficients[:, cols]``) instead of gathering
+        the columns of the ``(E, O)`` output.
+
+        >>> f = SplineRadial(5.0, num_outputs=3, num_intervals=4)
+        >>> r = torch.tensor([0.3, 2.2])
+        >>> torch.allclose(f.basis(r) @ f.coefficients, f(r))
+        True
+        """
         where = "SplineRadial"
         if not isinstance(r, torch.Tensor) or not r.is_floating_point():
             got = r.dtype if isinstance(r, torch.Tensor) else type(r).__name__
@@ -90,8 +100,11 @@ class SplineRadial(nn.Module):
         if self.envelope is not None:
             scale = scale * self.envelope(r)
         b = b * scale.reshape(-1, 1)  # envelope and mask on the 4 weights, not on the (E, O) output
-        basis = b.new_zeros(b.shape[0], n + 3).scatter(1, idx, b)  # 4 nonzeros per row
-        return (basis @ self.coefficients.to(r.dtype)).reshape(*r.shape, self.num_outputs)
+        return b.new_zeros(b.shape[0], n + 3).scatter(1, idx, b).reshape(*r.shape, n + 3)  # 4 nonzeros per row
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        n = self.num_intervals
+        return (self.basis(r).reshape(-1, n + 3) @ self.coefficients.to(r.dtype)).reshape(*r.shape, self.num_outputs)
 
     def extra_repr(self) -> str:
         return (f"cutoff={self.cutoff}, num_outputs={self.num_outputs}, num_intervals={self.num_intervals}, "
