@@ -18,7 +18,8 @@ recipe below; RDKit lives in the main venv, so when it is missing here the frame
 ``--data-python`` (default ``.venv/bin/python``) running this script with ``--write-frames``), and
 rattled EMT Cu cells of 108 and 256 atoms (labels from ASE's EMT).
 
-Measured, interleaved (A B A B ...), medians of ``--repeats`` after warm-up:
+Measured, interleaved in a rotating order (A B C, B C A, C A B, ...: no candidate always follows the
+same one), medians of ``--repeats`` after warm-up, with the minor page faults per call:
 
 - ``forces``: energy + forces of one structure from a prepared batch (neighbour list built
   beforehand for both: mace-torch's ``AtomicData`` holds its graph, ours gets ``neighbors=``);
@@ -55,7 +56,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from _common import RESULTS, environment, interleaved, pyplot, write_results
+from _common import RESULTS, environment, pyplot, write_results
 from equikit.data.atoms import AtomsBatch
 from equikit.models.calculator import EquikitCalculator
 from equikit.models.potential import Potential, PotentialConfig, average_num_neighbors
@@ -285,6 +286,32 @@ def check_model(run, model, prep_fn, atoms) -> dict:
 
 
 # --------------------------------------------------------------------------- timing
+def rotated(candidates: dict, repeats: int, warmup: int) -> dict:
+    """``_common.interleaved`` with the order rotated every repeat (A B C, B C A, C A B, ...), so no
+    candidate always runs right after the same one (after mace-torch's large temporaries glibc has
+    trimmed its heap, and the next call pays the page faults), plus the minor page faults per call
+    (``getrusage``, median)."""
+    import resource
+    import statistics
+    import time
+
+    names = list(candidates)
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    times: dict = {n: [] for n in names}
+    faults: dict = {n: [] for n in names}
+    for k in range(repeats):
+        for n in names[k % len(names):] + names[: k % len(names)]:
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            t0 = time.perf_counter()
+            candidates[n]()
+            times[n].append(time.perf_counter() - t0)
+            faults[n].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    return {n: {"median_s": statistics.median(times[n]), "times_s": times[n],
+                "faults": statistics.median(faults[n])} for n in names}
+
+
 def train_step_fn(run, model, prep, natoms, energy, forces):
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
@@ -342,8 +369,9 @@ def run_case(case: str, size: str, variants, threads: int, repeats: int, md_step
            "median_s": {}}
     if "forces" in measures:
         one = {n: prep(n, atoms[:1], torch.float32) for n in models}
-        r = interleaved({n: (lambda n=n: runs[n](models[n], one[n])) for n in models}, repeats=repeats, warmup=2)
+        r = rotated({n: (lambda n=n: runs[n](models[n], one[n])) for n in models}, repeats=repeats, warmup=2)
         res["median_s"]["forces"] = {n: v["median_s"] for n, v in r.items()}
+        res.setdefault("faults", {})["forces"] = {n: v["faults"] for n, v in r.items()}
     if "train" in measures:
         b = to_batch(atoms, torch.float32)
         steps = {}
@@ -351,15 +379,20 @@ def run_case(case: str, size: str, variants, threads: int, repeats: int, md_step
             m = copy.deepcopy(models[n])  # training must not change the models timed for MD
             steps[n] = train_step_fn(runs[n], m, prep(n, atoms, torch.float32), b.natoms.float(), b.energy,
                                      b.forces)
-        r = interleaved(steps, repeats=repeats, warmup=2)
+        r = rotated(steps, repeats=repeats, warmup=2)
         res["median_s"]["train"] = {n: v["median_s"] for n, v in r.items()}
+        res.setdefault("faults", {})["train"] = {n: v["faults"] for n, v in r.items()}
     if "md" in measures:
         calcs = make_calculators(models, skin=None)
         calls = {n: md_fn(atoms[0], c, md_steps) for n, c in calcs.items()}
         calcs0 = make_calculators({v: models[v] for v in variants[:1]}, skin=0.0)
         calls.update({f"{n}_noskin": md_fn(atoms[0], c, md_steps) for n, c in calcs0.items()})
-        r = interleaved(calls, repeats=max(3, repeats // 3), warmup=1)
+        r = rotated(calls, repeats=max(3, repeats // 3), warmup=1)
         res["median_s"]["md"] = {n: v["median_s"] / md_steps for n, v in r.items()}
+        res.setdefault("faults", {})["md"] = {n: v["faults"] / md_steps for n, v in r.items()}
+        # neighbour searches per step of each equikit calculator (Verlet skin; skin 0: every step)
+        steps_run = (1 + max(3, repeats // 3)) * md_steps
+        res["md_rebuilds_per_step"] = {n: c.rebuilds / steps_run for n, c in calcs.items() if n != "mace_torch"}
     return res
 
 
@@ -394,6 +427,12 @@ def table(payload) -> str:
                       f"{r['case']}/{r['size']}/{r['threads']}t {1e3 * r['median_s']['md'][v0 + '_noskin']:.1f} "
                       f"(skin {1e3 * r['median_s']['md'][v0]:.1f})" for r in md_skin if v0 + "_noskin" in
                       r["median_s"]["md"]) + "."]
+    md_faults = [r for r in md_skin if "md" in r.get("faults", {})]
+    if md_faults:
+        lines += ["", "MD: minor page faults per step (median), and neighbour searches per step of our calculators: "
+                  + "; ".join(f"{r['case']}/{r['size']}/{r['threads']}t " + ", ".join(
+                      f"{n} {f:.0f}" for n, f in r["faults"]["md"].items()) + " / " + ", ".join(
+                      f"{n} {v:.2f}" for n, v in r.get("md_rebuilds_per_step", {}).items()) for r in md_faults) + "."]
     gits = sorted({r.get("git", "?") for r in payload["runs"]})
     if len(gits) > 1:
         lines += ["", "Commits: " + "; ".join(f"{r['case']}/{r['size']}/{r['threads']}t at {r.get('git', '?')}"
