@@ -33,9 +33,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from equikit.data.atoms import AtomsBatch
 from equikit.models.potential import check_elements, element_indices
+from equikit.nn import BesselBasis, PolynomialCutoff
 from equikit.nn._mlp import make_mlp
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_PAIR_FEATURES = ("displacement", "distance", "both")
 
 
 def _positive_int(value, name: str, where: str) -> int:
@@ -58,9 +60,24 @@ class TransformerPotentialConfig:
         num_frequencies: Fourier frequencies ``F`` of the position embedding (0: linear only).
         frequency_scale: standard deviation of the frequencies (1/Angstrom).
         readout_hidden: hidden width of the atomic-energy MLP.
-        pair_bias: add to every block's attention logits a per-head bias ``MLP(phi(x_j - x_i))`` of
-            the raw (not rotation-invariant) displacement vectors, the same Fourier embedding as the
-            atoms' positions; translation invariant, still not rotation invariant.
+        pair_bias: add to every block's attention logits a per-head bias ``MLP(pair features)``;
+            translation invariant, and (with ``pair_features="displacement"`` or ``"both"``) not
+            rotation invariant.
+        pair_features: what the pair-bias MLP sees: ``"displacement"``: ``phi(x_j - x_i)``, the same
+            Fourier embedding of the raw displacement vectors as the atoms' positions;
+            ``"distance"``: a Bessel radial basis of ``r_ij = |x_j - x_i|`` times a smooth polynomial
+            envelope that vanishes at ``cutoff`` (rotation invariant: rotations still enter through
+            the tokens' raw positions, so the model is not rotation invariant); ``"both"``: the two
+            concatenated.
+        pair_values: also add pair embeddings to the attention values, ``a_i = sum_j alpha_ij (v_j +
+            e_ij)`` with ``e_ij = MLP(pair features)`` (relative-position values, Shaw et al. 2018), so
+            the pair geometry reaches the tokens directly and not only through the attention weights.
+            Needs ``pair_bias``.
+        cutoff: radius (Angstrom) of the radial envelope; pairs farther apart get a zero radial feature.
+        num_radial: Bessel functions of the radial basis.
+        energy_scale: atomic energies are ``E0[z] + energy_scale * MLP(h)`` (MACE's scale; set it to
+            the RMS of the force components of the training data, so the untrained model's forces
+            are of the size of the labels).
         seed: seed of the fixed Fourier frequencies.
         dtype: ``"float32"`` or ``"float64"``.
 
@@ -79,6 +96,11 @@ class TransformerPotentialConfig:
     frequency_scale: float = 1.0
     readout_hidden: int = 64
     pair_bias: bool = False
+    pair_features: str = "displacement"
+    pair_values: bool = False
+    cutoff: float = 5.0
+    num_radial: int = 8
+    energy_scale: float = 1.0
     seed: int = 0
     dtype: str = "float64"
 
@@ -89,7 +111,7 @@ class TransformerPotentialConfig:
         """Raise ``ValueError`` / ``TypeError`` naming the field for any inconsistent value."""
         w = "TransformerPotentialConfig"
         self.atomic_numbers, self.e0 = check_elements(self.atomic_numbers, self.e0, w)
-        for name in ("dim", "heads", "layers", "ff_mult", "readout_hidden"):
+        for name in ("dim", "heads", "layers", "ff_mult", "readout_hidden", "num_radial"):
             _positive_int(getattr(self, name), name, w)
         if self.dim % self.heads:
             raise ValueError(f"{w}: `heads` ({self.heads}) must divide `dim` ({self.dim}); e.g. dim=64, heads=4")
@@ -100,6 +122,16 @@ class TransformerPotentialConfig:
             raise ValueError(f"{w}: `frequency_scale` must be > 0, got {self.frequency_scale!r}")
         if not isinstance(self.pair_bias, bool):
             raise TypeError(f"{w}: `pair_bias` must be a bool, got {self.pair_bias!r}")
+        if self.pair_features not in _PAIR_FEATURES:
+            raise ValueError(f"{w}: `pair_features` must be one of {list(_PAIR_FEATURES)}, got {self.pair_features!r}")
+        if not isinstance(self.pair_values, bool):
+            raise TypeError(f"{w}: `pair_values` must be a bool, got {self.pair_values!r}")
+        if self.pair_values and not self.pair_bias:
+            raise ValueError(f"{w}: `pair_values=True` needs `pair_bias=True` (the pair features are built there)")
+        for name in ("cutoff", "energy_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{w}: `{name}` must be a number > 0, got {value!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"{w}: `dtype` must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
 
@@ -160,6 +192,18 @@ def fourier_features(pos: torch.Tensor, frequencies: torch.Tensor) -> torch.Tens
     return torch.cat([pos, torch.sin(proj), torch.cos(proj)], dim=-1)
 
 
+def pair_distances(x: torch.Tensor) -> torch.Tensor:
+    """All pair distances ``r_ij = |x_j - x_i|`` ``(B, L, L)`` of ``x (B, L, 3)``, differentiable twice
+    everywhere (zero, with zero gradient, where ``x_j = x_i``, e.g. on the diagonal).
+
+    >>> pair_distances(torch.tensor([[[0.0, 0, 0], [3.0, 4.0, 0]]]))[0].tolist()
+    [[0.0, 5.0], [5.0, 0.0]]
+    """
+    r2 = (x[:, None, :, :] - x[:, :, None, :]).pow(2).sum(-1)
+    tiny = r2 <= torch.finfo(x.dtype).tiny
+    return torch.where(tiny, torch.zeros_like(r2), torch.where(tiny, torch.ones_like(r2), r2).sqrt())
+
+
 def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
                      bias: torch.Tensor | None = None) -> torch.Tensor:
     """``softmax(q k^T / sqrt(d) + bias) v`` over real keys only, ``q, k, v (B, H, L, d)``,
@@ -180,6 +224,23 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
 
 
+def masked_attention_with_pair_values(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+                                      bias: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``sum_j alpha_ij (v_j + e_ij)`` with ``alpha = softmax(q k^T / sqrt(d) + bias)`` over real keys:
+    ``q, k, v (B, H, L, d)``, ``mask (B, L)``, ``bias (B, H, L, L)``, pair ``values e (B, H, L, L, d)``;
+    written out (no fused kernel returns ``alpha``). With ``e = 0`` it equals :func:`masked_attention`.
+
+    >>> q = torch.randn(1, 2, 3, 4, dtype=torch.float64)
+    >>> m, b = torch.tensor([[True, True, False]]), torch.zeros(1, 2, 3, 3, dtype=torch.float64)
+    >>> e = torch.zeros(1, 2, 3, 3, 4, dtype=torch.float64)
+    >>> torch.allclose(masked_attention_with_pair_values(q, q, q, m, b, e), masked_attention(q, q, q, m, b))
+    True
+    """
+    logits = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5 + bias
+    alpha = torch.softmax(logits.masked_fill(~mask[:, None, None, :], float("-inf")), dim=-1)
+    return alpha @ v + (alpha.unsqueeze(-1) * values).sum(-2)
+
+
 # --------------------------------------------------------------------------- modules
 class AttentionBlock(nn.Module):
     """Pre-norm transformer block on masked token sets ``(B, L, D)`` (no positional index, so it
@@ -198,10 +259,17 @@ class AttentionBlock(nn.Module):
         self.out = nn.Linear(dim, dim)
         self.mlp = make_mlp([dim, ff_mult * dim, dim])
 
-    def forward(self, h: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None = None,
+                pair_values: torch.Tensor | None = None) -> torch.Tensor:
+        """``h (B, L, D)``, ``mask (B, L)``, optional logit ``bias (B, H, L, L)`` and ``pair_values
+        (B, H, L, L, D / H)`` (added to the values, see :func:`masked_attention_with_pair_values`)."""
         b, n, d = h.shape
         q, k, v = self.qkv(self.norm1(h)).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        a = masked_attention(q, k, v, mask, bias).transpose(1, 2).reshape(b, n, d)
+        if pair_values is None:
+            a = masked_attention(q, k, v, mask, bias)
+        else:
+            a = masked_attention_with_pair_values(q, k, v, mask, bias, pair_values)
+        a = a.transpose(1, 2).reshape(b, n, d)
         h = h + self.out(a)
         return h + self.mlp(self.norm2(h))
 
@@ -244,7 +312,12 @@ class TransformerPotential(nn.Module):
         self.register_buffer("frequencies", freqs.to(dtype))
         self.element = nn.Embedding(n_el, config.dim)
         self.position = nn.Linear(3 + 2 * config.num_frequencies, config.dim)
-        self.pair = make_mlp([3 + 2 * config.num_frequencies, config.dim, config.heads]) if config.pair_bias else None
+        self.radial = BesselBasis(config.cutoff, config.num_radial) if config.pair_features != "displacement" else None
+        self.envelope = PolynomialCutoff(config.cutoff) if self.radial is not None else None
+        pair_in = {"displacement": 3 + 2 * config.num_frequencies, "distance": config.num_radial,
+                   "both": 3 + 2 * config.num_frequencies + config.num_radial}[config.pair_features]
+        self.pair = make_mlp([pair_in, config.dim, config.heads]) if config.pair_bias else None
+        self.pair_value = make_mlp([pair_in, config.dim, config.dim]) if config.pair_values else None
         self.blocks = nn.ModuleList(AttentionBlock(config.dim, config.heads, config.ff_mult)
                                     for _ in range(config.layers))
         self.norm = nn.LayerNorm(config.dim)
@@ -261,18 +334,34 @@ class TransformerPotential(nn.Module):
         element = self.element_index(torch.where(mask, numbers, self.config.atomic_numbers[0]))
         x = centre_positions(pos, mask)
         h = self.element(element) + self.position(fourier_features(x, self.frequencies))
-        bias = None
-        if self.pair is not None:  # (B, L, L, 3) displacements x_j - x_i -> (B, H, L, L) logit biases
-            bias = self.pair(fourier_features(x[:, None, :, :] - x[:, :, None, :], self.frequencies))
-            bias = bias.permute(0, 3, 1, 2)
+        bias = values = None
+        if self.pair is not None:  # (B, L, L, F) pair features -> (B, H, L, L) logit biases
+            pair = self.pair_features(x)
+            bias = self.pair(pair).permute(0, 3, 1, 2)
+            if self.pair_value is not None:  # -> (B, H, L, L, D / H) values
+                b, n = x.shape[:2]
+                values = self.pair_value(pair).reshape(b, n, n, self.config.heads, -1).permute(0, 3, 1, 2, 4)
         for block in self.blocks:
-            h = block(h, mask, bias)
+            h = block(h, mask, bias, values)
         return h
+
+    def pair_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pair features ``(B, L, L, F)`` of centred positions ``x (B, L, 3)`` (see ``config.pair_features``)."""
+        feats = []
+        if self.config.pair_features in ("displacement", "both"):
+            feats.append(fourier_features(x[:, None, :, :] - x[:, :, None, :], self.frequencies))
+        if self.radial is not None:  # the diagonal (r = 0) gets the r -> 0 limit, kept off the graph:
+            r = pair_distances(x)    # sinc's double backward is NaN at 0
+            zero = (r == 0).unsqueeze(-1)
+            r_safe = torch.where(r == 0, torch.full_like(r, 0.5 * self.config.cutoff), r)
+            radial = self.radial(r_safe) * self.envelope(r_safe).unsqueeze(-1)
+            feats.append(torch.where(zero, self.radial(torch.zeros_like(r[..., :1, :1])).detach(), radial))
+        return feats[0] if len(feats) == 1 else torch.cat(feats, dim=-1)
 
     def atomic_energies(self, tokens: torch.Tensor, numbers: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Atomic energies ``(B, L)`` (zero where padded) from tokens ``(B, L, D)``."""
         element = self.element_index(torch.where(mask, numbers, self.config.atomic_numbers[0]))
-        e = self.readout(self.norm(tokens)).squeeze(-1) + self.e0.to(tokens.dtype)[element]
+        e = self.config.energy_scale * self.readout(self.norm(tokens)).squeeze(-1) + self.e0.to(tokens.dtype)[element]
         return e * mask.to(e.dtype)
 
     def forward(self, batch: AtomsBatch, compute_forces: bool = True, training: bool = False,
@@ -315,4 +404,5 @@ class TransformerPotential(nn.Module):
 
 
 __all__ = ["AttentionBlock", "TransformerPotential", "TransformerPotentialConfig", "centre_positions",
-           "fourier_features", "masked_attention", "pad_atoms"]
+           "fourier_features", "masked_attention", "masked_attention_with_pair_values", "pad_atoms",
+           "pair_distances"]
