@@ -55,8 +55,12 @@ WORK = ROOT / "data" / NAME
 VARIANTS = ("plain", "augment", "augment+align", "equivariant CG")
 DATA = dict(molecule="ethanol", temperatures=(500.0,), frames_per_temperature=2050, stride=20, seed=0)
 N_TEST = 1000
-TRANSFORMER = dict(dim=64, heads=4, layers=3, ff_mult=2, num_frequencies=32, frequency_scale=3.0,
-                   readout_hidden=64, pair_bias=True, dtype="float32")
+# pair biases and pair values from a Bessel radial basis of the distances (x cutoff envelope), raw centred
+# positions in the tokens: not rotation equivariant (see atoms_transip_diagnostic for why this and not
+# Fourier features of the raw displacement vectors, which the first runs used and which did not learn)
+TRANSFORMER = dict(dim=64, heads=4, layers=3, ff_mult=2, num_frequencies=32, frequency_scale=1.0,
+                   readout_hidden=64, pair_bias=True, pair_features="distance", pair_values=True, cutoff=5.0,
+                   num_radial=8, dtype="float32")
 CG = dict(hidden_irreps="16x0e + 16x1o", max_ell=2, correlation=2, num_interactions=2, cutoff=5.0,
           radial_mlp=(32, 32), readout_hidden=16, avg_num_neighbors=8.0, dtype="float32")
 ENERGY_WEIGHT, FORCES_WEIGHT = 1.0, 100.0  # (eV/atom)^2 and (eV/A)^2, as atoms_mace_accuracy
@@ -119,15 +123,26 @@ def task_loss(model, batch: AtomsBatch, return_tokens: bool = False):
     return ENERGY_WEIGHT * e + FORCES_WEIGHT * f, out
 
 
+def warmup_cosine(steps: int, warmup: float):
+    """Learning-rate factor: linear warm-up over ``warmup * steps`` steps, then cosine decay to zero."""
+    w = round(warmup * steps)
+
+    def factor(s: int) -> float:
+        if s < w:
+            return (s + 1) / w
+        return 0.5 * (1 + math.cos(math.pi * min(s - w, steps - w) / max(steps - w, 1)))
+    return factor
+
+
 def train(variant: str, pool: AtomsBatch, n_train: int, seed: int, steps: int, batch_size: int, lr: float,
-          align_weight: float) -> tuple[torch.nn.Module, dict]:
+          align_weight: float, warmup: float = 0.0) -> tuple[torch.nn.Module, dict]:
     model = build(variant, pool, seed)
     idx_all = torch.randperm(len(pool), generator=torch.Generator().manual_seed(1000 + seed))[:n_train]
     train_set = pool[sorted(idx_all.tolist())]
     align = alignment(model, seed, align_weight) if variant == "augment+align" else None
     params = list(model.parameters()) + (list(align.parameters()) if align is not None else [])
     opt = torch.optim.Adam(params, lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps, warmup))
     gen = torch.Generator().manual_seed(2000 + seed)
     bs = min(batch_size, n_train)
     neighbors = None
@@ -162,7 +177,7 @@ def train(variant: str, pool: AtomsBatch, n_train: int, seed: int, steps: int, b
         if not math.isfinite(last["loss"]):
             raise RuntimeError(f"{variant} n={n_train} seed={seed}: loss became {last['loss']} at step {step}")
     return model, {"train_seconds": time.perf_counter() - t0, "final_loss": last["loss"],
-                   "final_align": last.get("align")}
+                   "final_align": last.get("align"), "train_subset": train_set}
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -199,8 +214,11 @@ def equivariance(model, frames: AtomsBatch, n_frames: int = 10) -> dict:
 
 
 def run_one(variant, n_train, seed, pool, test, test_moved, args) -> dict:
-    model, info = train(variant, pool, n_train, seed, args.steps, args.batch_size, args.lr, args.align_weight)
+    model, info = train(variant, pool, n_train, seed, args.steps, args.batch_size, args.lr, args.align_weight,
+                        args.warmup)
     model.eval()
+    train_set = info.pop("train_subset")
+    info["train_force_mae_meV_A"] = errors(model, train_set[list(range(min(200, len(train_set))))])["force_mae_meV_A"]
     row = {"variant": variant, "n_train": n_train, "seed": seed, "steps": args.steps, **info,
            "params": sum(p.numel() for p in model.parameters())}
     for tag, frames in (("", test), ("rotated_", test_moved)):
@@ -235,13 +253,13 @@ def _stats(vals):
 def aggregate(rows: list[dict]) -> list[dict]:
     out = []
     keys = ["rotated_force_mae_meV_A", "rotated_energy_mae_meV", "force_mae_meV_A", "energy_mae_meV",
-            "equivariance_rel_mean", "train_seconds"]
+            "equivariance_rel_mean", "train_seconds", "train_force_mae_meV_A"]
     for variant in VARIANTS:
         for n in sorted({r["n_train"] for r in rows if r["variant"] == variant}):
             rs = [r for r in rows if r["variant"] == variant and r["n_train"] == n]
             agg = {"variant": variant, "n_train": n, "seeds": len(rs)}
             for k in keys:
-                agg[k], agg[k + "_std"] = _stats([r[k] for r in rs])
+                agg[k], agg[k + "_std"] = _stats([r.get(k, float("nan")) for r in rs])
             out.append(agg)
     return out
 
@@ -262,24 +280,27 @@ def _machines(rows: list[dict]) -> str:
 
 def report(rows: list[dict], args, env: dict) -> None:
     agg = aggregate(rows)
+    warm = f"linear warm-up over {args.warmup:.0%} of the steps, " if args.warmup else ""
     md = ["# Learned equivariance: TransIP latent alignment vs augmentation (MMFF94 ethanol)", "",
           f"`benchmarks/atoms_transip.py`; ethanol MMFF94 Langevin MD at 500 K (test: the 1000 frames of "
-          f"atoms_mace_accuracy), {args.steps} Adam steps per run (batch {args.batch_size}, lr {args.lr}, cosine "
-          f"decay), loss = {ENERGY_WEIGHT:g} (dE/atom)^2 + {FORCES_WEIGHT:g} |dF|^2; alignment weight "
+          f"atoms_mace_accuracy), {args.steps} Adam steps per run (batch {args.batch_size}, lr {args.lr}, "
+          f"{warm}cosine decay), loss = {ENERGY_WEIGHT:g} (dE/atom)^2 + {FORCES_WEIGHT:g} |dF|^2; alignment weight "
           f"{args.align_weight:g}; augmentation and alignment sample O(3) (reflections included). Transformer "
           f"{TRANSFORMER}; CG reference {CG}. float32, one thread per run. Runs executed on: "
           f"{_machines(rows)}; report written with load {env['loadavg']} (wall times provisional).", "",
           "Mean ± std over seeds. *rotated*: every test frame moved by a random O(3) element (fixed seed); "
           "*as generated*: the MD frames in the orientation they were simulated in. Equivariance error: mean "
-          "relative error of (E, F) under 8 random O(3) elements on 10 test frames (`equikit.check`).", "",
+          "relative error of (E, F) under 8 random O(3) elements on 10 test frames (`equikit.check`). Train-set "
+          "force MAE: on (up to 200 of) the run's own training frames as generated (under- vs over-fitting).", "",
           "| train frames | model | force MAE meV/A (rotated) | energy MAE meV (rotated) | force MAE meV/A "
-          "(as generated) | equivariance error | train s / run | seeds |",
-          "|---|---|---|---|---|---|---|---|"]
+          "(as generated) | train-set force MAE meV/A | equivariance error | train s / run | seeds |",
+          "|---|---|---|---|---|---|---|---|---|"]
     for a in sorted(agg, key=lambda a: (a["n_train"], VARIANTS.index(a["variant"]))):
         md.append(f"| {a['n_train']} | {a['variant']} | "
                   f"{_pm(a['rotated_force_mae_meV_A'], a['rotated_force_mae_meV_A_std'], '.1f')} | "
                   f"{_pm(a['rotated_energy_mae_meV'], a['rotated_energy_mae_meV_std'], '.1f')} | "
                   f"{_pm(a['force_mae_meV_A'], a['force_mae_meV_A_std'], '.1f')} | "
+                  f"{_pm(a['train_force_mae_meV_A'], a['train_force_mae_meV_A_std'], '.1f')} | "
                   f"{_pm(a['equivariance_rel_mean'], a['equivariance_rel_mean_std'], '.2e')} | "
                   f"{a['train_seconds']:.0f} | {a['seeds']} |")
     md += ["", "Alignment vs augmentation (rotated test force MAE, (augment - align) / augment; TransIP "
@@ -291,7 +312,7 @@ def report(rows: list[dict], args, env: dict) -> None:
             ali = by[("augment+align", n)]["rotated_force_mae_meV_A"]
             md.append(f"- {n} frames: {100 * (aug - ali) / aug:+.1f}% ({aug:.1f} -> {ali:.1f} meV/A)")
     payload = {"experiment": args.name, "data": DATA, "n_test": N_TEST, "steps": args.steps,
-               "batch_size": args.batch_size, "lr": args.lr, "align_weight": args.align_weight,
+               "batch_size": args.batch_size, "lr": args.lr, "warmup": args.warmup, "align_weight": args.align_weight,
                "transformer": TRANSFORMER, "cg": CG, "rows": rows, "aggregate": agg, "env": env}
     write_results(args.name, payload, "\n".join(md) + "\n")
     plot(agg, args.name)
@@ -323,6 +344,16 @@ def plot(agg: list[dict], name: str = NAME) -> None:
 
 
 # --------------------------------------------------------------------------- main
+def protocol_tag(args) -> str:
+    """Short hash of the model and optimiser settings: runs of another protocol never mix in one folder."""
+    import hashlib
+
+    key = json.dumps({"transformer": TRANSFORMER, "cg": CG, "lr": args.lr, "batch": args.batch_size,
+                      "warmup": args.warmup}, sort_keys=True, default=str)
+    return hashlib.sha1(key.encode()).hexdigest()[:8]
+
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 250, 500, 1000])
@@ -331,7 +362,8 @@ def main() -> int:
     ap.add_argument("--cg-seeds", type=int, nargs="+", default=[0], help="seeds of the (slower) CG reference")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--warmup", type=float, default=0.1, help="fraction of the steps with a linear lr warm-up")
     ap.add_argument("--align-weight", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", type=Path, default=WORK)
@@ -339,6 +371,10 @@ def main() -> int:
     ap.add_argument("--report", action="store_true", help="only write the report from finished runs")
     ap.add_argument("--pair-bias", type=int, choices=(0, 1), default=1,
                     help="1: attention biases from raw displacements (TransformerPotentialConfig.pair_bias)")
+    ap.add_argument("--pair-features", choices=("displacement", "distance", "both"), default=None,
+                    help="TransformerPotentialConfig.pair_features (default: the TRANSFORMER dict's)")
+    ap.add_argument("--pair-values", type=int, choices=(0, 1), default=None,
+                    help="1: pair embeddings added to the attention values (TransformerPotentialConfig.pair_values)")
     ap.add_argument("--name", default=NAME, help="results file name (benchmarks/results/<name>.*)")
     ap.add_argument("--frames", type=Path, default=WORK / "frames.npz", help="frames cache (.npz)")
     ap.add_argument("--workers", type=int, default=1, help="parallel processes (one thread each)")
@@ -348,10 +384,14 @@ def main() -> int:
     ap.add_argument("--import-rows", type=Path, default=None, help="add the runs of a JSONL file (from --export)")
     args = ap.parse_args()
     TRANSFORMER["pair_bias"] = bool(args.pair_bias)
+    if args.pair_features is not None:
+        TRANSFORMER["pair_features"] = args.pair_features
+    if args.pair_values is not None:
+        TRANSFORMER["pair_values"] = bool(args.pair_values)
     torch.set_num_threads(args.threads)
     if args.pid_file is not None and args.shard is None:
         args.pid_file.write_text(f"{os.getpid()}\n")
-    runs = args.work / f"runs-steps{args.steps}-w{args.align_weight:g}"
+    runs = args.work / f"runs-steps{args.steps}-w{args.align_weight:g}-{protocol_tag(args)}"
     runs.mkdir(parents=True, exist_ok=True)
     if args.import_rows is not None:
         for line in args.import_rows.read_text().splitlines():
