@@ -140,8 +140,8 @@ def report(rows: list[dict], args) -> None:
           f"`benchmarks/atoms_transip_diagnostic.py --steps {args.steps} --n-train {args.n_train}`: "
           f"{args.n_train} training frames, {args.steps} Adam steps of batch {args.batch_size}, cosine decay "
           f"(after a linear warm-up where stated), seed {args.seed}, one thread. Base model {BASE} "
-          f"(the transformer of the first `atoms_transip.py` runs). Test: 200 of the benchmark's test frames, each moved "
-          f"by a random O(3) element. Train MAE: 100 training frames moved by random O(3) elements (what the "
+          f"(the transformer of the first `atoms_transip.py` runs). Test: 200 of the benchmark's test frames, each "
+          f"moved by a random O(3) element. Train MAE: 100 training frames moved by random O(3) elements (what the "
           f"augmented training sees). Machine: {env.get('cpu')}, load {env.get('loadavg')} (times provisional).",
           "", "| configuration | lr | init force RMS / label RMS (meV/A) | train-loss force RMSE: first -> last "
           "log (meV/A) | train force MAE | test force MAE (rotated) | s |", "|---|---|---|---|---|---|---|"]
