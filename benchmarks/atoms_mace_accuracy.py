@@ -629,12 +629,13 @@ def report(payload: dict) -> str:
                          f"{cname} | {m['parameters']} | {a['energy_mae_mev']:.1f} | {a['energy_mae_mev_refit']:.1f} | "
                          f"{m['val_offset_mev_per_atom']:.1f} | {a['forces_mae_mev_per_a']:.1f} | {x} | "
                          f"{_fmt(m['train_loop_s'], '.0f')} |")
+        if r.get("not_trained"):
+            lines.append(f"| {name} | | | {', '.join(r['not_trained'])}: not trained (budget) | | | | | | | |")
+    for name, r in payload["datasets"].items():
         for cname, vs in r["verdicts"].items():
             summary.append(f"| {name} ({r['gradient_steps']} steps) | {cname} | " + " | ".join(
                 f"{vs[k]['ratio']:.2f} {'ok' if vs[k]['within'] else 'no'}" if k in vs else "n/a"
                 for k in VERDICT_METRICS) + " |")
-        if r.get("not_trained"):
-            lines.append(f"| {name} | | | {', '.join(r['not_trained'])}: not trained (budget) | | | | | | | |")
     if summary:
         lines += ["", "### Verdicts: within 10% of mace-torch (error ratio equikit / mace-torch; <= 1.10 = ok)", "",
                   "| data set | variant | force MAE (primary) | energy MAE | energy MAE (refit) |",
@@ -646,7 +647,12 @@ def report(payload: dict) -> str:
                           for c, m in r["models"].items())
         lines += ["", f"## EMT Cu temperature transfer ({name}: trained on 300 K; test RMSE)", "",
                   f"{r['n_train']} training frames, {r['epochs']} epochs ({r['gradient_steps']} steps); training "
-                  f"loop: {loops}.", "",
+                  f"loop: {loops}. Energy MAE over all test frames, raw / after the E0 refit: "
+                  + ", ".join(f"{c} {m['all']['energy_mae_mev_per_atom']:.2f} / "
+                              f"{m['all']['energy_mae_mev_per_atom_refit']:.2f} meV/atom"
+                              for c, m in r["models"].items())
+                  + (f"; not trained (budget): {', '.join(r['not_trained'])}." if r.get("not_trained") else "."),
+                  "",
                   "| test T (K) | model | energy RMSE meV/atom | force RMSE meV/A | stress RMSE meV/A^3 |",
                   "|---|---|---|---|---|"]
         for cname, m in r["models"].items():
