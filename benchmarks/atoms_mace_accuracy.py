@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pickle
 import subprocess
@@ -636,6 +637,24 @@ def report(payload: dict) -> str:
             summary.append(f"| {name} ({r['gradient_steps']} steps) | {cname} | " + " | ".join(
                 f"{vs[k]['ratio']:.2f} {'ok' if vs[k]['within'] else 'no'}" if k in vs else "n/a"
                 for k in VERDICT_METRICS) + " |")
+    # geometric means of the ratios over the molecules trained for the same number of steps
+    groups: dict = {}
+    for r in payload["datasets"].values():
+        if "nve" in r:
+            continue
+        for cname, vs in r["verdicts"].items():
+            groups.setdefault((r["gradient_steps"], cname), []).append(vs)
+    for (steps, cname), rows in groups.items():
+        if len(rows) < 2:
+            continue
+        cells = []
+        for k in VERDICT_METRICS:
+            ratios = [v[k]["ratio"] for v in rows if k in v]
+            g = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
+            cells.append(f"{g:.2f} {'ok' if g <= 1.10 else 'no'} ({sum(v[k]['within'] for v in rows if k in v)}"
+                         f"/{len(ratios)} ok)")
+        summary.append(f"| geometric mean, {len(rows)} molecules ({steps} steps) | {cname} | "
+                       + " | ".join(cells) + " |")
     if summary:
         lines += ["", "### Verdicts: within 10% of mace-torch (error ratio equikit / mace-torch; <= 1.10 = ok)", "",
                   "| data set | variant | force MAE (primary) | energy MAE | energy MAE (refit) |",
