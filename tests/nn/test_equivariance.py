@@ -92,3 +92,19 @@ def test_radial_functions_invariant(dtype, basis):
     # negative control: the x component is not a distance
     assert not equivariance_error(lambda t: f(t[..., 0].abs()), v, IrrepsRep("1o"), None).passed()
 
+
+
+def test_linear_frozen_dense_equivariant_and_negative_control(dtype):
+    """The dense-matrix path of frozen weights (``Linear.DENSE_LIMIT``) is equivariant; a matrix
+    with one entry moved off the block structure is not."""
+    i, o = "3x0e + 2x0o + 2x1o + 1x1e + 1x2e", "2x0e + 1x0o + 3x1o + 2x1e + 2x2o"
+    lin = Linear(i, o, bias=True).to(dtype).requires_grad_(False)
+    lin.bias.normal_()
+    x = _x(i, dtype)
+    assert lin._frozen_dense(x) is not None  # the dense path is the one checked
+    assert_equivariant(lin, x, IrrepsRep(i), IrrepsRep(o))
+    m, b = lin.dense(dtype)
+    bad = m.clone()
+    bad[5, 4] += 0.5  # component m=-1 of a 1o input into component m=0 of a 1o output
+    assert float(m[5, 4]) == 0.0
+    assert not equivariance_error(lambda v: v @ bad + b, x, IrrepsRep(i), IrrepsRep(o)).passed()

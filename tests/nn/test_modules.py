@@ -111,3 +111,40 @@ def test_block_compiles_fullgraph():
     x, sh, r = torch.randn(5, 10), torch.randn(5, 4), torch.rand(5) * 3
     out = torch.compile(block, fullgraph=True, backend="eager")(x, sh, r)
     assert torch.allclose(out, block(x, sh, r), atol=1e-6)
+
+
+def test_linear_frozen_dense_path_equals_per_path(dtype, monkeypatch):
+    """Frozen weights on few rows run as one dense matmul (kept per weight version): values and
+    derivatives in ``x`` (to second order) equal the per-path loop; an in-place weight update is
+    seen (a stale matrix would fail); above ``DENSE_LIMIT`` the loop runs."""
+    torch.manual_seed(0)
+    i, o = "3x0e + 2x1o + 2x0e + 1x2e", "2x0e + 3x1o + 1x1e"
+    lin = Linear(i, o, bias=True).to(dtype)
+    with torch.no_grad():
+        lin.bias.normal_()
+    x = torch.randn(7, lin.irreps_in.dim, dtype=dtype, requires_grad=True)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+
+    def value_and_grads(m):
+        y = m(x)
+        (g,) = torch.autograd.grad((y**2).sum(), x, create_graph=True)
+        (gg,) = torch.autograd.grad((g**2).sum(), x)
+        return y, g, gg
+
+    ref = value_and_grads(lin)
+    assert not lin._dense_cache  # weights need gradients: the loop ran
+    lin.requires_grad_(False)
+    for a, b in zip(value_and_grads(lin), ref):
+        torch.testing.assert_close(a, b, **tol)
+    assert len(lin._dense_cache) == 1
+    with torch.no_grad():
+        lin.weight.mul_(2.0)
+    lin.requires_grad_(True)
+    ref2 = lin(x).detach()
+    lin.requires_grad_(False)
+    torch.testing.assert_close(lin(x), ref2, **tol)
+    assert float((ref2 - ref[0].detach()).abs().max()) > 1e-2  # the update changed the output
+    monkeypatch.setattr(Linear, "DENSE_LIMIT", 0)
+    lin._dense_cache.clear()
+    torch.testing.assert_close(lin(x), ref2, **tol)
+    assert not lin._dense_cache
