@@ -120,9 +120,12 @@ bench-graphs: $(STAMP)
 	$(BIN)/python benchmarks/graphs_expressivity.py
 	$(BIN)/python benchmarks/graphs_epoch_cost.py
 	$(BIN)/python benchmarks/graphs_epoch_cost.py --repeats 1 --models ppgn --batchings random bucketed sub4 --no-profile --tag sub4
-	$(BIN)/python benchmarks/graphs_molecules.py --epochs 15
-	$(BIN)/python benchmarks/graphs_molecules.py --epochs 15 --seeds 0 --class-seeds 0 --models gin spen poly --no-bucket --tag random_control
-	$(BIN)/python benchmarks/graphs_molecules.py --epochs 15 --seeds 0 --class-seeds 0 --models ppgn --tasks freesolv --sub-batches 4 --tag random_control_ppgn_sub4
+	$(BIN)/python benchmarks/graphs_epoch_cost.py --repeats 1 --batchings random sub4 --no-profile --tag sub4_all
+	$(BIN)/python benchmarks/graphs_molecules.py --epochs 20 --sub-batches 4
+	$(BIN)/python benchmarks/graphs_poly_diagnostic.py --epochs 20 --folds 2
+	$(BIN)/python benchmarks/graphs_molecules.py --epochs 15 --schedule constant --tag bucketed
+	$(BIN)/python benchmarks/graphs_molecules.py --epochs 15 --seeds 0 --class-seeds 0 --models gin spen poly --no-bucket --schedule constant --tag random_control
+	$(BIN)/python benchmarks/graphs_molecules.py --epochs 15 --seeds 0 --class-seeds 0 --models ppgn --tasks freesolv --sub-batches 4 --schedule constant --tag random_control_ppgn_sub4
 	$(BIN)/python benchmarks/graphs_memory.py
 	$(BIN)/python benchmarks/graphs_lcm.py
 	$(BIN)/python benchmarks/graphs_permutation.py
