@@ -16,11 +16,17 @@ test energy and force MAE on the test frames as generated and on the same frames
 a random O(3) element, and the O(3) equivariance error of each trained model through
 ``equikit.check.equivariance_error``.
 
-Run (one background long job, resumable: finished runs are kept in ``--work``; the PID file is
-the shared machine's long-job rule)::
+Run (one background long job, resumable: finished runs are kept in ``--work``, in a folder named
+after the steps, the alignment weight and a hash of the model and optimiser settings; the PID
+file is the shared machine's long-job rule)::
 
-    nice -n 5 .venv/bin/python benchmarks/atoms_transip.py --pid-file transip.pid
-    .venv/bin/python benchmarks/atoms_transip.py --report   # tables and plot from finished runs
+    nice -n 5 .venv/bin/python benchmarks/atoms_transip.py --steps 1000 --sizes 1000 250 50 --seeds 0 1 \
+        --variants plain augment augment+align --pid-file transip.pid
+    .venv/bin/python benchmarks/atoms_transip.py --steps 1000 --report   # tables and plot from finished runs
+
+The transformer (``TRANSFORMER``): radial pair biases and pair values, raw positions in the tokens,
+lr 3e-3 with a 10% warm-up (``benchmarks/atoms_transip_diagnostic.py`` shows why). The first runs'
+transformer: ``--pair-features displacement --pair-values 0 --frequency-scale 3 --lr 1e-3 --warmup 0``.
 
 Results: ``benchmarks/results/atoms_transip.{json,md,png}``.
 """
@@ -288,6 +294,10 @@ def report(rows: list[dict], args, env: dict) -> None:
           f"{args.align_weight:g}; augmentation and alignment sample O(3) (reflections included). Transformer "
           f"{TRANSFORMER}; CG reference {CG}. float32, one thread per run. Runs executed on: "
           f"{_machines(rows)}; report written with load {env['loadavg']} (wall times provisional).", "",
+          "Protocol changed after `benchmarks/atoms_transip_diagnostic.py` (radial pair biases and pair values "
+          "instead of Fourier features of raw displacements, frequency scale 1 instead of 3, lr 3e-3 with warm-up "
+          "instead of 1e-3): the earlier tables, where no transformer learned the forces, are in git history "
+          "(commit 98152eb) and in docs/potentials.md.", "",
           "Mean ± std over seeds. *rotated*: every test frame moved by a random O(3) element (fixed seed); "
           "*as generated*: the MD frames in the orientation they were simulated in. Equivariance error: mean "
           "relative error of (E, F) under 8 random O(3) elements on 10 test frames (`equikit.check`). Train-set "
@@ -373,6 +383,8 @@ def main() -> int:
                     help="1: attention biases from raw displacements (TransformerPotentialConfig.pair_bias)")
     ap.add_argument("--pair-features", choices=("displacement", "distance", "both"), default=None,
                     help="TransformerPotentialConfig.pair_features (default: the TRANSFORMER dict's)")
+    ap.add_argument("--frequency-scale", type=float, default=None,
+                    help="TransformerPotentialConfig.frequency_scale (default: the TRANSFORMER dict's)")
     ap.add_argument("--pair-values", type=int, choices=(0, 1), default=None,
                     help="1: pair embeddings added to the attention values (TransformerPotentialConfig.pair_values)")
     ap.add_argument("--name", default=NAME, help="results file name (benchmarks/results/<name>.*)")
@@ -388,6 +400,8 @@ def main() -> int:
         TRANSFORMER["pair_features"] = args.pair_features
     if args.pair_values is not None:
         TRANSFORMER["pair_values"] = bool(args.pair_values)
+    if args.frequency_scale is not None:
+        TRANSFORMER["frequency_scale"] = args.frequency_scale
     torch.set_num_threads(args.threads)
     if args.pid_file is not None and args.shard is None:
         args.pid_file.write_text(f"{os.getpid()}\n")
