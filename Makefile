@@ -72,7 +72,9 @@ bench-atoms-mace: $(STAMP) $(MACE_VENV)/.installed
 # equikit Potential vs mace-torch trained at equal gradient steps (MD17-lite, EMT Cu transfer; about an hour)
 # TransIP learned equivariance vs augmentation on MMFF94 ethanol (long job: ~50 min on 2 cores)
 bench-transip: $(STAMP)
-	nice -n 5 $(BIN)/python benchmarks/atoms_transip.py --steps 1000 --sizes 50 250 1000 --seeds 0 1
+	nice -n 5 $(BIN)/python benchmarks/atoms_transip_diagnostic.py --steps 300
+	nice -n 5 $(BIN)/python benchmarks/atoms_transip.py --steps 1000 --sizes 1000 250 50 --seeds 0 1 --variants plain augment augment+align
+	$(BIN)/python benchmarks/atoms_transip.py --steps 1000 --report
 
 bench-mace-accuracy: $(STAMP) $(MACE_VENV)/.installed
 	$(BIN)/python benchmarks/atoms_mace_accuracy.py prepare
