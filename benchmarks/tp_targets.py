@@ -22,7 +22,6 @@ Writes benchmarks/results/<name>.{json,md}.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tp as tp_bench
 from _common import RESULTS, environment, write_results
 from equikit import tp
+from equikit.o3._bench import interleaved_wall_cpu
 
 CASES = [  # (kind, L, C, rows, phase, target ratio)
     ("fully_connected", 1, 32, 1000, "forward_backward", 2.0),
@@ -51,17 +51,8 @@ def measure(kind, lmax, mul, rows, phase, repeats) -> dict:
     w = torch.randn(*((rows,) if kind == "channelwise" else ()), d.weight_numel, generator=g)
     fns = {"e3nn": tp_bench._phases(kind, make(), x1, x2, w)[phase],
            "sparse_cg": tp_bench._phases(kind, tp.make_executor(d, "sparse_cg"), x1, x2, w)[phase]}
-    for f in fns.values():
-        f()  # warm-up
-    wall = {k: [] for k in fns}
-    cpu = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            c0, w0 = time.thread_time(), time.perf_counter()
-            f()
-            cpu[k].append(time.thread_time() - c0)
-            wall[k].append(time.perf_counter() - w0)
-    return {k: {"wall_s": statistics.median(wall[k]), "cpu_s": statistics.median(cpu[k])} for k in fns}
+    wall, cpu = interleaved_wall_cpu(fns, repeats, warmup=1, cpu_clock=time.thread_time)
+    return {k: {"wall_s": wall[k], "cpu_s": cpu[k]} for k in fns}
 
 
 def table(payload) -> str:
