@@ -257,10 +257,9 @@ class SparseCGExecutor(Executor):
         # fully connected paths on the PyTorch path: dense per-path CG matrices (see _fully_connected)
         # (paths with a scalar operand or output keep the gather route: there the CG tensor is a
         # (scaled) identity and the dense products only add reshapes)
-        self._dense_uvw = [n for n, p in enumerate(descriptor.paths)
-                           if p.mode == Mode.UVW and min(ir.dim for ir in descriptor.irreps_of(p)) > 1]
-        self._dense_uvw_set = frozenset(self._dense_uvw)
-        for n in self._dense_uvw:
+        self._dense_uvw = frozenset(n for n, p in enumerate(descriptor.paths)
+                                    if p.mode == Mode.UVW and min(ir.dim for ir in descriptor.irreps_of(p)) > 1)
+        for n in sorted(self._dense_uvw):
             ir1, ir2, iro = descriptor.irreps_of(descriptor.paths[n])
             c = clebsch_gordan(ir1.l, ir2.l, iro.l, dtype=torch.float64) * descriptor.coefficient(n)
             # m[j, k * d1 + i] = C[i, j, k]: x2 (B V, d2) @ m -> y[z, v, k, i]
@@ -287,7 +286,7 @@ class SparseCGExecutor(Executor):
             (m1, ir1), (m2, ir2), (mo, iro) = d.irreps1[p.i1], d.irreps2[p.i2], d.irreps_out[p.i_out]
             a = x1[:, s1[p.i1]].reshape(B, m1, ir1.dim)
             b = x2[:, s2[p.i2]].reshape(B, m2, ir2.dim)
-            if p.mode == Mode.UVW and n in self._dense_uvw_set:
+            if n in self._dense_uvw:  # uvw paths only
                 w = None if not p.weighted else weight[..., sl]
                 parts[p.i_out].append(self._fully_connected(n, a, b, w, shared, mo))
                 continue
@@ -299,7 +298,6 @@ class SparseCGExecutor(Executor):
             t = _contract(p.mode, a, b, I, J, c, w, shared, mo)  # (B, mul_out, d3 * n_max)
             parts[p.i_out].append(t.reshape(B, mo, iro.dim, self._n_max[n]).sum(-1))
         return _assemble(d, parts, x1).reshape(*batch, d.irreps_out.dim)
-
 
     def _fully_connected(self, n, a, b, w, shared, mo):
         """One ``uvw`` path as dense products (the GPU / no-compiler route; about e3nn's order of
