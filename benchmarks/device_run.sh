@@ -19,7 +19,8 @@
 #   .venv/bin/python benchmarks/atoms_mace_speed_device.py --write-frames benchmarks/device_frames
 #   .venv/bin/python benchmarks/nbody_long.py --export-data benchmarks/device_frames/nbody_protocol.pt).
 # Results: $OUT/device_results.tgz -> benchmarks/results/device_<kind>/; the n-body run folders come
-# back as $OUT/ponita-s<seed>.tar: put them into benchmarks/device_frames/ to resume next time.
+# back as $OUT/ponita-s<seed>.tar.part-<n> (15 MiB parts): put them into benchmarks/device_frames/ to
+# resume next time (without .whl in carry: 64 MiB travel at most).
 # Run it as it is: the device copy's .git is the session's starting commit, so a `git checkout`
 # there brings back old files (seen: it cost one call).
 set -u
@@ -81,7 +82,10 @@ for s in $SECTIONS; do
       for seed in 0 1 2; do
         mkdir -p $R/s$seed
         # resume a run carried back from an earlier session (benchmarks/device_frames/ponita-s<seed>.tar)
-        [ -f benchmarks/device_frames/ponita-s$seed.tar ] && tar -xf benchmarks/device_frames/ponita-s$seed.tar -C $R/s$seed
+        # (whole, or in parts ponita-s<seed>.tar.part-0, -1, ... as it comes back)
+        if ls benchmarks/device_frames/ponita-s$seed.tar* > /dev/null 2>&1; then
+          cat $(ls benchmarks/device_frames/ponita-s$seed.tar* | sort) | tar -xf - -C $R/s$seed
+        fi
         timeout $((NBODY_S + 15)) $PY benchmarks/nbody_long.py --models ponita --seeds $seed --device ${NBODY_DEVICE:-cuda} \
           --chunk-epochs ${NBODY_CHUNK:-5} --rounds 100000 --eval-every 5 --patience 1000 --runs $R/s$seed \
           --out $R/s$seed/out --name nbody_ponita_gpu --model-kwargs "$KW" \
@@ -94,7 +98,8 @@ for s in $SECTIONS; do
       for seed in 0 1 2; do
         cp -r $R/s$seed/ponita-s$seed $R/all/ 2>/dev/null
         # the run folder (checkpoint, best weights, metrics: ~17 MB) back to this machine, to resume later
-        tar -cf "$OUT/ponita-s$seed.tar" -C $R/s$seed ponita-s$seed rounds.json 2>/dev/null
+        # in parts of 15 MiB: a file coming back from the device is at most 16 MiB
+        tar -cf - -C $R/s$seed ponita-s$seed rounds.json 2>/dev/null | split -b 15M -d -a 1 - "$OUT/ponita-s$seed.tar.part-"
       done
       cp $R/s0/rounds.json $R/all/ 2>/dev/null
       $PY benchmarks/nbody_long.py --models ponita --seeds 0 1 2 --render-only --runs $R/all --out "$W" \
