@@ -108,7 +108,9 @@ for s in $SECTIONS; do
       stamp "nbody end rc=$?" ;;
     tests)
       stamp "tests start"
-      timeout 60 $PY -m pytest -q -p no:cacheprovider -m gpu tests > "$W/pytest_gpu.log" 2>&1
+      # the mace site carries ase, which test modules import at collection (without it: 12
+      # collection errors, seen in session 6)
+      PYTHONPATH=$PYTHONPATH:$MACE timeout 60 $PY -m pytest -q -p no:cacheprovider -m gpu tests > "$W/pytest_gpu.log" 2>&1
       stamp "tests end rc=$?" ;;
     sh)
       timeout 150 $PY benchmarks/device_sh.py --out "$W" > "$W/device_sh.log" 2>&1
