@@ -114,8 +114,16 @@ class PotentialConfig:
             MLP whose activation is the polynomial ``sum_{k=1..correlation} t^k / k!``, and
             projects back; the grid is exact for that degree, so the layer is exactly
             equivariant; it reaches the pointwise (Gaunt) products of ``A`` up to order
-            ``correlation``, no per-element weights).
-        grid_hidden: hidden width of the grid MLP (``product="grid_mlp"``).
+            ``correlation``, no per-element weights unless ``grid_condition`` adds them).
+        grid_hidden: hidden width of the grid MLP (``product="grid_mlp"``), an int or a tuple of
+            widths (several hidden layers: the band limit is ``correlation ** depth`` times
+            larger, so is the exact grid).
+        grid_condition: what shifts the grid MLP's first hidden layer per atom (the same shift at
+            every grid point, so exactness and equivariance are kept): ``"none"``; ``"element"``
+            (a learned bias per element, ``len(atomic_numbers) x grid_hidden[0]`` parameters: the
+            per-element weights MACE's symmetric contraction has, which let the polynomial mix its
+            powers differently per element); ``"scalars"`` (a linear map of the layer's input
+            scalars: in the first layer the element embedding, later the learned invariants).
         dtype: ``"float32"`` or ``"float64"``, the parameters' dtype.
     """
 
@@ -137,7 +145,8 @@ class PotentialConfig:
     tp_product: str = "auto"
     symmetric_backend: str = "recursive"
     product: str = "symmetric_contraction"
-    grid_hidden: int = 32
+    grid_hidden: int | tuple[int, ...] = 32
+    grid_condition: str = "none"
     dtype: str = "float64"
 
     def __post_init__(self) -> None:
@@ -176,8 +185,18 @@ class PotentialConfig:
                              f"available: {sorted(SYMMETRIC_BACKENDS)}")
         if self.product not in ("symmetric_contraction", "grid_mlp"):
             raise ValueError(f"{w}: `product` must be 'symmetric_contraction' or 'grid_mlp', got {self.product!r}")
-        if isinstance(self.grid_hidden, bool) or not isinstance(self.grid_hidden, int) or self.grid_hidden < 1:
-            raise ValueError(f"{w}: `grid_hidden` must be an int >= 1, got {self.grid_hidden!r}")
+        gh = self.grid_hidden
+        if isinstance(gh, (list, tuple)):
+            gh = self.grid_hidden = tuple(gh)
+        widths = gh if isinstance(gh, tuple) else (gh,)
+        if not widths or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in widths):
+            raise ValueError(f"{w}: `grid_hidden` must be an int >= 1 or a non-empty list of them, got {gh!r}")
+        if self.grid_condition not in ("none", "element", "scalars"):
+            raise ValueError(f"{w}: `grid_condition` must be 'none', 'element' or 'scalars', "
+                             f"got {self.grid_condition!r}")
+        if self.grid_condition != "none" and self.product != "grid_mlp":
+            raise ValueError(f"{w}: `grid_condition` {self.grid_condition!r} conditions the grid MLP; it needs "
+                             f"product='grid_mlp', got product={self.product!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"{w}: `dtype` must be 'float32' or 'float64', got {self.dtype!r}")
         try:
@@ -432,10 +451,17 @@ class Interaction(nn.Module):
         self.irreps_conv = desc.irreps_out
         self.linear_a = Linear(self.irreps_conv, self.irreps_a)
         self.grid = cfg.product == "grid_mlp"
+        self.grid_condition = cfg.grid_condition if self.grid else "none"
         if self.grid:
-            self.product = SphereGridMLP(self.irreps_a, irreps_out, hidden=(cfg.grid_hidden,),
-                                         act=PolynomialActivation(cfg.correlation), exact_degree=cfg.correlation)
+            hidden = cfg.grid_hidden if isinstance(cfg.grid_hidden, tuple) else (cfg.grid_hidden,)
+            self.product = SphereGridMLP(self.irreps_a, irreps_out, hidden=hidden,
+                                         act=PolynomialActivation(cfg.correlation),
+                                         exact_degree=cfg.correlation ** len(hidden))
             product_irreps = irreps_out
+            if self.grid_condition == "element":  # zero init: starts as the unconditioned MLP
+                self.grid_bias = nn.Parameter(torch.zeros(len(cfg.atomic_numbers), hidden[0]))
+            elif self.grid_condition == "scalars":
+                self.grid_bias = nn.Linear(c, hidden[0], bias=False)
         else:
             self.product = SymmetricContraction(_natural(cfg.max_ell, 1), Irreps([(1, m.ir) for m in irreps_out]),
                                                 cfg.correlation, len(cfg.atomic_numbers), c,
@@ -457,7 +483,15 @@ class Interaction(nn.Module):
             msg = self.conv(x, sh, self.radial(r))
         m = torch.zeros(h.shape[0], msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
         a = self.linear_a(m / self.avg)
-        b = self.product(a) if self.grid else self.product(mul_ir_to_channels(a, self.irreps_a), element)
+        if self.grid:
+            cond = None
+            if self.grid_condition == "element":
+                cond = self.grid_bias[element]
+            elif self.grid_condition == "scalars":  # irreps_in starts with C x 0e
+                cond = self.grid_bias(h[:, : self.grid_bias.in_features])
+            b = self.product(a, cond)
+        else:
+            b = self.product(mul_ir_to_channels(a, self.irreps_a), element)
         out = self.linear_out(b)
         return out + self.skip(h) if self.skip is not None else out
 

@@ -142,21 +142,44 @@ class SphereGridMLP(nn.Module):
         coeffs = pad.index_select(1, self.idx_in).reshape(x.shape[0], self.c_in, -1)
         return (coeffs @ self.y.to(x.dtype)).transpose(1, 2)
 
-    def mlp(self, v: torch.Tensor) -> torch.Tensor:
-        """The pointwise MLP over the last (channel) dim."""
+    def mlp(self, v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """The pointwise MLP over the last (channel) dim; ``bias (B, hidden[0])`` (or None) is
+        added to the first layer's output at every grid point of sample ``b``."""
         for i, layer in enumerate(self.layers):
             v = layer(v)
+            if i == 0 and bias is not None:
+                v = v + bias.unsqueeze(-2)
             if i < len(self.layers) - 1:
                 v = self.act(v)
         return v
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``x (..., irreps_in.dim) -> (..., irreps_out.dim)``. ``bias`` (optional, ``(...,
+        hidden[0])``): a per-sample shift of the first hidden layer's pre-activation, the same at
+        every grid point, e.g. computed from invariant features (an element embedding): a constant
+        function on the sphere, so equivariance and the exactness of the grid are unchanged, and
+        with a polynomial activation it gives every sample its own mix of the powers of the
+        first layer's output.
+
+        >>> m = SphereGridMLP("2x0e + 2x1o", "2x0e", hidden=(4,))
+        >>> m(torch.randn(3, 8), bias=torch.randn(3, 4)).shape
+        torch.Size([3, 2])
+        """
         if not isinstance(x, torch.Tensor) or x.ndim == 0 or x.shape[-1] != self.irreps_in.dim:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"SphereGridMLP: `x` must have shape (..., {self.irreps_in.dim}) for irreps "
                              f"'{self.irreps_in}', got {got}")
         batch = x.shape[:-1]
-        v = self.mlp(self.to_grid(x.reshape(-1, x.shape[-1])))  # (B, G, C_out)
+        if bias is not None:
+            width = self.layers[0].out_features
+            if len(self.layers) < 2:
+                raise ValueError("SphereGridMLP: `bias` needs a hidden layer (hidden=() has none)")
+            if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (*batch, width):
+                got = tuple(bias.shape) if isinstance(bias, torch.Tensor) else type(bias).__name__
+                raise ValueError(f"SphereGridMLP: `bias` must have shape {(*batch, width)} (the batch shape of `x` "
+                                 f"and hidden[0]), got {got}")
+            bias = bias.reshape(-1, width)
+        v = self.mlp(self.to_grid(x.reshape(-1, x.shape[-1])), bias)  # (B, G, C_out)
         z = (v.transpose(1, 2) @ self.proj.to(v.dtype)).reshape(v.shape[0], -1)  # (B, C_out * (L+1)^2)
         return z.index_select(1, self.idx_out).reshape(*batch, self.irreps_out.dim)
 
