@@ -1,0 +1,213 @@
+"""The grid + MLP potential with a conditioned grid MLP (``grid_condition`` "element" / "scalars")
+and several hidden layers (``grid_hidden`` tuples): E(3) invariance of the energy and
+equivariance of the forces through the public checker (reflections included) in float32 and
+float64, atom permutations, a negative control, forces against finite differences, the
+conditioning's effect, ``SphereGridMLP``'s ``bias`` argument, config validation and YAML."""
+
+import pytest
+import torch
+
+from equikit.check import assert_equivariant, equivariance_error
+from equikit.data.atoms import AtomsBatch
+from equikit.groups import E, NodePermutation, PointCloud
+from equikit.models.potential import Potential, PotentialConfig
+from equikit.nn import SphereGridMLP
+from equikit.o3 import Irreps, IrrepsRep
+
+RTOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+E3_OUT = PointCloud(E(3), pos=None, vectors=("forces",), scalars=("energy",))
+FACET = dict(radial="spline", tp_backend="sparse_cg", tp_product="gaunt", product="grid_mlp")
+
+
+def _config(**kw):
+    base = dict(atomic_numbers=(1, 8), e0=(-0.5, -2.0), hidden_irreps="4x0e + 4x1o", max_ell=2, correlation=3,
+                cutoff=3.0, num_interactions=2, avg_num_neighbors=4.0, readout_hidden=4, grid_hidden=8, **FACET)
+    base.update(kw)
+    return PotentialConfig(**base)
+
+
+def _model(dtype=torch.float64, **kw):
+    """A model whose per-element biases are random (their zero init would hide them)."""
+    torch.manual_seed(0)
+    model = Potential(_config(dtype=str(dtype).split(".")[-1], **kw))
+    with torch.no_grad():
+        for layer in model.interactions:
+            if isinstance(getattr(layer, "grid_bias", None), torch.nn.Parameter):
+                layer.grid_bias.normal_()
+    return model
+
+
+def _cluster(dtype):
+    g = torch.Generator().manual_seed(3)
+    pos = (torch.rand(7, 3, generator=g, dtype=torch.float64) * 3.0).to(dtype)
+    return {"pos": pos, "numbers": torch.tensor([8, 1, 1, 8, 1, 8, 1])}
+
+
+def _energy_forces(model):
+    def f(d):
+        b = AtomsBatch.from_arrays(positions=d["pos"], numbers=d["numbers"], natoms=[d["pos"].shape[0]])
+        out = model(b)
+        return {"energy": out["energy"].detach(), "forces": out["forces"]}
+
+    return f
+
+
+def _energy(model, b):
+    with torch.no_grad():
+        return model(b, compute_forces=False)["energy"]
+
+
+def _batch(x, dtype=torch.float64):
+    return AtomsBatch.from_arrays(positions=x["pos"], numbers=x["numbers"], natoms=[len(x["numbers"])], dtype=dtype)
+
+
+VARIANTS = [{"grid_condition": "element"}, {"grid_condition": "scalars"},
+            {"grid_condition": "element", "grid_hidden": (6, 5), "correlation": 2}]
+IDS = ["element", "scalars", "element_depth2"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
+def test_energy_invariant_forces_equivariant_under_e3(dtype, variant):
+    model = _model(dtype, **variant)
+    report = assert_equivariant(_energy_forces(model), _cluster(dtype), PointCloud(E(3), scalars=("numbers",)),
+                                E3_OUT, n_samples=8, generator=1, rtol=RTOL[dtype])
+    assert report.n_elements == 8
+    A, _ = E(3).as_affine(E(3).sample(8, generator=1, dtype=torch.float64))  # the checker's elements
+    assert (torch.linalg.det(A.double()) < 0).any()  # reflections are among them
+
+
+@pytest.mark.parametrize("variant", VARIANTS[:2], ids=IDS[:2])
+def test_atom_permutation_equivariance(dtype, variant):
+    model = _model(dtype, **variant)
+    x = _cluster(dtype)
+    n = x["pos"].shape[0]
+    act_in = NodePermutation(n, nodes={"pos": -2, "numbers": -1})
+    act_out = NodePermutation(n, nodes={"forces": -2}, invariant=("energy",))
+    assert_equivariant(_energy_forces(model), x, act_in, act_out, n_samples=6, generator=3, rtol=RTOL[dtype])
+
+
+def test_negative_control_bias_from_vector_features(dtype):
+    """A bug that conditions the grid MLP on the first vector (1o) components of the node features
+    as well as the scalars (a slice past the scalar block) is not invariant: the checker must fail."""
+    model = _model(dtype, grid_condition="scalars")
+    layer = model.interactions[1]
+    c = layer.grid_bias.in_features
+    torch.manual_seed(1)
+    layer.grid_bias = torch.nn.Linear(c + 3, layer.grid_bias.out_features, bias=False).to(dtype)
+    report = equivariance_error(_energy_forces(model), _cluster(dtype), PointCloud(E(3), scalars=("numbers",)),
+                                E3_OUT, n_samples=8, generator=1)
+    assert not report.passed(rtol=RTOL[dtype])
+    assert report.rel_max > 1e-3
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
+def test_forces_are_minus_finite_differences_of_energy(variant):
+    model = _model(**variant)
+    b = _batch(_cluster(torch.float64))
+    forces = model(b)["forces"].detach()
+    assert forces.abs().max() > 1e-4
+    h = 1e-5
+    for i, k in [(0, 0), (2, 1), (5, 2)]:
+        e = []
+        for s in (h, -h):
+            p = b.positions.clone()
+            p[i, k] += s
+            e.append(_energy(model, AtomsBatch(p, b.numbers, b.cell, b.pbc, b.batch)))
+        fd = -float(e[0] - e[1]) / (2 * h)
+        assert abs(fd - float(forces[i, k])) <= 1e-6 * max(abs(fd), 1e-3), (i, k, fd, float(forces[i, k]))
+
+
+def test_element_bias_acts_per_element():
+    """The "element" bias of an element absent from the structure changes nothing; that of a present
+    element changes the energy; a zero bias is the unconditioned model (same weights)."""
+    model = _model(grid_condition="element")
+    x = _cluster(torch.float64)
+    only_h = {"pos": x["pos"][[1, 2, 4, 6]], "numbers": torch.tensor([1, 1, 1, 1])}
+    e_h, e_all = _energy(model, _batch(only_h)), _energy(model, _batch(x))
+    with torch.no_grad():
+        model.interactions[0].grid_bias[1] += 0.5  # oxygen's row (atomic_numbers = (1, 8))
+    torch.testing.assert_close(_energy(model, _batch(only_h)), e_h, rtol=0, atol=0)
+    assert (_energy(model, _batch(x)) - e_all).abs().item() > 1e-6
+    plain = _model(grid_condition="none")
+    state = {k: v for k, v in model.state_dict().items() if "grid_bias" not in k}
+    plain.load_state_dict(state)
+    with torch.no_grad():
+        for layer in model.interactions:
+            layer.grid_bias.zero_()
+    torch.testing.assert_close(_energy(model, _batch(x)), _energy(plain, _batch(x)), rtol=1e-12, atol=0)
+
+
+def test_conditioned_model_trains_its_biases():
+    model = _model(grid_condition="element")
+    b = _batch(_cluster(torch.float64))
+    out = model(b, training=True)
+    (out["forces"] ** 2).sum().backward()
+    for layer in model.interactions:
+        assert layer.grid_bias.grad is not None and layer.grid_bias.grad.abs().sum() > 0
+
+
+def test_depth_two_grid_is_exact_for_the_squared_band_limit():
+    """Two hidden layers with the degree-2 polynomial: band limit 4 L_in, and the grid is built for it."""
+    m = _model(grid_condition="none", grid_hidden=(6, 5), correlation=2).interactions[0].product
+    assert len(m.layers) == 3
+    assert m.resolution == ((4 * 2 + 1) // 2 + 1, 4 * 2 + 1 + 1)  # L_in = max_ell = 2, L_out = 1
+
+
+# --------------------------------------------------------------------------- SphereGridMLP(bias)
+I, O = "4x0e + 4x1o + 4x2e", "3x0e + 3x1o"
+
+
+def test_grid_mlp_bias_is_a_per_sample_first_layer_bias():
+    """Independent reference: sample b's output equals the same MLP with its first bias shifted by
+    bias[b] (a constant on the sphere), computed without the `bias` argument."""
+    torch.manual_seed(0)
+    m = SphereGridMLP(I, O, hidden=(8,), act=torch.square).double()
+    x, bias = torch.randn(3, Irreps(I).dim, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64)
+    got = m(x, bias)
+    for k in range(3):
+        ref = SphereGridMLP(I, O, hidden=(8,), act=torch.square).double()
+        ref.load_state_dict(m.state_dict())
+        with torch.no_grad():
+            ref.layers[0].bias += bias[k]
+        torch.testing.assert_close(got[k], ref(x[k : k + 1])[0], rtol=1e-12, atol=1e-12)
+    assert (got - m(x)).abs().max() > 1e-3
+
+
+def test_grid_mlp_with_invariant_bias_is_equivariant(dtype):
+    torch.manual_seed(0)
+    m = SphereGridMLP(I, O, hidden=(8,), act=torch.square).to(dtype)
+    bias = torch.randn(5, 8, dtype=dtype)
+    x = torch.randn(5, Irreps(I).dim, dtype=dtype)
+    assert_equivariant(lambda v: m(v, bias), x, IrrepsRep(I), IrrepsRep(O), rtol=RTOL[dtype])
+
+
+def test_grid_mlp_bias_bad_shapes_raise():
+    m = SphereGridMLP(I, O, hidden=(8,))
+    x = torch.randn(5, Irreps(I).dim)
+    with pytest.raises(ValueError, match=r"SphereGridMLP: `bias` must have shape \(5, 8\)"):
+        m(x, torch.randn(5, 7))
+    with pytest.raises(ValueError, match="needs a hidden layer"):
+        SphereGridMLP(I, O, hidden=())(x, torch.randn(5, 3))
+
+
+# --------------------------------------------------------------------------- config
+@pytest.mark.parametrize("kw, match", [
+    ({"grid_condition": "species"}, "grid_condition` must be"),
+    ({"grid_condition": "element", "product": "symmetric_contraction"}, "needs product='grid_mlp'"),
+    ({"grid_hidden": ()}, "grid_hidden"),
+    ({"grid_hidden": [8, 0]}, "grid_hidden"),
+    ({"grid_hidden": True}, "grid_hidden"),
+    ({"grid_hidden": 8.0}, "grid_hidden"),
+])
+def test_invalid_config_raises(kw, match):
+    with pytest.raises(ValueError, match=match):
+        _config(**kw)
+
+
+def test_yaml_roundtrip(tmp_path):
+    cfg = _config(grid_condition="scalars", grid_hidden=[16, 8])
+    assert cfg.grid_hidden == (16, 8)
+    cfg.to_yaml(tmp_path / "p.yaml")
+    back = PotentialConfig.from_yaml(tmp_path / "p.yaml")
+    assert back == cfg and back.grid_hidden == (16, 8) and back.grid_condition == "scalars"
+    assert PotentialConfig.from_dict({**cfg.to_dict(), "grid_hidden": 12}).grid_hidden == 12
