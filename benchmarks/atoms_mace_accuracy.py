@@ -134,9 +134,10 @@ def _write_configs(name: str, ds: dict, settings: dict, d: Path) -> None:
     import yaml
 
     m, t = settings["model"], settings["train"]
+    seed = ds.get("seed", t["seed"])  # a data set may train with another seed (run-to-run spread)
     for variant in variants_of(ds, settings):
         model = {**m, **(settings["variants"][variant] or {})}
-        ours = {"seed": t["seed"], "epochs": ds["epochs"], "lr": t["lr"], "batch_size": ds["batch_size"],
+        ours = {"seed": seed, "epochs": ds["epochs"], "lr": t["lr"], "batch_size": ds["batch_size"],
                 "eval_every": 1, "progress": False, "grad_clip": t["grad_clip"],
                 "extra": {"data": str(d / "train_val.xyz"), "model": model,
                           "val_fraction": ds["n_val"] / (ds["n_train"] + ds["n_val"]), "test_fraction": 0.0,
@@ -146,7 +147,7 @@ def _write_configs(name: str, ds: dict, settings: dict, d: Path) -> None:
                           "ema_decay": t["ema_decay"], "eval_batch_size": t["eval_batch_size"]}}
         (d / f"{variant}.yaml").write_text(yaml.safe_dump(ours, sort_keys=False))
     stress = ds["stress_weight"] > 0
-    mace = ["--name", "mace", "--work_dir", str(d / "mace"), "--seed", str(t["seed"]), "--device", "cpu",
+    mace = ["--name", "mace", "--work_dir", str(d / "mace"), "--seed", str(seed), "--device", "cpu",
             "--default_dtype", m["dtype"], "--train_file", str(d / "mace_train.xyz"),
             "--valid_file", str(d / "mace_valid.xyz"), "--E0s", "average", "--model", "MACE",
             "--hidden_irreps", m["hidden_irreps"], "--max_ell", str(m["max_ell"]),
