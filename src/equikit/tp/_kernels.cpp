@@ -29,7 +29,15 @@
 
 namespace {
 
-enum { F_MODE, F_U, F_V, F_K, F_D1, F_D2, F_D3, F_OFF1, F_OFF2, F_OFFO, F_WOFF, F_E0, F_E1, F_N };
+enum { F_MODE, F_U, F_V, F_K, F_D1, F_D2, F_D3, F_OFF1, F_OFF2, F_OFFO, F_WOFF, F_E0, F_E1, F_ORD, F_N };
+
+// Contraction orders of a shared-weight uvw path (F_ORD, chosen per path by the plan from the
+// dimensions: _native.uvw_order). Bit 0: the forward contracts x1 with the weights first; for
+// the gradient mask g = (mask >> 1) & 7 (bit 0: x1, bit 1: x2, bit 2: weights wanted) the three
+// bits at 1 + 3 g say which gradients leave the "output first" order (uvw_chunk has the math).
+enum { O_X1_Q = 1, O_X2_Y = 2, O_W_Q = 4 };
+
+inline int grad_order(const int64_t* p, int mask) { return int((p[F_ORD] >> (1 + 3 * ((mask >> 1) & 7))) & 7); }
 
 struct Operand {
     const int64_t* blocks;  // (nblocks, 3): offset, mul, dim
@@ -392,42 +400,145 @@ void path_uvw(int slot, const int64_t* p, const int32_t* ei, const T* ec, const 
     uvw_input_grad(1 << slot, p, ei, ec, r, G);
 }
 
+// ---- the "x1 first" orders of a shared-weight uvw path -------------------------------------
+// Per path with W[u, v, w], CG entries (i, j, k, c), d1 = dim x1 block, d3 = dim output block:
+//   forward  z[w, k] = sum c x2[v, j] Y[i, v, w],  Y[i, v, w] = sum_u x1[u, i] W[u, v, w]
+//            (GEMM d1 U V Wo + sparse nnz V Wo; the output-first order: nnz U V + d3 U V Wo)
+//   with the incoming gradient h[w, k] and Q[i, v, w] = sum c x2[v, j] h[w, k] (sparse nnz V Wo):
+//   grad W   gW[u, v, w] = sum_i x1[u, i] Q[i, v, w]            (GEMM d1 U V Wo; else T^T h, d3)
+//   grad x1  g1[u, i]    = sum_{v w} W[u, v, w] Q[i, v, w]      (GEMM d1 U V Wo; else via G, d3)
+//   grad x2  g2[v, j]    = sum c Y[i, v, w] h[w, k]             (GEMM d1 U V Wo + nnz V Wo; else via G)
+// where the output-first gradients share G[k, u, v] = sum_w W[u, v, w] h[w, k] (one GEMM d3 U V Wo
+// for both input gradients). Over a chunk of R rows each GEMM is one matrix product with R d1
+// rows (the rows' x1 blocks stacked: Xc [R d1][U]) against the shared weights.
+
+// Xc[n d1 + i][u] = x1 of row n, block of the path ([i][u] in the row buffers)
+template <typename T>
+void uvw_stack_x1(const int64_t* p, const Row<T>* rs, int64_t R, T* Xc) {
+    const int64_t n1 = p[F_D1] * p[F_U];
+    for (int64_t n = 0; n < R; ++n) std::memcpy(Xc + n * n1, rs[n].x1 + p[F_OFF1], sizeof(T) * n1);
+}
+
+// z[k][w] += sum_e c x2[v, j] Y[i][v][w]   (Y of one row, [d1][V][Wo])
+template <typename T>
+void uvw_out_from_y(const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r, const T* Y) {
+    const int64_t V = p[F_V], Wo = p[F_K];
+    const T* X2 = r.x2 + p[F_OFF2];
+    T* GZ = r.gz + p[F_OFFO];
+    for (int64_t e = p[F_E0]; e < p[F_E1]; ++e) {
+        const int64_t i = ei[3 * e], j = ei[3 * e + 1], k = ei[3 * e + 2];
+        for (int64_t v = 0; v < V; ++v) axpy(Wo, ec[e] * X2[j * V + v], Y + (i * V + v) * Wo, GZ + k * Wo);
+    }
+}
+
+// g2[v, j] += sum_e c <Y[i][v][:], h[k][:]>
+template <typename T>
+void uvw_x2_grad_from_y(const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r, const T* Y) {
+    const int64_t V = p[F_V], Wo = p[F_K];
+    const T* H = r.z + p[F_OFFO];
+    T* GY = r.g2 + p[F_OFF2];
+    for (int64_t e = p[F_E0]; e < p[F_E1]; ++e) {
+        const int64_t i = ei[3 * e], j = ei[3 * e + 1], k = ei[3 * e + 2];
+        for (int64_t v = 0; v < V; ++v) GY[j * V + v] += ec[e] * dot(Wo, Y + (i * V + v) * Wo, H + k * Wo);
+    }
+}
+
+// Q[i][v][w] = sum_e c x2[v, j] h[k][w]   (one row; Q zeroed first)
+template <typename T>
+void uvw_q(const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r, T* Q) {
+    const int64_t V = p[F_V], Wo = p[F_K];
+    const T* X2 = r.x2 + p[F_OFF2];
+    const T* H = r.z + p[F_OFFO];
+    std::fill(Q, Q + p[F_D1] * V * Wo, T(0));
+    for (int64_t e = p[F_E0]; e < p[F_E1]; ++e) {
+        const int64_t i = ei[3 * e], j = ei[3 * e + 1], k = ei[3 * e + 2];
+        for (int64_t v = 0; v < V; ++v) axpy(Wo, ec[e] * X2[j * V + v], H + k * Wo, Q + (i * V + v) * Wo);
+    }
+}
+
+// the chunk buffer of one path: M in uvw_chunk
+inline int64_t uvw_chunk_numel(const int64_t* p, int64_t R) {
+    const int64_t UV = p[F_U] * p[F_V], VW = p[F_V] * p[F_K], d1 = p[F_D1], d3 = p[F_D3];
+    return R * d3 * (UV + p[F_K]) + d3 * UV + 2 * R * d1 * (VW + p[F_U]);
+}
+
 // one shared-weight uvw path over the rows rs[0:R] of a chunk, for every slot in `mask` (bit s
-// = slot s); buffers: M, (R d3) x (U V + Wo) + d3 x U V. The input gradients share one G.
+// = slot s), each in the order the plan chose (F_ORD). Buffers: M, uvw_chunk_numel. wT: the
+// weights as [w][u v] per path (the output-first input gradients), wT1: as [v w][u] (the x1
+// gradient through Q; the same array as wT where V = 1).
 template <typename T>
 void uvw_chunk(int mask, const int64_t* p, const int32_t* ei, const T* ec, Row<T>* rs, int64_t R, const T* wT,
-               T* gw, T* M) {
-    const int64_t UV = p[F_U] * p[F_V], Wo = p[F_K], d3 = p[F_D3], woff = p[F_WOFF], m = R * d3;
+               const T* wT1, T* gw, T* M) {
+    const int64_t U = p[F_U], UV = U * p[F_V], Wo = p[F_K], VW = p[F_V] * Wo, d1 = p[F_D1], d3 = p[F_D3];
+    const int64_t woff = p[F_WOFF], m = R * d3, m1 = R * d1;
     if (mask & 1) {
         const T* W = rs[0].w + woff;
-        T* A = M;            // [R d3][U V]
-        T* Zc = M + m * UV;  // [R d3][Wo]
-        for (int64_t n = 0; n < R; ++n) uvw_bilinear(p, ei, ec, rs[n], A + n * d3 * UV);
-        std::fill(Zc, Zc + m * Wo, T(0));
-        small_gemm(m, Wo, UV, A, UV, W, Zc);
-        for (int64_t n = 0; n < R; ++n) {
-            T* Z = rs[n].gz + p[F_OFFO];
-            const T* src = Zc + n * d3 * Wo;
+        if (p[F_ORD] & 1) {  // x1 first: Y = Xc W (R d1 x V Wo), then the sparse sum into z
+            T* Xc = M;
+            T* Y = M + m1 * U;
+            uvw_stack_x1(p, rs, R, Xc);
+            std::fill(Y, Y + m1 * VW, T(0));
+            small_gemm(m1, VW, U, Xc, U, W, Y);
+            for (int64_t n = 0; n < R; ++n) uvw_out_from_y(p, ei, ec, rs[n], Y + n * d1 * VW);
+        } else {  // output first: the bilinear parts A (R d3 x U V), then A W
+            T* A = M;            // [R d3][U V]
+            T* Zc = M + m * UV;  // [R d3][Wo]
+            for (int64_t n = 0; n < R; ++n) uvw_bilinear(p, ei, ec, rs[n], A + n * d3 * UV);
+            std::fill(Zc, Zc + m * Wo, T(0));
+            small_gemm(m, Wo, UV, A, UV, W, Zc);
+            for (int64_t n = 0; n < R; ++n) {
+                T* Z = rs[n].gz + p[F_OFFO];
+                const T* src = Zc + n * d3 * Wo;
 #pragma omp simd
-            for (int64_t q = 0; q < d3 * Wo; ++q) Z[q] += src[q];
+                for (int64_t q = 0; q < d3 * Wo; ++q) Z[q] += src[q];
+            }
         }
     }
     if (!(mask & 14)) return;
-    // the gradients: the chunk's incoming gradients Zc (R d3 x Wo) once for both GEMMs; the
+    const int ob = grad_order(p, mask);
+    const bool w_q = (mask & 8) && (ob & O_W_Q), x1_q = (mask & 2) && (ob & O_X1_Q);
+    const bool x2_y = (mask & 4) && (ob & O_X2_Y), w_t = (mask & 8) && !w_q;
+    const int via_g = (mask & 6) & ~((x1_q ? 2 : 0) | (x2_y ? 4 : 0));
+    // output first: the chunk's incoming gradients Zc (R d3 x Wo) once for both GEMMs; the
     // weight gradient A^T Zc reads the rows' bilinear parts A (R d3 x U V) through strides (no
     // transposed copy); the input gradients share G = Zc W^T (in A's place once A is used)
-    T* A = M;            // [R d3][U V], then G
-    T* Zc = M + m * UV;  // [R d3][Wo]
-    for (int64_t n = 0; n < R; ++n) std::memcpy(Zc + n * d3 * Wo, rs[n].z + p[F_OFFO], sizeof(T) * d3 * Wo);
-    if (mask & 8) {
+    T* A = M;                // [R d3][U V], then G
+    T* Zc = M + m * UV;      // [R d3][Wo]
+    T* Q = Zc + m * Wo;      // [R d1][V Wo]
+    T* Y = Q + m1 * VW;      // [R d1][V Wo]
+    T* Xc = Y + m1 * VW;     // [R d1][U]
+    T* G1 = Xc + m1 * U;     // [R d1][U]
+    if (w_t || via_g)
+        for (int64_t n = 0; n < R; ++n) std::memcpy(Zc + n * d3 * Wo, rs[n].z + p[F_OFFO], sizeof(T) * d3 * Wo);
+    if (w_t) {
         for (int64_t n = 0; n < R; ++n) uvw_bilinear(p, ei, ec, rs[n], A + n * d3 * UV);
         small_gemm(UV, Wo, m, A, 1, Zc, gw + woff, UV);
     }
-    if (mask & 6) {
+    if (via_g) {
         T* G = A;
         std::fill(G, G + m * UV, T(0));
         small_gemm(m, UV, Wo, Zc, Wo, wT + woff, G);
-        for (int64_t n = 0; n < R; ++n) uvw_input_grad(mask & 6, p, ei, ec, rs[n], G + n * d3 * UV);
+        for (int64_t n = 0; n < R; ++n) uvw_input_grad(via_g, p, ei, ec, rs[n], G + n * d3 * UV);
+    }
+    if (w_q || x2_y) uvw_stack_x1(p, rs, R, Xc);
+    if (w_q || x1_q) {  // Q once for the weight and the x1 gradient
+        for (int64_t n = 0; n < R; ++n) uvw_q(p, ei, ec, rs[n], Q + n * d1 * VW);
+        if (w_q) small_gemm(U, VW, m1, Xc, 1, Q, gw + woff, U);  // gW += Xc^T Q
+        if (x1_q) {                                              // g1 = Q W^T
+            std::fill(G1, G1 + m1 * U, T(0));
+            small_gemm(m1, U, VW, Q, VW, wT1 + woff, G1);
+            for (int64_t n = 0; n < R; ++n) {
+                T* g1 = rs[n].g1 + p[F_OFF1];
+                const T* src = G1 + n * d1 * U;
+#pragma omp simd
+                for (int64_t q = 0; q < d1 * U; ++q) g1[q] += src[q];
+            }
+        }
+    }
+    if (x2_y) {  // Y = Xc W as in the forward, then the sparse dot products with h
+        std::fill(Y, Y + m1 * VW, T(0));
+        small_gemm(m1, VW, U, Xc, U, rs[0].w + woff, Y);
+        for (int64_t n = 0; n < R; ++n) uvw_x2_grad_from_y(p, ei, ec, rs[n], Y + n * d1 * VW);
     }
 }
 
@@ -472,8 +583,7 @@ void contract(int mask, int64_t rows, const int64_t* paths, int64_t npaths, cons
     for (int64_t q = 0; q < npaths && chunked; ++q) {
         const int64_t* p = paths + q * F_N;
         if (p[F_MODE] != 0 || p[F_WOFF] < 0) continue;
-        const int64_t UV = p[F_U] * p[F_V];
-        chunk_numel = std::max(chunk_numel, R * p[F_D3] * (UV + p[F_K]) + p[F_D3] * UV);
+        chunk_numel = std::max(chunk_numel, uvw_chunk_numel(p, R));
     }
     if (shared_grad) std::fill(outs[3], outs[3] + wn, T(0));
     if (nthreads < 1) nthreads = 1;
@@ -493,6 +603,21 @@ void contract(int mask, int64_t rows, const int64_t* paths, int64_t npaths, cons
                 for (int64_t a = 0; a < UV; ++a)
                     for (int64_t b = 0; b < Wo; ++b) wT[off + b * UV + a] = w[off + a * Wo + b];
             }
+        // [v w][u] per path whose x1 gradient goes through Q (where V = 1 that is wT itself)
+        bool need_wT1 = false;
+        for (int64_t q = 0; q < npaths && transpose_w && (mask & 2); ++q) {
+            const int64_t* p = paths + q * F_N;
+            need_wT1 |= p[F_MODE] == 0 && p[F_WOFF] >= 0 && p[F_V] != 1 && (grad_order(p, mask) & O_X1_Q);
+        }
+        std::vector<T> wT1(need_wT1 ? wn : 0);
+        for (int64_t q = 0; q < npaths && need_wT1; ++q) {
+            const int64_t* p = paths + q * F_N;
+            if (p[F_MODE] != 0 || p[F_WOFF] < 0 || !(grad_order(p, mask) & O_X1_Q)) continue;
+            const int64_t U = p[F_U], VW = p[F_V] * p[F_K], off = p[F_WOFF];
+            for (int64_t u = 0; u < U; ++u)
+                for (int64_t b = 0; b < VW; ++b) wT1[off + b * U + u] = w[off + u * VW + b];
+        }
+        const T* wT1p = need_wT1 ? wT1.data() : (transpose_w ? wT.data() : nullptr);
         std::vector<T> chunk(chunk_numel);
         T* s = buf.data() + R * per_row;
         T* local_gw = s + scratch;
@@ -535,7 +660,7 @@ void contract(int mask, int64_t rows, const int64_t* paths, int64_t npaths, cons
             for (int64_t q = 0; q < npaths; ++q) {
                 const int64_t* p = paths + q * F_N;
                 if (chunked && p[F_MODE] == 0 && p[F_WOFF] >= 0) {
-                    uvw_chunk<T>(mask, p, ei, ec, rs.data(), nr, rs[0].wT, local_gw, chunk.data());
+                    uvw_chunk<T>(mask, p, ei, ec, rs.data(), nr, rs[0].wT, wT1p, local_gw, chunk.data());
                     continue;
                 }
                 for (int slot = 0; slot < 4; ++slot) {
@@ -586,4 +711,4 @@ void contract(int mask, int64_t rows, const int64_t* paths, int64_t npaths, cons
 EQ_TP_EXPORT(eq_tp_contract_f32, float)
 EQ_TP_EXPORT(eq_tp_contract_f64, double)
 
-extern "C" int eq_tp_abi_version() { return 2; }
+extern "C" int eq_tp_abi_version() { return 3; }

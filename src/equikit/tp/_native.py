@@ -46,7 +46,7 @@ from equikit._utils.native import load_library
 from equikit.o3 import clebsch_gordan
 from equikit.tp._descriptor import Mode, TensorProductDescriptor
 
-__all__ = ["Plan", "available", "contract", "flops_per_row", "plan"]
+__all__ = ["Plan", "UvwOrder", "available", "contract", "flops_per_row", "plan", "uvw_order"]
 
 _SOURCE = FilePath(__file__).with_name("_kernels.cpp")
 _MODE_CODE = {Mode.UVW: 0, Mode.UVU: 1, Mode.UUU: 2}
@@ -73,7 +73,8 @@ def available() -> bool:
 @dataclass(frozen=True, eq=False)
 class Plan:
     """Flat arrays the kernel reads: per path a row of ``paths`` (mode, U, V, K, d1, d2, d3,
-    off1, off2, off_out, weight offset or -1, first entry, end entry), the entries ``(nnz, 3)``
+    off1, off2, off_out, weight offset or -1, first entry, end entry, contraction-order code of
+    :func:`uvw_order`), the entries ``(nnz, 3)``
     int32 ``(i, j, k)`` and their coefficients, and per operand its blocks ``(offset, mul,
     dim)`` (the kernel transposes each block to ``[component][channel]``)."""
 
@@ -100,6 +101,78 @@ class Plan:
 _PLANS: list[Plan] = []
 
 
+# ------------------------------------------------------------- contraction orders of uvw
+@dataclass(frozen=True)
+class UvwOrder:
+    """The contraction orders of one shared-weight fully connected path, chosen by cost.
+
+    ``forward`` is ``"out"`` (the sparse bilinear part ``T[k, u, v]`` first, then ``T W``: ~ ``d3 U
+    V Wo`` multiply-adds) or ``"x1"`` (``Y[i, v, w] = sum_u x1[u, i] W[u, v, w]`` first, then the
+    sparse sum with ``x2``: ~ ``d1 U V Wo``). ``gradients[g]`` for each set ``g`` of wanted
+    gradients (bit 0: ``x1``, bit 1: ``x2``, bit 2: weights; the kernel's slots 1, 2, 3) is a
+    bit set: 1 = the ``x1`` gradient through ``Q[i, v, w] = sum c x2[v, j] h[w, k]`` (``Q W^T``),
+    2 = the ``x2`` gradient through ``Y`` (sparse dots of ``Y`` with ``h``), 4 = the weight
+    gradient through ``Q`` (``x1^T Q``); a clear bit keeps the output-first order (``G = h W^T``
+    shared by both input gradients; ``T^T h`` for the weights). ``code`` packs it all for the
+    kernel: bit 0 = forward ``"x1"``, bits ``1 + 3 g .. 3 + 3 g`` = ``gradients[g]``.
+    """
+
+    forward: str
+    gradients: tuple[int, ...]
+
+    @property
+    def code(self) -> int:
+        return int(self.forward == "x1") | sum(b << (1 + 3 * g) for g, b in enumerate(self.gradients))
+
+
+def uvw_costs(U: int, V: int, Wo: int, d1: int, d3: int, nnz: int) -> dict:
+    """Multiply-adds per row of each contraction step of a fully connected path ``W[u, v, w]``
+    (multiplicities ``U, V, Wo``; block dimensions ``d1`` of ``x1``, ``d3`` of the output; ``nnz``
+    nonzero CG entries). Keys: ``fwd_out``, ``fwd_x1`` (whole forward in either order), ``T``
+    (bilinear part and ``T^T h``), ``G`` (``h W^T``), ``G_each`` (the sparse sweep per input
+    gradient from ``G``), ``Q`` (building ``Q``), ``Q_gemm`` (``x1^T Q`` or ``Q W^T``), ``Y``
+    (``x1 W`` and the sparse dots).
+
+    >>> uvw_costs(128, 1, 128, 1, 3, 3)["fwd_x1"] < uvw_costs(128, 1, 128, 1, 3, 3)["fwd_out"]
+    True
+    """
+    gemm = U * V * Wo
+    return {"fwd_out": nnz * U * V + d3 * gemm, "fwd_x1": d1 * gemm + nnz * V * Wo,
+            "T": nnz * U * V + d3 * gemm, "G": d3 * gemm, "G_each": nnz * U * V,
+            "Q": nnz * V * Wo, "Q_gemm": d1 * gemm, "Y": d1 * gemm + nnz * V * Wo}
+
+
+def _gradient_cost(c: dict, wanted: int, bits: int) -> int:
+    x1, x2, w = wanted & 1, wanted & 2, wanted & 4
+    x1_q, x2_y, w_q = x1 and bits & 1, x2 and bits & 2, w and bits & 4
+    via_g = (x1 and not x1_q) + (x2 and not x2_y)
+    cost = (c["G"] + via_g * c["G_each"]) if via_g else 0
+    cost += c["T"] if w and not w_q else 0
+    cost += (c["Q"] + (bool(x1_q) + bool(w_q)) * c["Q_gemm"]) if (x1_q or w_q) else 0
+    return cost + (c["Y"] if x2_y else 0)
+
+
+def uvw_order(U: int, V: int, Wo: int, d1: int, d3: int, nnz: int) -> UvwOrder:
+    """The cheapest orders (:class:`UvwOrder`) of a shared-weight fully connected path by
+    :func:`uvw_costs`; ties keep the output-first order. Chosen once per path when the plan is
+    built, for the forward and for each of the 7 sets of wanted gradients.
+
+    >>> uvw_order(128, 1, 128, 1, 3, 3).forward     # 0e x 1o -> 1o: x1 has one component
+    'x1'
+    >>> uvw_order(128, 1, 128, 3, 1, 3).forward     # 1o x 1o -> 0e: the output has one
+    'out'
+    >>> uvw_order(128, 1, 128, 3, 5, 11).gradients[7]   # 1o x 1o -> 2e, all gradients: W via Q
+    4
+    """
+    c = uvw_costs(U, V, Wo, d1, d3, nnz)
+    forward = "x1" if c["fwd_x1"] < c["fwd_out"] else "out"
+    grads = []
+    for wanted in range(8):
+        options = [b for b in range(8) if b & ~wanted == 0]  # only bits of wanted gradients
+        grads.append(min(options, key=lambda b: (_gradient_cost(c, wanted, b), b)))
+    return UvwOrder(forward, tuple(grads))
+
+
 def _entries(l1: int, l2: int, l3: int, scale: float) -> np.ndarray:
     c = clebsch_gordan(l1, l2, l3, dtype=torch.float64).numpy()
     idx = np.argwhere(c != 0)
@@ -108,15 +181,19 @@ def _entries(l1: int, l2: int, l3: int, scale: float) -> np.ndarray:
     return np.concatenate([idx.astype(np.float64), (c[idx[:, 0], idx[:, 1], idx[:, 2]] * scale)[:, None]], 1)
 
 
-def _build(desc: TensorProductDescriptor) -> Plan:
+def _build(desc: TensorProductDescriptor, orders: list[int] | None = None) -> Plan:
+    """The plan of ``desc``; ``orders`` (one code per path) overrides :func:`uvw_order` (tests)."""
     s1, s2, so = desc.irreps1.slices(), desc.irreps2.slices(), desc.irreps_out.slices()
     wsl = desc.weight_slices()
     rows, ents, e0 = [], [], 0
     for n, p in enumerate(desc.paths):
         (m1, ir1), (m2, ir2), (mo, iro) = desc.irreps1[p.i1], desc.irreps2[p.i2], desc.irreps_out[p.i_out]
         e = _entries(ir1.l, ir2.l, iro.l, desc.coefficient(n))
+        code = 0
+        if p.mode == Mode.UVW:
+            code = uvw_order(m1, m2, mo, ir1.dim, iro.dim, len(e)).code if orders is None else orders[n]
         rows.append([_MODE_CODE[p.mode], m1, m2, mo, ir1.dim, ir2.dim, iro.dim, s1[p.i1].start, s2[p.i2].start,
-                     so[p.i_out].start, wsl[n].start if p.weighted else -1, e0, e0 + len(e)])
+                     so[p.i_out].start, wsl[n].start if p.weighted else -1, e0, e0 + len(e), code])
         ents.append(e)
         e0 += len(e)
     e = np.concatenate(ents, 0) if ents else np.zeros((0, 4))
@@ -131,7 +208,7 @@ def _build(desc: TensorProductDescriptor) -> Plan:
     )
     plan = Plan(
         key=len(_PLANS),
-        paths=np.ascontiguousarray(np.asarray(rows, dtype=np.int64).reshape(-1, 13)),
+        paths=np.ascontiguousarray(np.asarray(rows, dtype=np.int64).reshape(-1, 14)),
         entries=np.ascontiguousarray(e[:, :3].astype(np.int32)),
         coeffs={torch.float64: np.ascontiguousarray(e[:, 3]),
                 torch.float32: np.ascontiguousarray(e[:, 3].astype(np.float32))},
@@ -302,13 +379,17 @@ def contract(plan_key: int, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Te
 
 
 def flops_per_row(desc: TensorProductDescriptor) -> int:
-    """Multiply-adds per row of the kernels' contraction (nonzero CG terms only), for reports."""
+    """Multiply-adds per row of the kernels' forward (nonzero CG terms only; fully connected
+    paths in the cheaper of their two orders, :func:`uvw_order`), for reports."""
     from equikit.o3 import count_nonzero
 
     total = 0
     for p in desc.paths:
         (m1, ir1), (m2, ir2), (mo, iro) = desc.irreps1[p.i1], desc.irreps2[p.i2], desc.irreps_out[p.i_out]
         nnz = count_nonzero(ir1.l, ir2.l, iro.l)
-        total += {Mode.UVW: nnz * m1 * m2 + m1 * m2 * mo * iro.dim, Mode.UVU: nnz * m1 * m2,
-                  Mode.UUU: nnz * m1}[p.mode]
+        if p.mode == Mode.UVW:  # in the forward order the plan picks (shared weights)
+            c = uvw_costs(m1, m2, mo, ir1.dim, iro.dim, nnz)
+            total += min(c["fwd_out"], c["fwd_x1"])
+            continue
+        total += {Mode.UVU: nnz * m1 * m2, Mode.UUU: nnz * m1}[p.mode]
     return total

@@ -1,0 +1,176 @@
+"""Contraction orders of the shared-weight fully connected (uvw) kernel paths
+(``equikit.tp._native.uvw_order``): the choice by cost, and every order (forward and each
+gradient) against the naive oracle, in float64 and float32, with gradcheck / gradgradcheck and
+an equivariance check with a negative control."""
+
+import itertools
+
+import pytest
+import torch
+
+from equikit import tp
+from equikit.check import assert_equivariant, equivariance_error
+from equikit.groups.actions import OnKeys
+from equikit.o3 import Irreps, IrrepsRep, count_nonzero
+from equikit.tp import _native
+
+needs_native = pytest.mark.skipif(not _native.available(), reason="no C++ compiler: the kernel cannot be built")
+
+# every order of every gradient set: forward "x1" and all three gradients off the output-first order
+ALL_X1 = 1 | sum(7 << (1 + 3 * g) for g in range(8))
+# the wanted-gradient subsets (argument positions x1, x2, w) that the backward asks the kernel for
+SUBSETS = [s for r in (1, 2, 3) for s in itertools.combinations(range(3), r)]
+
+
+def _mixed():
+    """Paths with different chosen orders: V = 1 (spherical harmonics) and V > 1 (the kernel's
+    separate [v w][u] weight copy), 33 / 17 channels (GEMM tails)."""
+    return (tp.fully_connected("17x0e + 33x1o + 5x2e", Irreps.spherical_harmonics(2), "19x0e + 17x1o + 6x2e"),
+            tp.fully_connected("6x0e + 5x1o + 4x2e", "3x0e + 2x1o + 2x2e", "5x0e + 7x1o + 3x2e"))
+
+
+def _inputs(d, rows, dtype, seed=0, grad=True):
+    g = torch.Generator().manual_seed(seed)
+    ts = (torch.randn(rows, d.irreps1.dim, dtype=torch.float64, generator=g),
+          torch.randn(rows, d.irreps2.dim, dtype=torch.float64, generator=g),
+          torch.randn(d.weight_numel, dtype=torch.float64, generator=g))
+    return [t.to(dtype).requires_grad_(grad) for t in ts]
+
+
+def _codes(d, how):
+    n = len(d.paths)
+    if how == "out":
+        return [0] * n
+    if how == "x1":
+        return [ALL_X1] * n
+    if how == "chosen":
+        return None
+    # "scrambled": a different bit pattern per path and per gradient set (deterministic)
+    return [(1 + 7919 * q) * 2654435761 % (1 << 25) for q in range(n)]
+
+
+def test_uvw_order_follows_the_flop_count():
+    """Hand-counted multiply-adds per row (U = Wo = 128, V = 1) decide the order."""
+    nnz = count_nonzero(0, 1, 1)
+    assert nnz == 3
+    # 0e x 1o -> 1o: out first 3*128 + 3*128^2, x1 first 128^2 + 3*128
+    assert _native.uvw_order(128, 1, 128, 1, 3, nnz).forward == "x1"
+    # 1o x 1o -> 0e: out first 3*128 + 128^2, x1 first 3*128^2 + 3*128
+    assert _native.uvw_order(128, 1, 128, 3, 1, count_nonzero(1, 1, 0)).forward == "out"
+    # 0e x 0e -> 0e: both 128^2 + 128, a tie keeps the output-first order
+    assert _native.uvw_order(128, 1, 128, 1, 1, 1).forward == "out"
+    o = _native.uvw_order(128, 1, 128, 1, 3, nnz)
+    # all gradients of 0e x 1o -> 1o: Q W^T, Y . h, x1^T Q (3 GEMMs of 128^2) beat G and T (2 of 3*128^2)
+    assert o.gradients[7] == 7
+    # only the x2 gradient (forces): Y (128^2) beats G (3*128^2)
+    assert o.gradients[2] == 2
+    # 1o x 1o -> 2e (nnz 11), all gradients: W through Q (3*128^2) and the inputs through one
+    # shared G (5*128^2): 8*128^2 against 10 (old) and 9 (everything through Q / Y)
+    o = _native.uvw_order(128, 1, 128, 3, 5, count_nonzero(1, 1, 2))
+    assert (o.forward, o.gradients[7]) == ("x1", 4)
+    # no bit for a gradient that is not wanted
+    for g, bits in enumerate(_native.uvw_order(128, 1, 128, 1, 5, 5).gradients):
+        assert bits & ~g == 0
+
+
+def test_plan_carries_the_chosen_codes_and_paths_differ():
+    d = _mixed()[0]
+    pl = _native.plan(d)
+    want = []
+    for p in d.paths:
+        (m1, ir1), (m2, ir2), (mo, iro) = d.irreps1[p.i1], d.irreps2[p.i2], d.irreps_out[p.i_out]
+        want.append(_native.uvw_order(m1, m2, mo, ir1.dim, iro.dim, count_nonzero(ir1.l, ir2.l, iro.l)).code)
+    assert pl.paths[:, -1].tolist() == want
+    forwards = {("x1" if c & 1 else "out") for c in want}
+    assert forwards == {"out", "x1"}  # both forward orders occur in this descriptor
+    grads = {(c >> (1 + 3 * 7)) & 7 for c in want}
+    assert len(grads) >= 2  # and several backward orders
+    # channelwise paths carry no order
+    assert not _native.plan(tp.channelwise("2x1o", "1o + 0e")).paths[:, -1].any()
+
+
+@needs_native
+@pytest.mark.parametrize("how", ["out", "x1", "chosen", "scrambled"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_every_order_matches_naive(how, dtype):
+    """Forward and every subset of gradients (each a different kernel mask, so a different
+    backward order) against naive in float64; 70 rows = two full 32-row chunks and a tail."""
+    rtol = 1e-12 if dtype == torch.float64 else 1e-5  # float32: sums of up to ~500 terms
+    for d in _mixed():
+        key = _native._build(d, _codes(d, how)).key
+        naive = tp.make_executor(d, "naive")
+        x = _inputs(d, 70, dtype)
+        xr = [t.detach().double().requires_grad_(True) for t in x]
+        out, ref = _native.contract(key, *x, True), naive(*xr)
+        assert out.dtype == dtype
+        assert (out.double() - ref).abs().max() <= rtol * ref.abs().max()
+        h = torch.randn(ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        for sub in SUBSETS:
+            out = _native.contract(key, *x, True)
+            got = torch.autograd.grad(out, [x[i] for i in sub], h.to(dtype))
+            want = torch.autograd.grad(ref, [xr[i] for i in sub], h, retain_graph=True)
+            for a, b in zip(got, want):
+                assert (a.double() - b).abs().max() <= rtol * b.abs().max(), (how, sub)
+
+
+@needs_native
+@pytest.mark.parametrize("how", ["x1", "chosen", "scrambled"])
+def test_gradcheck_and_gradgradcheck_through_the_orders(how):
+    d = tp.fully_connected("2x0e + 2x1o", "0e + 1o + 2x2e", "2x0e + 3x1o + 1x2e")
+    key = _native._build(d, _codes(d, how)).key
+    x = _inputs(d, 3, torch.float64, seed=2)
+
+    def f(a, b, w):
+        return _native.contract(key, a, b, w, True)
+
+    assert torch.autograd.gradcheck(f, x)
+    assert torch.autograd.gradgradcheck(f, x)
+
+
+@needs_native
+def test_forces_double_backward_agrees_between_orders():
+    """The force-like second derivative d/dw |dE/dx2|^2 is the same in every order."""
+    d = _mixed()[0]
+    res = []
+    for how in ("out", "x1", "scrambled"):
+        key = _native._build(d, _codes(d, how)).key
+        x1, x2, w = _inputs(d, 40, torch.float64, seed=3)
+        e = _native.contract(key, x1, x2, w, True).pow(2).sum()
+        (f,) = torch.autograd.grad(e, x2, create_graph=True)
+        res.append(torch.autograd.grad(f.pow(2).sum(), (w, x1)))
+    for other in res[1:]:
+        for a, b in zip(other, res[0]):
+            assert (a - b).abs().max() <= 1e-10 * b.abs().max()
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_x1_first_order_is_equivariant_with_a_negative_control(dtype):
+    """O(3) equivariance of the product in the x1-first orders; the same kernel with its 1e
+    output read as 1o must fail under reflections."""
+    i1, i2, io = "2x0e + 2x1o + 1x2e", "0e + 1o + 2e", "2x0e + 2x1o + 2x1e + 1x2e"
+    d = tp.fully_connected(i1, i2, io)
+    key = _native._build(d, _codes(d, "x1")).key
+    w = torch.randn(d.weight_numel, dtype=dtype)
+    x = {"x1": torch.randn(6, d.irreps1.dim, dtype=dtype), "x2": torch.randn(6, d.irreps2.dim, dtype=dtype)}
+    act = OnKeys({"x1": IrrepsRep(i1), "x2": IrrepsRep(i2)})
+
+    def f(t):
+        return _native.contract(key, t["x1"], t["x2"], w, True)
+
+    assert_equivariant(f, x, act, IrrepsRep(d.irreps_out))
+    assert not equivariance_error(f, x, act, IrrepsRep("2x0e + 2x1o + 2x1o + 1x2e")).passed()
+
+
+@needs_native
+def test_two_threads_agree_with_one():
+    d = _mixed()[0]
+    key = _native._build(d, _codes(d, "chosen")).key
+    x = _inputs(d, 300, torch.float64, seed=5)
+    res = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        out = _native.contract(key, *x, True)
+        res.append((out, *torch.autograd.grad(out.sin().sum(), x)))
+    for a, b in zip(*res):
+        assert (a - b).abs().max() <= 1e-12 * b.abs().max()
