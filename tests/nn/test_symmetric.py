@@ -25,7 +25,7 @@ def _data(dtype):
     return {"x": torch.randn(N, C, 9, generator=g, dtype=dtype), "element": torch.randint(0, E, (N,), generator=g)}
 
 
-@pytest.mark.parametrize("backend", ["recursive", "naive"])
+@pytest.mark.parametrize("backend", ["recursive", "monomial", "naive"])
 def test_equivariant_under_o3(dtype, backend):
     m = _module(dtype, backend)
     act = OnKeys({"x": IrrepsRep(IRREPS)}, invariant=("element",))
@@ -46,6 +46,19 @@ def test_negative_control_perturbed_basis(dtype):
     assert equivariance_error(f, _data(dtype), act, IrrepsRep(m.irreps_out_full)).passed()
     with torch.no_grad():
         m.executor.u1_2[1, 5, 0, 0] += 0.3
+    assert not equivariance_error(f, _data(dtype), act, IrrepsRep(m.irreps_out_full)).passed()
+
+
+def test_negative_control_perturbed_monomial_coefficients(dtype):
+    """The monomial executor with one coefficient of its order-2 matrix changed: the checker
+    must fail it (the coefficients are what makes the polynomial equivariant)."""
+    m = _module(dtype, "monomial", irreps_out="0e + 1o")
+    act = OnKeys({"x": IrrepsRep(IRREPS)}, invariant=("element",))
+    f = lambda t: m(t["x"], t["element"])  # noqa: E731
+    assert equivariance_error(f, _data(dtype), act, IrrepsRep(m.irreps_out_full)).passed()
+    with torch.no_grad():
+        v = m.executor.v2
+        v[v.abs().sum(1).argmax()] += 0.3 * (v.abs().sum(0) > 0)  # the busiest weight row, on every monomial it uses
     assert not equivariance_error(f, _data(dtype), act, IrrepsRep(m.irreps_out_full)).passed()
 
 

@@ -1,5 +1,5 @@
 """MACE's symmetric contraction: the basis U (counts from character theory, symmetry,
-equivariance, orthogonality), the executors (recursive == naive in float64), autograd."""
+equivariance, orthogonality), the executors (recursive, monomial == naive in float64), autograd."""
 
 import itertools
 
@@ -134,19 +134,38 @@ def _inputs(desc, n=23, c=5, e=3, dtype=torch.float64, seed=0):
     ("2x0e + 1o", "1o + 0e", 2), ("0e + 1o + 2e", "0e", 4),
     ("0e + 1e", "1o + 0e + 1e", 2),  # 1o has no basis at any order: zero columns beside the others
 ])
-def test_recursive_equals_naive_float64(irreps_in, irreps_out, corr):
+@pytest.mark.parametrize("backend", ["recursive", "monomial"])
+def test_fast_executors_equal_naive_float64(irreps_in, irreps_out, corr, backend):
     d = tp.symmetric_contraction(irreps_in, irreps_out, corr)
     x, el, w = _inputs(d)
     ref = tp.make_symmetric_executor(d, "naive")(x, el, w)
     for chunk in (2**25, 50):  # one chunk, and many chunks of a few nodes
-        out = tp.make_symmetric_executor(d, "recursive", chunk_elements=chunk)(x, el, w)
+        out = tp.make_symmetric_executor(d, backend, chunk_elements=chunk)(x, el, w)
         torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10 * ref.abs().max().item())
+    # one element only (no per-node selection of the element's rows)
+    ref1 = tp.make_symmetric_executor(d, "naive")(x, el * 0, w[:1])
+    torch.testing.assert_close(tp.make_symmetric_executor(d, backend)(x, el * 0, w[:1]), ref1, rtol=1e-10,
+                               atol=1e-10 * ref1.abs().max().item())
 
 
-def test_recursive_float32_close_to_float64():
+def test_monomial_plan_keeps_only_the_monomials_with_coefficients():
+    """V3 -> 0e + 1o at correlation 3: of the 16 / 136 / 816 sorted monomials of orders 1 / 2 / 3,
+    the order-3 ones with a nonzero coefficient (counted here from the basis directly) are all
+    computed and no others; order 2 adds the prefixes they are built from, order 1 is x itself."""
+    d = tp.symmetric_contraction(V3, "0e + 1o", 3)
+    ex = tp.make_symmetric_executor(d, "monomial")
+    us = [d.basis(i, 3, torch.float64) for i in range(2)]
+    nonzero = sum(1 for m in itertools.combinations_with_replacement(range(16), 3)
+                  if any(u[m].abs().max() > 1e-13 for u in us))
+    assert ex._sizes[0] == 16 and ex._sizes[2] == nonzero < 816 // 2
+    assert ex.num_monomials == sum(ex._sizes) < 816
+
+
+@pytest.mark.parametrize("backend", ["recursive", "monomial"])
+def test_fast_executors_float32_close_to_float64(backend):
     d = tp.symmetric_contraction(V3, "0e + 1o", 3)
     x, el, w = _inputs(d)
-    ex = tp.make_symmetric_executor(d, "recursive")
+    ex = tp.make_symmetric_executor(d, backend)
     ref = ex(x, el, w)
     out = ex(x.float(), el, w.float())
     # float32 rounding over ~16^3 products per output: 1e-5 relative to the output scale
@@ -166,7 +185,7 @@ def test_executor_matches_hand_written_correlation_two():
     torch.testing.assert_close(out, expect, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("backend", ["recursive", "naive"])
+@pytest.mark.parametrize("backend", ["recursive", "monomial", "naive"])
 def test_gradcheck_and_double_backward(backend):
     d = tp.symmetric_contraction("0e + 1o", "0e + 1o", 3)
     x, el, w = _inputs(d, n=3, c=2, e=2)
@@ -175,17 +194,18 @@ def test_gradcheck_and_double_backward(backend):
     ex = tp.make_symmetric_executor(d, backend)
     f = lambda a, b: ex(a, el, b)  # noqa: E731
     assert torch.autograd.gradcheck(f, (x, w))
-    if backend == "recursive":  # the oracle's second derivatives are compared in test_forces_train_through_it
+    if backend != "naive":  # the oracle's second derivatives are compared in test_forces_train_through_it
         assert torch.autograd.gradgradcheck(f, (x, w))
 
 
-def test_forces_train_through_it():
-    """Energy = sum of invariants; its gradient w.r.t. x (the 'forces') is differentiable w.r.t.
-    the weights, and both backends agree on that second derivative."""
-    d = tp.symmetric_contraction(V3, "0e", 3)
+@pytest.mark.parametrize("irreps_out", ["0e", "0e + 1o"])
+def test_forces_train_through_it(irreps_out):
+    """Energy = sum of the outputs; its gradient w.r.t. x (the 'forces') is differentiable w.r.t.
+    the weights, and every backend agrees with the oracle on that second derivative."""
+    d = tp.symmetric_contraction(V3, irreps_out, 3)
     x, el, w = _inputs(d, n=6, c=3)
     grads = []
-    for backend in ("recursive", "naive"):
+    for backend in ("naive", "recursive", "monomial"):
         ww = w.clone().requires_grad_(True)
         xx = x.clone().requires_grad_(True)
         e = tp.make_symmetric_executor(d, backend)(xx, el, ww).sum()
@@ -193,17 +213,19 @@ def test_forces_train_through_it():
         (gw,) = torch.autograd.grad((f**2).sum(), ww)
         grads.append(gw)
     assert grads[0].abs().max() > 0
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-10)
+    for g in grads[1:]:
+        torch.testing.assert_close(g, grads[0], rtol=1e-10, atol=1e-10)
 
 
-def test_frozen_weight_products_follow_the_weights():
+@pytest.mark.parametrize("backend", ["recursive", "monomial"])
+def test_frozen_weight_products_follow_the_weights(backend):
     """Weights that need no gradient (MD, frozen models) keep their ``U W`` products between
     calls; the result must still follow every change of the weights: in place (version bump),
     a new tensor, another dtype; and the gradient path (requires_grad) never reads the cache."""
     d = tp.symmetric_contraction(V3, "0e + 1o", 3)
     x, el, w = _inputs(d)
     naive = tp.make_symmetric_executor(d, "naive")
-    ex = tp.make_symmetric_executor(d, "recursive")
+    ex = tp.make_symmetric_executor(d, backend)
     torch.testing.assert_close(ex(x, el, w), naive(x, el, w), rtol=1e-10, atol=1e-10)
     assert ex._frozen  # the products were kept
     torch.testing.assert_close(ex(x, el, w), naive(x, el, w), rtol=1e-10, atol=1e-10)
@@ -243,7 +265,9 @@ def test_executor_validation():
         ex(x, el, w.float())
     with pytest.raises(ValueError, match="unknown backend 'fast'"):
         tp.make_symmetric_executor(d, "fast")
-    assert set(tp.SYMMETRIC_BACKENDS) >= {"naive", "recursive"}
+    assert set(tp.SYMMETRIC_BACKENDS) >= {"naive", "recursive", "monomial"}
+    with pytest.raises(ValueError, match="`chunk_elements` must be an int >= 1"):
+        tp.make_symmetric_executor(d, "monomial", chunk_elements=0)
     assert ex(x[:0], el[:0], w).shape == (0, 2)
 
 

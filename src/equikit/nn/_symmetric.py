@@ -1,6 +1,6 @@
 """``SymmetricContraction``: MACE's many-body product basis as a thin module over
 :mod:`equikit.tp` (descriptor :func:`~equikit.tp.symmetric_contraction`, executors
-``"recursive"`` / ``"naive"``)."""
+``"monomial"`` / ``"recursive"`` / ``"naive"``)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ class SymmetricContraction(nn.Module):
         correlation: highest order ``nu_max`` (1..4; MACE uses 3).
         num_elements: number of chemical elements (rows of the weights).
         channels: number of channels ``C``.
-        backend: ``"recursive"`` (default) or ``"naive"`` (any registered symmetric backend).
+        backend: ``"monomial"`` (default), ``"recursive"`` or ``"naive"`` (any registered symmetric
+            backend; all compute the same function, see :mod:`equikit.tp._symmetric_backends`).
 
     Weights: ``weight (num_elements, weight_numel, channels)``, each ``(ir_out, nu)`` block
     initialised ``N(0, 1) / K`` with ``K`` the block's basis size (MACE's initialisation).
@@ -61,7 +62,7 @@ class SymmetricContraction(nn.Module):
     """
 
     def __init__(self, irreps_in: Any, irreps_out: Any, correlation: int, num_elements: int, channels: int,
-                 *, backend: str = "recursive") -> None:
+                 *, backend: str = "monomial") -> None:
         super().__init__()
         where = "SymmetricContraction"
         self.num_elements = check_int(num_elements, "num_elements", where, minimum=1)

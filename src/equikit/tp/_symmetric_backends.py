@@ -7,7 +7,7 @@ irreps_out.dim)`` in the layout of ``descriptor.irreps_out_full(channels)``.
 
 - ``naive``: per output block and order ``nu`` one dense ``einsum`` of the full basis ``U``
   with ``nu`` copies of ``x`` and the weights gathered per node. The oracle.
-- ``recursive`` (default): MACE's contraction order, with the weights contracted per element
+- ``recursive``: MACE's contraction order, with the weights contracted per element
   instead of per node. Per element ``e`` present: ``T_nu = U_nu . W[e, nu]`` ``(channels, d^nu,
   M)`` for all output blocks at once (their ``m`` columns side by side, ``M`` the summed output
   dims; cost independent of the number of nodes), then for the nodes of that element ``y = x .
@@ -16,6 +16,20 @@ irreps_out.dim)`` in the layout of ``descriptor.irreps_out_full(channels)``.
   ``U`` with the weights gathered *per node* (``(N, channels, d^nu)``, times the basis size more
   multiply-adds). Nodes are processed in chunks so that the largest temporary stays below
   ``chunk_elements`` numbers.
+- ``monomial`` (default): the symmetry of ``U`` used. ``sum_{i_1..i_nu}
+  U_{i_1..i_nu} x_{i_1} .. x_{i_nu}`` is a sum over the *sorted* index tuples ``i_1 <= .. <=
+  i_nu`` (the symmetric monomials ``P_f(x)``) with ``U`` times the number of distinct orderings,
+  and only the monomials with a nonzero coefficient in some output block are kept (parity and
+  the triangle rule zero most: for ``0e+1o+2e+3o`` into ``0e + 1o`` at order 3, 355 of the 816
+  sorted ones, against the ``16^3 = 4096`` products per output column of ``recursive``; into
+  ``0e`` 77). Per order the monomials are built from the order below by one gather and one
+  multiply (``P_{i_1..i_nu} = P_{i_1..i_(nu-1)} x_{i_nu}``, the prefixes the top order needs
+  are kept below it), then ``B = sum_nu T_nu P_nu`` with ``T_nu (channels, E M, F_nu) = W^T
+  V_nu`` for all ``E`` elements at once (one ``bmm`` per order over the channels; each node
+  takes its element's ``M`` rows by a one-hot sum). No per-element loop, no ``d^nu`` temporaries:
+  on MACE's layer sizes 2-3x less time than ``recursive`` through forces and their training
+  gradient (double backward), see ``docs/potentials.md``. Chunks of nodes keep the monomials
+  below ``chunk_elements`` numbers.
 """
 
 from __future__ import annotations
@@ -93,9 +107,9 @@ def register_symmetric_backend(cls: type[SymmetricExecutor]) -> type[SymmetricEx
     return cls
 
 
-def make_symmetric_executor(descriptor: SymmetricContractionDescriptor, backend: str = "recursive",
+def make_symmetric_executor(descriptor: SymmetricContractionDescriptor, backend: str = "monomial",
                             **kwargs: Any) -> SymmetricExecutor:
-    """Build the executor registered as ``backend`` (``"recursive"`` or ``"naive"``).
+    """Build the executor registered as ``backend`` (``"monomial"``, ``"recursive"`` or ``"naive"``).
 
     >>> from equikit.tp import symmetric_contraction
     >>> d = symmetric_contraction("0e + 1o", "0e", 2)
@@ -312,4 +326,125 @@ class RecursiveSymmetricExecutor(SymmetricExecutor):
         y = torch.empty_like(y).index_copy(0, order, y)
         if len(self._dims) == 1:
             return y.reshape(n, c * self._dims[0])
+        return torch.cat([b.reshape(n, -1) for b in torch.split(y, self._dims, dim=-1)], dim=-1)
+
+
+
+def _monomial_plan(desc: SymmetricContractionDescriptor) -> dict:
+    """The monomials of the ``monomial`` executor. Per order ``nu``: the sorted index tuples
+    ``i_1 <= ... <= i_nu`` with a nonzero coefficient in some output block's basis, plus (below
+    the top order) the prefixes the next order is built from: each order-``nu`` monomial is an
+    order-``nu - 1`` one times one component of ``x`` (order 1 is ``x`` itself). And per order
+    ``V_nu (K_total, M * F_nu)``: the basis on those monomials, each entry times the monomial's
+    number of distinct orderings (``U`` is symmetric, so the sum over all index tuples is the sum
+    over sorted ones with that multiplicity); zero rows for the blocks of other orders."""
+    import itertools
+    import math
+    from collections import Counter
+
+    d = desc.irreps_in.dim
+    dims = [ir.dim for _, ir in desc.irreps_out]
+    offsets = [sum(dims[:i]) for i in range(len(dims))]
+    slices = desc.weight_slices()
+    built: dict[int, list[tuple[int, ...]]] = {1: [(i,) for i in range(d)]}
+    need: set[tuple[int, ...]] = set()
+    for nu in range(desc.correlation, 1, -1):  # top order first: its prefixes are needed below
+        us = [desc.basis(i, nu, torch.float64).numpy() for i in range(len(dims))]
+        built[nu] = sorted(need | {m for m in itertools.combinations_with_replacement(range(d), nu)
+                                   if any(u.shape[-1] and abs(u[m]).max() > 1e-13 for u in us)})
+        need = {m[:-1] for m in built[nu]}
+    orders = []
+    for nu in range(1, desc.correlation + 1):
+        v = torch.zeros(desc.weight_numel, sum(dims), len(built[nu]), dtype=torch.float64)
+        for i in range(len(dims)):
+            sl = slices[(i, nu)]
+            if sl.stop == sl.start:
+                continue
+            u = desc.basis(i, nu, torch.float64)  # (d, ..., d, m, K)
+            for f, m in enumerate(built[nu]):
+                mult = math.factorial(nu) / math.prod(math.factorial(c) for c in Counter(m).values())
+                v[sl, offsets[i] : offsets[i] + dims[i], f] = u[m].T * mult
+        prev = last = None
+        if nu >= 2:
+            below = {m: r for r, m in enumerate(built[nu - 1])}
+            prev = torch.tensor([below[m[:-1]] for m in built[nu]], dtype=torch.long)
+            last = torch.tensor([m[-1] for m in built[nu]], dtype=torch.long)
+        orders.append((v.reshape(v.shape[0], -1), prev, last, len(built[nu])))
+    return {"orders": orders}
+
+
+@register_symmetric_backend
+class MonomialSymmetricExecutor(SymmetricExecutor):
+    """The contraction as matrix products with the symmetric monomials of ``x`` (see the module
+    docs): ``B[n, c] = sum_nu T_nu[e_n, c] P_nu(x[n, c])``, ``T_nu = W^T V_nu``."""
+
+    name = "monomial"
+
+    def __init__(self, descriptor: SymmetricContractionDescriptor, chunk_elements: int = 2**25) -> None:
+        super().__init__(descriptor)
+        if isinstance(chunk_elements, bool) or not isinstance(chunk_elements, int) or chunk_elements < 1:
+            raise ValueError(
+                f"MonomialSymmetricExecutor: `chunk_elements` must be an int >= 1, got {chunk_elements!r}")
+        self.chunk_elements = chunk_elements
+        self._dims = [ir.dim for _, ir in descriptor.irreps_out]
+        self._sizes: list[int] = []  # monomials per order
+        for nu, (v, prev, last, size) in enumerate(_monomial_plan(descriptor)["orders"], start=1):
+            self.register_buffer(f"v{nu}", v, persistent=False)
+            if prev is not None:
+                self.register_buffer(f"prev{nu}", prev, persistent=False)
+                self.register_buffer(f"last{nu}", last, persistent=False)
+            self._sizes.append(size)
+        self._frozen: dict = {}
+
+    @property
+    def num_monomials(self) -> int:
+        """Monomials computed per node and channel (all orders)."""
+        return sum(self._sizes)
+
+    def monomials(self, xt: torch.Tensor) -> list[torch.Tensor]:
+        """``xt (C, d, n)`` -> per order ``nu`` the monomials ``(C, F_nu, n)`` (order 1: ``xt``)."""
+        out = [xt]
+        for nu in range(2, len(self._sizes) + 1):
+            out.append(out[-1].index_select(1, getattr(self, f"prev{nu}"))
+                       * xt.index_select(1, getattr(self, f"last{nu}")))
+        return out
+
+    def _tensors(self, weight: torch.Tensor) -> list[torch.Tensor]:
+        """Per order ``T_nu (C, E * M, F_nu)``, ``T_nu[c, e M + m, f] = sum_k W[e, k, c] V_nu[k, m, f]``."""
+        E, K, C = weight.shape
+        w = weight.permute(2, 0, 1).reshape(C * E, K)
+        return [(w @ getattr(self, f"v{nu}").to(weight.dtype)).reshape(C, E * sum(self._dims), f)
+                for nu, f in enumerate(self._sizes, start=1)]
+
+    def _tensors_of(self, weight: torch.Tensor) -> list[torch.Tensor]:
+        """:meth:`_tensors`, kept while weights that need no gradient stay unchanged (inference, MD)."""
+        if weight.requires_grad or torch.compiler.is_compiling():
+            return self._tensors(weight)
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape), weight.stride())
+        if key not in self._frozen:
+            self._frozen.clear()
+            self._frozen[key] = (weight, self._tensors(weight))  # holds the weights: the address stays theirs
+        return self._frozen[key][1]
+
+    def forward(self, x: torch.Tensor, element: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        desc = self.descriptor
+        n, c = _prepare(desc, x, element, weight, "symmetric contraction backend 'monomial'")
+        E, M = weight.shape[0], sum(self._dims)
+        if n == 0 or not self._keys:
+            return x.new_zeros(n, c * desc.irreps_out.dim)
+        ts = self._tensors_of(weight)
+        step = max(1, self.chunk_elements // max(1, c * max(self._sizes)))
+        ys = []
+        for s in range(0, n, step):
+            ps = self.monomials(x[s : s + step].permute(1, 2, 0))  # (C, d, n) ...
+            y = torch.bmm(ts[0], ps[0])
+            for t, p in zip(ts[1:], ps[1:]):
+                y = torch.baddbmm(y, t, p)  # (C, E M, n)
+            if E > 1:  # each node's element: a one-hot sum over the E row blocks
+                hot = torch.nn.functional.one_hot(element[s : s + step], E).T.to(x.dtype)  # (E, n)
+                y = (y.reshape(c, E, M, -1) * hot[:, None]).sum(1)
+            ys.append(y)
+        y = (torch.cat(ys, dim=-1) if len(ys) > 1 else ys[0]).permute(2, 0, 1)  # (N, C, M)
+        if len(self._dims) == 1:
+            return y.reshape(n, c * M)
         return torch.cat([b.reshape(n, -1) for b in torch.split(y, self._dims, dim=-1)], dim=-1)
