@@ -107,7 +107,8 @@ class PotentialConfig:
             applied before (to each ``l_1`` block) and after (to each ``l_out`` block); the only
             form the grid backends (``sphere_grid``, ``gaunt_fourier``) can run. ``"auto"``
             (default): ``"gaunt"`` for the grid backends, ``"clebsch_gordan"`` otherwise.
-        symmetric_backend: executor of the symmetric contraction (``"recursive"``, ``"naive"``).
+        symmetric_backend: executor of the symmetric contraction (``"monomial"``, ``"recursive"``,
+            ``"naive"``: the same function; ``"monomial"`` is the fastest, docs/potentials.md).
         product: the many-body product of each layer: ``"symmetric_contraction"`` (MACE, per-element
             weights) or ``"grid_mlp"`` (the "grid + MLP" variant: :class:`~equikit.nn.SphereGridMLP`
             evaluates ``A`` on a sphere grid, mixes channels per grid point with a one-hidden-layer
@@ -143,7 +144,7 @@ class PotentialConfig:
     readout_hidden: int = 16
     tp_backend: str = "sparse_cg"
     tp_product: str = "auto"
-    symmetric_backend: str = "recursive"
+    symmetric_backend: str = "monomial"
     product: str = "symmetric_contraction"
     grid_hidden: int | tuple[int, ...] = 32
     grid_condition: str = "none"
