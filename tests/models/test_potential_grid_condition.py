@@ -1,5 +1,6 @@
-"""The grid + MLP potential with a conditioned grid MLP (``grid_condition`` "element" / "scalars")
-and several hidden layers (``grid_hidden`` tuples): E(3) invariance of the energy and
+"""The grid + MLP potential with a conditioned grid MLP (``grid_condition`` "element" / "scalars"),
+per-element activation coefficients (``grid_powers="element"``) and several hidden layers
+(``grid_hidden`` tuples): E(3) invariance of the energy and
 equivariance of the forces through the public checker (reflections included) in float32 and
 float64, atom permutations, a negative control, forces against finite differences, the
 conditioning's effect, ``SphereGridMLP``'s ``bias`` argument, config validation and YAML."""
@@ -34,6 +35,8 @@ def _model(dtype=torch.float64, **kw):
         for layer in model.interactions:
             if isinstance(getattr(layer, "grid_bias", None), torch.nn.Parameter):
                 layer.grid_bias.normal_()
+            if getattr(layer, "grid_powers", None) is not None:
+                layer.grid_powers.uniform_(0.5, 1.5)
     return model
 
 
@@ -61,9 +64,9 @@ def _batch(x, dtype=torch.float64):
     return AtomsBatch.from_arrays(positions=x["pos"], numbers=x["numbers"], natoms=[len(x["numbers"])], dtype=dtype)
 
 
-VARIANTS = [{"grid_condition": "element"}, {"grid_condition": "scalars"},
+VARIANTS = [{"grid_condition": "element"}, {"grid_condition": "scalars", "grid_powers": "element"},
             {"grid_condition": "element", "grid_hidden": (6, 5), "correlation": 2}]
-IDS = ["element", "scalars", "element_depth2"]
+IDS = ["element", "scalars_powers", "element_depth2"]
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
@@ -137,13 +140,45 @@ def test_element_bias_acts_per_element():
     torch.testing.assert_close(_energy(model, _batch(x)), _energy(plain, _batch(x)), rtol=1e-12, atol=0)
 
 
-def test_conditioned_model_trains_its_biases():
-    model = _model(grid_condition="element")
+def test_element_powers_act_per_element():
+    """``grid_powers="element"``: all coefficients 1 is the fixed truncated exponential (same
+    weights); an absent element's coefficients change nothing, a present element's change the energy."""
+    model = _model(grid_powers="element")
+    x = _cluster(torch.float64)
+    only_h = {"pos": x["pos"][[1, 2, 4, 6]], "numbers": torch.tensor([1, 1, 1, 1])}
+    e_h, e_all = _energy(model, _batch(only_h)), _energy(model, _batch(x))
+    with torch.no_grad():
+        model.interactions[1].grid_powers[1, :, 2] += 0.5  # oxygen's cubic coefficients, second layer
+    torch.testing.assert_close(_energy(model, _batch(only_h)), e_h, rtol=0, atol=0)
+    assert (_energy(model, _batch(x)) - e_all).abs().item() > 1e-6
+    plain = _model(grid_powers="fixed")
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if "grid_powers" not in k})
+    with torch.no_grad():
+        for layer in model.interactions:
+            layer.grid_powers.fill_(1.0)
+    torch.testing.assert_close(_energy(model, _batch(x)), _energy(plain, _batch(x)), rtol=1e-12, atol=0)
+
+
+def test_polynomial_activation_coefficients_against_the_expanded_polynomial():
+    from equikit.models.potential import PolynomialActivation
+
+    t = torch.linspace(-2, 2, 7, dtype=torch.float64)
+    a = torch.tensor([0.3, -1.2, 2.5], dtype=torch.float64)
+    expected = 0.3 * t - 1.2 * t**2 / 2 + 2.5 * t**3 / 6
+    torch.testing.assert_close(PolynomialActivation(3)(t, a), expected, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("variant", [{"grid_condition": "element"}, {"grid_condition": "scalars"},
+                                     {"grid_powers": "element"}], ids=["element", "scalars", "powers"])
+def test_conditioned_model_trains_its_new_parameters(variant):
+    model = _model(**variant)
     b = _batch(_cluster(torch.float64))
     out = model(b, training=True)
     (out["forces"] ** 2).sum().backward()
     for layer in model.interactions:
-        assert layer.grid_bias.grad is not None and layer.grid_bias.grad.abs().sum() > 0
+        p = layer.grid_bias.weight if variant.get("grid_condition") == "scalars" else (
+            layer.grid_bias if "grid_condition" in variant else layer.grid_powers)
+        assert p.grad is not None and p.grad.abs().sum() > 0
 
 
 def test_depth_two_grid_is_exact_for_the_squared_band_limit():
@@ -181,6 +216,19 @@ def test_grid_mlp_with_invariant_bias_is_equivariant(dtype):
     assert_equivariant(lambda v: m(v, bias), x, IrrepsRep(I), IrrepsRep(O), rtol=RTOL[dtype])
 
 
+def test_grid_mlp_per_call_activation():
+    """``act=`` replaces the activation for one call: the same as a module built with it."""
+    torch.manual_seed(0)
+    m = SphereGridMLP(I, O, hidden=(8,), act=torch.square).double()
+    other = SphereGridMLP(I, O, hidden=(8,), act=torch.tanh).double()
+    other.load_state_dict(m.state_dict())
+    x = torch.randn(4, Irreps(I).dim, dtype=torch.float64)
+    torch.testing.assert_close(m(x, act=torch.tanh), other(x), rtol=0, atol=0)
+    assert (m(x, act=torch.tanh) - m(x)).abs().max() > 1e-3
+    with pytest.raises(TypeError, match="`act` must be callable"):
+        m(x, act=3)
+
+
 def test_grid_mlp_bias_bad_shapes_raise():
     m = SphereGridMLP(I, O, hidden=(8,))
     x = torch.randn(5, Irreps(I).dim)
@@ -198,6 +246,9 @@ def test_grid_mlp_bias_bad_shapes_raise():
     ({"grid_hidden": [8, 0]}, "grid_hidden"),
     ({"grid_hidden": True}, "grid_hidden"),
     ({"grid_hidden": 8.0}, "grid_hidden"),
+    ({"grid_powers": "learned"}, "grid_powers` must be"),
+    ({"grid_powers": "element", "grid_hidden": (8, 8)}, "one hidden layer"),
+    ({"grid_powers": "element", "product": "symmetric_contraction"}, "needs product='grid_mlp'"),
 ])
 def test_invalid_config_raises(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -210,4 +261,7 @@ def test_yaml_roundtrip(tmp_path):
     cfg.to_yaml(tmp_path / "p.yaml")
     back = PotentialConfig.from_yaml(tmp_path / "p.yaml")
     assert back == cfg and back.grid_hidden == (16, 8) and back.grid_condition == "scalars"
+    cfg = _config(grid_condition="element", grid_powers="element")
+    cfg.to_yaml(tmp_path / "q.yaml")
+    assert PotentialConfig.from_yaml(tmp_path / "q.yaml").grid_powers == "element"
     assert PotentialConfig.from_dict({**cfg.to_dict(), "grid_hidden": 12}).grid_hidden == 12

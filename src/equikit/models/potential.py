@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +126,10 @@ class PotentialConfig:
             per-element weights MACE's symmetric contraction has, which let the polynomial mix its
             powers differently per element); ``"scalars"`` (a linear map of the layer's input
             scalars: in the first layer the element embedding, later the learned invariants).
+        grid_powers: the coefficients ``a_k`` of the grid MLP's polynomial activation
+            ``sum_k a_k t^k / k!``: ``"fixed"`` (``a_k = 1``) or ``"element"`` (learned per element,
+            hidden unit of the first layer and power ``k``, init 1: per-element weights of each
+            correlation order, as the symmetric contraction has).
         dtype: ``"float32"`` or ``"float64"``, the parameters' dtype.
     """
 
@@ -148,6 +153,7 @@ class PotentialConfig:
     product: str = "symmetric_contraction"
     grid_hidden: int | tuple[int, ...] = 32
     grid_condition: str = "none"
+    grid_powers: str = "fixed"
     dtype: str = "float64"
 
     def __post_init__(self) -> None:
@@ -195,6 +201,14 @@ class PotentialConfig:
         if self.grid_condition not in ("none", "element", "scalars"):
             raise ValueError(f"{w}: `grid_condition` must be 'none', 'element' or 'scalars', "
                              f"got {self.grid_condition!r}")
+        if self.grid_powers not in ("fixed", "element"):
+            raise ValueError(f"{w}: `grid_powers` must be 'fixed' or 'element', got {self.grid_powers!r}")
+        if self.grid_powers != "fixed" and len(widths) != 1:
+            raise ValueError(f"{w}: `grid_powers` {self.grid_powers!r} needs one hidden layer in the grid MLP, "
+                             f"got grid_hidden={gh!r}")
+        if self.grid_powers != "fixed" and self.product != "grid_mlp":
+            raise ValueError(f"{w}: `grid_powers` {self.grid_powers!r} is the grid MLP's activation; it needs "
+                             f"product='grid_mlp', got product={self.product!r}")
         if self.grid_condition != "none" and self.product != "grid_mlp":
             raise ValueError(f"{w}: `grid_condition` {self.grid_condition!r} conditions the grid MLP; it needs "
                              f"product='grid_mlp', got product={self.product!r}")
@@ -330,22 +344,33 @@ def _block_columns(irreps: Irreps) -> torch.Tensor:
 
 
 class PolynomialActivation(nn.Module):
-    """``sum_{k=1..degree} t^k / k!`` (the truncated ``exp(t) - 1``): a polynomial activation, so
-    a sphere grid exact for ``degree`` keeps :class:`~equikit.nn.SphereGridMLP` exactly equivariant.
+    """``sum_{k=1..degree} a_k t^k / k!`` (with ``a_k = 1`` the truncated ``exp(t) - 1``): a
+    polynomial activation, so a sphere grid exact for ``degree`` keeps
+    :class:`~equikit.nn.SphereGridMLP` exactly equivariant. ``coefficients`` (optional, ``(...,
+    degree)``, broadcast against ``t (...)`` after dropping their last dim): the ``a_k``, e.g. per
+    element and hidden unit.
 
     >>> PolynomialActivation(2)(torch.tensor([2.0]))
     tensor([4.])
+    >>> PolynomialActivation(2)(torch.tensor([2.0]), torch.tensor([1.0, 0.5]))
+    tensor([3.])
     """
 
     def __init__(self, degree: int) -> None:
         super().__init__()
         self.degree = degree
 
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        out, term = t, t
+    def forward(self, t: torch.Tensor, coefficients: torch.Tensor | None = None) -> torch.Tensor:
+        if coefficients is None:
+            out, term = t, t
+            for k in range(2, self.degree + 1):
+                term = term * t / k
+                out = out + term
+            return out
+        out, term = t * coefficients[..., 0], t
         for k in range(2, self.degree + 1):
             term = term * t / k
-            out = out + term
+            out = out + term * coefficients[..., k - 1]
         return out
 
 
@@ -463,6 +488,9 @@ class Interaction(nn.Module):
                 self.grid_bias = nn.Parameter(torch.zeros(len(cfg.atomic_numbers), hidden[0]))
             elif self.grid_condition == "scalars":
                 self.grid_bias = nn.Linear(c, hidden[0], bias=False)
+            self.grid_powers = None
+            if cfg.grid_powers == "element":  # init 1: starts as the fixed truncated exponential
+                self.grid_powers = nn.Parameter(torch.ones(len(cfg.atomic_numbers), hidden[0], cfg.correlation))
         else:
             self.product = SymmetricContraction(_natural(cfg.max_ell, 1), Irreps([(1, m.ir) for m in irreps_out]),
                                                 cfg.correlation, len(cfg.atomic_numbers), c,
@@ -490,7 +518,11 @@ class Interaction(nn.Module):
                 cond = self.grid_bias[element]
             elif self.grid_condition == "scalars":  # irreps_in starts with C x 0e
                 cond = self.grid_bias(h[:, : self.grid_bias.in_features])
-            b = self.product(a, cond)
+            act = None
+            if self.grid_powers is not None:  # per-atom coefficients, the same at every grid point
+                coef = self.grid_powers[element].unsqueeze(1)  # (N, 1, H, correlation)
+                act = functools.partial(self.product.act, coefficients=coef)
+            b = self.product(a, cond, act)
         else:
             b = self.product(mul_ir_to_channels(a, self.irreps_a), element)
         out = self.linear_out(b)

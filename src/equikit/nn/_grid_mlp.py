@@ -142,24 +142,31 @@ class SphereGridMLP(nn.Module):
         coeffs = pad.index_select(1, self.idx_in).reshape(x.shape[0], self.c_in, -1)
         return (coeffs @ self.y.to(x.dtype)).transpose(1, 2)
 
-    def mlp(self, v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def mlp(self, v: torch.Tensor, bias: torch.Tensor | None = None,
+            act: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """The pointwise MLP over the last (channel) dim; ``bias (B, hidden[0])`` (or None) is
-        added to the first layer's output at every grid point of sample ``b``."""
+        added to the first layer's output at every grid point of sample ``b``; ``act`` (or None:
+        ``self.act``) is the activation of this call."""
+        act = self.act if act is None else act
         for i, layer in enumerate(self.layers):
             v = layer(v)
             if i == 0 and bias is not None:
                 v = v + bias.unsqueeze(-2)
             if i < len(self.layers) - 1:
-                v = self.act(v)
+                v = act(v)
         return v
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None,
+                act: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """``x (..., irreps_in.dim) -> (..., irreps_out.dim)``. ``bias`` (optional, ``(...,
         hidden[0])``): a per-sample shift of the first hidden layer's pre-activation, the same at
         every grid point, e.g. computed from invariant features (an element embedding): a constant
         function on the sphere, so equivariance and the exactness of the grid are unchanged, and
         with a polynomial activation it gives every sample its own mix of the powers of the
-        first layer's output.
+        first layer's output. ``act`` (optional) replaces the activation for this call, applied
+        to ``(B, G, width)`` tensors (``B`` samples, ``G`` grid points), e.g. one with per-sample
+        parameters shaped ``(B, 1, width)``; it must act pointwise (the same function at every
+        grid point) for the layer to stay equivariant.
 
         >>> m = SphereGridMLP("2x0e + 2x1o", "2x0e", hidden=(4,))
         >>> m(torch.randn(3, 8), bias=torch.randn(3, 4)).shape
@@ -179,7 +186,9 @@ class SphereGridMLP(nn.Module):
                 raise ValueError(f"SphereGridMLP: `bias` must have shape {(*batch, width)} (the batch shape of `x` "
                                  f"and hidden[0]), got {got}")
             bias = bias.reshape(-1, width)
-        v = self.mlp(self.to_grid(x.reshape(-1, x.shape[-1])), bias)  # (B, G, C_out)
+        if act is not None and not callable(act):
+            raise TypeError(f"SphereGridMLP: `act` must be callable or None, got {type(act).__name__}")
+        v = self.mlp(self.to_grid(x.reshape(-1, x.shape[-1])), bias, act)  # (B, G, C_out)
         z = (v.transpose(1, 2) @ self.proj.to(v.dtype)).reshape(v.shape[0], -1)  # (B, C_out * (L+1)^2)
         return z.index_select(1, self.idx_out).reshape(*batch, self.irreps_out.dim)
 
