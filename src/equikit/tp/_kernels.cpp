@@ -14,7 +14,8 @@
 // derivative (the Python side wires it into autograd).
 //
 // Modes per path: 0 = uvw (fully connected, W[u, v, w]: the sparse bilinear part T[k][u, v]
-// first, then T times the weights; with shared weights as a GEMM over 32 rows at a time),
+// first, then T times the weights, or x1 times the weights first, then the sparse sum with x2,
+// whichever the plan found cheaper (F_ORD); with shared weights as a GEMM over 32 rows at a time),
 // 1 = uvu (channelwise, W[u, v]), 2 = uuu (elementwise, W[u]). Per row, every operand is transposed into a buffer with
 // layout [component][channel] per block (blocks of mul 1 are left as they are), so the inner
 // loops run over contiguous channels and vectorise; rows are split over OpenMP threads.

@@ -20,12 +20,15 @@ is the sum of the one-slot rule over its outputs. Both are ``torch.library.custo
 fake implementations, so ``torch.compile(fullgraph=True)`` traces each as one node.
 
 Modes (all in the kernel, weights shared or per row): channelwise ``uvu``, elementwise ``uuu``
-and fully connected ``uvw``; for ``uvw`` the kernel first forms the sparse bilinear part
+and fully connected ``uvw``; for ``uvw`` the kernel either first forms the sparse bilinear part
 ``T[k, u, v] = sum c x1[u, i] x2[v, j]`` of the row (only the nonzeros), then ``z[w, k] += sum_uv
-T[k, u, v] W[u, v, w]``; with shared weights the second step is one register-blocked GEMM over 32
-rows at a time (no ``(rows, k, u, v)`` intermediate in memory). Outputs of 32 MiB and more get
-transparent-huge-page advice before the first write (fresh large allocations otherwise fault
-once per 4 KiB page, which dominated the 10k-row timings).
+T[k, u, v] W[u, v, w]`` ("output first"), or first ``Y[i, v, w] = sum_u x1[u, i] W[u, v, w]``,
+then the sparse sum with ``x2`` ("x1 first"); with shared weights the weight step is one
+register-blocked GEMM over 32 rows at a time (no ``(rows, k, u, v)`` intermediate in memory).
+Each path takes the order with fewer multiply-adds, for the forward and separately for each set
+of wanted gradients (:func:`uvw_order`, chosen when the plan is built; docs/tp.md has the math).
+Outputs of 32 MiB and more get transparent-huge-page advice before the first write (fresh large
+allocations otherwise fault once per 4 KiB page, which dominated the 10k-row timings).
 
 The library is compiled on first use by :func:`equikit._utils.native.load_library`; when that
 fails (no compiler) or ``EQUIKIT_NO_NATIVE=1``, :func:`available` is False and ``sparse_cg``
