@@ -76,6 +76,10 @@ VARIANTS = {
     # faster than the sphere-grid quadrature (the grid wins from L ~ 6, docs/tp.md); outputs
     # agree to float32 rounding
     "facet_sparse": {"radial": "spline", "tp_backend": "sparse_cg", "tp_product": "gaunt", "product": "grid_mlp"},
+    # facet_sparse with the grid MLP conditioned on each atom's input scalars (element embedding in
+    # the first layer): a per-atom shift of the first hidden layer (session 6, docs/potentials.md)
+    "facet_cond": {"radial": "spline", "tp_backend": "sparse_cg", "tp_product": "gaunt", "product": "grid_mlp",
+                   "grid_condition": "scalars"},
 }
 #: case -> (kind, molecule or repeat, structures per training batch)
 CASES = {
