@@ -16,17 +16,20 @@ from equikit.tp import _native
 
 needs_native = pytest.mark.skipif(not _native.available(), reason="no C++ compiler: the kernel cannot be built")
 
-# every order of every gradient set: forward "x1" and all three gradients off the output-first order
-ALL_X1 = 1 | sum(7 << (1 + 3 * g) for g in range(8))
+# every gradient set off the output-first order: forward "x1" / "x2" and all three gradients through
+# Q / Y, with the operands as they are / exchanged
+ALL_X1 = 1 | sum(7 << (2 + 4 * g) for g in range(8))
+ALL_X2 = 2 | sum(15 << (2 + 4 * g) for g in range(8))
 # the wanted-gradient subsets (argument positions x1, x2, w) that the backward asks the kernel for
 SUBSETS = [s for r in (1, 2, 3) for s in itertools.combinations(range(3), r)]
 
 
 def _mixed():
-    """Paths with different chosen orders: V = 1 (spherical harmonics) and V > 1 (the kernel's
-    separate [v w][u] weight copy), 33 / 17 channels (GEMM tails)."""
+    """Paths with different chosen orders: V = 1 (spherical harmonics), V > 1 (the kernel's
+    separate [v w][u] weight copy) and V >> U (x2 first), 33 / 17 channels (GEMM tails)."""
     return (tp.fully_connected("17x0e + 33x1o + 5x2e", Irreps.spherical_harmonics(2), "19x0e + 17x1o + 6x2e"),
-            tp.fully_connected("6x0e + 5x1o + 4x2e", "3x0e + 2x1o + 2x2e", "5x0e + 7x1o + 3x2e"))
+            tp.fully_connected("6x0e + 5x1o + 4x2e", "3x0e + 2x1o + 2x2e", "5x0e + 7x1o + 3x2e"),
+            tp.fully_connected("3x0e + 2x1o", "20x0e + 17x1o", "18x0e + 16x1o"))
 
 
 def _inputs(d, rows, dtype, seed=0, grad=True):
@@ -43,34 +46,43 @@ def _codes(d, how):
         return [0] * n
     if how == "x1":
         return [ALL_X1] * n
+    if how == "x2":
+        return [ALL_X2] * n
     if how == "chosen":
         return None
-    # "scrambled": a different bit pattern per path and per gradient set (deterministic)
-    return [(1 + 7919 * q) * 2654435761 % (1 << 25) for q in range(n)]
+    # "scrambled": a different forward and bit pattern per path and per gradient set (deterministic)
+    return [q % 3 | ((1 + 7919 * q) * 2654435761 % (1 << 32)) << 2 for q in range(n)]
 
 
 def test_uvw_order_follows_the_flop_count():
     """Hand-counted multiply-adds per row (U = Wo = 128, V = 1) decide the order."""
     nnz = count_nonzero(0, 1, 1)
     assert nnz == 3
-    # 0e x 1o -> 1o: out first 3*128 + 3*128^2, x1 first 128^2 + 3*128
-    assert _native.uvw_order(128, 1, 128, 1, 3, nnz).forward == "x1"
+    # 0e x 1o -> 1o: out first 3*128 + 3*128^2, x1 first 128^2 + 3*128, x2 first 3*128^2 + 3*128^2
+    assert _native.uvw_order(128, 1, 128, 1, 3, 3, nnz).forward == "x1"
     # 1o x 1o -> 0e: out first 3*128 + 128^2, x1 first 3*128^2 + 3*128
-    assert _native.uvw_order(128, 1, 128, 3, 1, count_nonzero(1, 1, 0)).forward == "out"
-    # 0e x 0e -> 0e: both 128^2 + 128, a tie keeps the output-first order
-    assert _native.uvw_order(128, 1, 128, 1, 1, 1).forward == "out"
-    o = _native.uvw_order(128, 1, 128, 1, 3, nnz)
+    assert _native.uvw_order(128, 1, 128, 3, 3, 1, count_nonzero(1, 1, 0)).forward == "out"
+    # 0e x 0e -> 0e: all 128^2 + 128, a tie keeps the output-first order
+    assert _native.uvw_order(128, 1, 128, 1, 1, 1, 1).forward == "out"
+    # 64x1o x 64x0e -> 64x1o: out first 3*64^3 + 3*64^2, x1 first 3*64^3 + 3*64^2, x2 first 64^3 + 3*64^2
+    assert _native.uvw_order(64, 64, 64, 3, 1, 3, 3).forward == "x2"
+    # and all its gradients with the operands exchanged (8 | 7), each 64^3 instead of 3 * 64^3
+    assert _native.uvw_order(64, 64, 64, 3, 1, 3, 3).gradients[7] == 15
+    o = _native.uvw_order(128, 1, 128, 1, 3, 3, nnz)
     # all gradients of 0e x 1o -> 1o: Q W^T, Y . h, x1^T Q (3 GEMMs of 128^2) beat G and T (2 of 3*128^2)
     assert o.gradients[7] == 7
     # only the x2 gradient (forces): Y (128^2) beats G (3*128^2)
     assert o.gradients[2] == 2
     # 1o x 1o -> 2e (nnz 11), all gradients: W through Q (3*128^2) and the inputs through one
     # shared G (5*128^2): 8*128^2 against 10 (old) and 9 (everything through Q / Y)
-    o = _native.uvw_order(128, 1, 128, 3, 5, count_nonzero(1, 1, 2))
+    o = _native.uvw_order(128, 1, 128, 3, 3, 5, count_nonzero(1, 1, 2))
     assert (o.forward, o.gradients[7]) == ("x1", 4)
-    # no bit for a gradient that is not wanted
-    for g, bits in enumerate(_native.uvw_order(128, 1, 128, 1, 5, 5).gradients):
-        assert bits & ~g == 0
+    # no bit for a gradient that is not wanted (bits 1, 2 name the exchanged operands under bit 8)
+    for g, bits in enumerate(_native.uvw_order(128, 64, 128, 1, 5, 5, 5).gradients + o.gradients):
+        g %= 8
+        if bits & 8:
+            g = (g & 4) | (g & 1) << 1 | (g & 2) >> 1
+        assert bits & 7 & ~g == 0
 
 
 def test_plan_carries_the_chosen_codes_and_paths_differ():
@@ -79,18 +91,21 @@ def test_plan_carries_the_chosen_codes_and_paths_differ():
     want = []
     for p in d.paths:
         (m1, ir1), (m2, ir2), (mo, iro) = d.irreps1[p.i1], d.irreps2[p.i2], d.irreps_out[p.i_out]
-        want.append(_native.uvw_order(m1, m2, mo, ir1.dim, iro.dim, count_nonzero(ir1.l, ir2.l, iro.l)).code)
-    assert pl.paths[:, -1].tolist() == want
-    forwards = {("x1" if c & 1 else "out") for c in want}
-    assert forwards == {"out", "x1"}  # both forward orders occur in this descriptor
-    grads = {(c >> (1 + 3 * 7)) & 7 for c in want}
+        nnz = count_nonzero(ir1.l, ir2.l, iro.l)
+        want.append(_native.uvw_order(m1, m2, mo, ir1.dim, ir2.dim, iro.dim, nnz).code)
+    assert pl.paths[:, 13].tolist() == want
+    forwards = {c & 3 for c in want}
+    assert forwards == {0, 1}  # both forward orders occur in this descriptor
+    grads = {(c >> (2 + 4 * 7)) & 15 for c in want}
     assert len(grads) >= 2  # and several backward orders
+    # and x2 first in the third
+    assert {c & 3 for c in _native.plan(_mixed()[2]).paths[:, 13].tolist()} >= {2}
     # channelwise paths carry no order
-    assert not _native.plan(tp.channelwise("2x1o", "1o + 0e")).paths[:, -1].any()
+    assert not _native.plan(tp.channelwise("2x1o", "1o + 0e")).paths[:, 13].any()
 
 
 @needs_native
-@pytest.mark.parametrize("how", ["out", "x1", "chosen", "scrambled"])
+@pytest.mark.parametrize("how", ["out", "x1", "x2", "chosen", "scrambled"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_every_order_matches_naive(how, dtype):
     """Forward and every subset of gradients (each a different kernel mask, so a different
@@ -114,7 +129,7 @@ def test_every_order_matches_naive(how, dtype):
 
 
 @needs_native
-@pytest.mark.parametrize("how", ["x1", "chosen", "scrambled"])
+@pytest.mark.parametrize("how", ["x1", "x2", "chosen", "scrambled"])
 def test_gradcheck_and_gradgradcheck_through_the_orders(how):
     d = tp.fully_connected("2x0e + 2x1o", "0e + 1o + 2x2e", "2x0e + 3x1o + 1x2e")
     key = _native._build(d, _codes(d, how)).key
@@ -132,7 +147,7 @@ def test_forces_double_backward_agrees_between_orders():
     """The force-like second derivative d/dw |dE/dx2|^2 is the same in every order."""
     d = _mixed()[0]
     res = []
-    for how in ("out", "x1", "scrambled"):
+    for how in ("out", "x1", "x2", "scrambled"):
         key = _native._build(d, _codes(d, how)).key
         x1, x2, w = _inputs(d, 40, torch.float64, seed=3)
         e = _native.contract(key, x1, x2, w, True).pow(2).sum()
@@ -145,12 +160,13 @@ def test_forces_double_backward_agrees_between_orders():
 
 @needs_native
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_x1_first_order_is_equivariant_with_a_negative_control(dtype):
-    """O(3) equivariance of the product in the x1-first orders; the same kernel with its 1e
-    output read as 1o must fail under reflections."""
+@pytest.mark.parametrize("how", ["x1", "x2"])
+def test_reordered_product_is_equivariant_with_a_negative_control(dtype, how):
+    """O(3) equivariance of the product in the x1-first / x2-first orders; the same kernel with its
+    1e output read as 1o must fail under reflections."""
     i1, i2, io = "2x0e + 2x1o + 1x2e", "0e + 1o + 2e", "2x0e + 2x1o + 2x1e + 1x2e"
     d = tp.fully_connected(i1, i2, io)
-    key = _native._build(d, _codes(d, "x1")).key
+    key = _native._build(d, _codes(d, how)).key
     w = torch.randn(d.weight_numel, dtype=dtype)
     x = {"x1": torch.randn(6, d.irreps1.dim, dtype=dtype), "x2": torch.randn(6, d.irreps2.dim, dtype=dtype)}
     act = OnKeys({"x1": IrrepsRep(i1), "x2": IrrepsRep(i2)})
@@ -163,9 +179,10 @@ def test_x1_first_order_is_equivariant_with_a_negative_control(dtype):
 
 
 @needs_native
-def test_two_threads_agree_with_one():
+@pytest.mark.parametrize("how", ["chosen", "x2"])
+def test_two_threads_agree_with_one(how):
     d = _mixed()[0]
-    key = _native._build(d, _codes(d, "chosen")).key
+    key = _native._build(d, _codes(d, how)).key
     x = _inputs(d, 300, torch.float64, seed=5)
     res = []
     for threads in (1, 2):

@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include <omp.h>
@@ -30,15 +31,18 @@
 
 namespace {
 
-enum { F_MODE, F_U, F_V, F_K, F_D1, F_D2, F_D3, F_OFF1, F_OFF2, F_OFFO, F_WOFF, F_E0, F_E1, F_ORD, F_N };
+enum { F_MODE, F_U, F_V, F_K, F_D1, F_D2, F_D3, F_OFF1, F_OFF2, F_OFFO, F_WOFF, F_E0, F_E1, F_ORD, F_SE0, F_SE1, F_N };
 
 // Contraction orders of a shared-weight uvw path (F_ORD, chosen per path by the plan from the
-// dimensions: _native.uvw_order). Bit 0: the forward contracts x1 with the weights first; for
-// the gradient mask g = (mask >> 1) & 7 (bit 0: x1, bit 1: x2, bit 2: weights wanted) the three
-// bits at 1 + 3 g say which gradients leave the "output first" order (uvw_chunk has the math).
-enum { O_X1_Q = 1, O_X2_Y = 2, O_W_Q = 4 };
+// dimensions: _native.uvw_order). Bits 0-1: the forward order (0: output first, 1: x1 first,
+// 2: x2 first); for the gradient mask g = (mask >> 1) & 7 (bit 0: x1, bit 1: x2, bit 2: weights
+// wanted) the four bits at 2 + 4 g: O_SWAP runs the path with x1 and x2 exchanged (the "x2
+// first" frame: U <-> V, the CG entries (j, i, k) from F_SE0..F_SE1, the weights permuted to
+// [v][u][w]), the other three say which gradients of that frame leave the "output first" order
+// (uvw_chunk has the math).
+enum { O_X1_Q = 1, O_X2_Y = 2, O_W_Q = 4, O_SWAP = 8 };
 
-inline int grad_order(const int64_t* p, int mask) { return int((p[F_ORD] >> (1 + 3 * ((mask >> 1) & 7))) & 7); }
+inline int grad_order(const int64_t* p, int mask) { return int((p[F_ORD] >> (2 + 4 * ((mask >> 1) & 7))) & 15); }
 
 struct Operand {
     const int64_t* blocks;  // (nblocks, 3): offset, mul, dim
@@ -464,17 +468,20 @@ inline int64_t uvw_chunk_numel(const int64_t* p, int64_t R) {
 }
 
 // one shared-weight uvw path over the rows rs[0:R] of a chunk, for every slot in `mask` (bit s
-// = slot s), each in the order the plan chose (F_ORD). Buffers: M, uvw_chunk_numel. wT: the
-// weights as [w][u v] per path (the output-first input gradients), wT1: as [v w][u] (the x1
-// gradient through Q; the same array as wT where V = 1).
+// = slot s): the forward x1 first (fwd_x1) or output first, the gradients in the orders `ob`
+// (O_X1_Q | O_X2_Y | O_W_Q). Buffers: M, uvw_chunk_numel. Weights (each indexed from the
+// path's weight offset): Wb as [u][v w] (e3nn layout), wT as [w][u v] (the output-first input
+// gradients), wT1 as [v w][u] (the x1 gradient through Q; the same array as wT where V = 1); gw
+// accumulates the weight gradient as [u][v w]. The "x2 first" orders are this function on the
+// swapped frame (the caller swaps p, the rows and the weight layouts).
 template <typename T>
-void uvw_chunk(int mask, const int64_t* p, const int32_t* ei, const T* ec, Row<T>* rs, int64_t R, const T* wT,
-               const T* wT1, T* gw, T* M) {
+void uvw_chunk(int mask, const int64_t* p, const int32_t* ei, const T* ec, Row<T>* rs, int64_t R, const T* Wb,
+               const T* wT, const T* wT1, T* gw, T* M, bool fwd_x1, int ob) {
     const int64_t U = p[F_U], UV = U * p[F_V], Wo = p[F_K], VW = p[F_V] * Wo, d1 = p[F_D1], d3 = p[F_D3];
     const int64_t woff = p[F_WOFF], m = R * d3, m1 = R * d1;
     if (mask & 1) {
-        const T* W = rs[0].w + woff;
-        if (p[F_ORD] & 1) {  // x1 first: Y = Xc W (R d1 x V Wo), then the sparse sum into z
+        const T* W = Wb + woff;
+        if (fwd_x1) {  // x1 first: Y = Xc W (R d1 x V Wo), then the sparse sum into z
             T* Xc = M;
             T* Y = M + m1 * U;
             uvw_stack_x1(p, rs, R, Xc);
@@ -496,7 +503,6 @@ void uvw_chunk(int mask, const int64_t* p, const int32_t* ei, const T* ec, Row<T
         }
     }
     if (!(mask & 14)) return;
-    const int ob = grad_order(p, mask);
     const bool w_q = (mask & 8) && (ob & O_W_Q), x1_q = (mask & 2) && (ob & O_X1_Q);
     const bool x2_y = (mask & 4) && (ob & O_X2_Y), w_t = (mask & 8) && !w_q;
     const int via_g = (mask & 6) & ~((x1_q ? 2 : 0) | (x2_y ? 4 : 0));
@@ -538,9 +544,30 @@ void uvw_chunk(int mask, const int64_t* p, const int32_t* ei, const T* ec, Row<T
     }
     if (x2_y) {  // Y = Xc W as in the forward, then the sparse dot products with h
         std::fill(Y, Y + m1 * VW, T(0));
-        small_gemm(m1, VW, U, Xc, U, rs[0].w + woff, Y);
+        small_gemm(m1, VW, U, Xc, U, Wb + woff, Y);
         for (int64_t n = 0; n < R; ++n) uvw_x2_grad_from_y(p, ei, ec, rs[n], Y + n * d1 * VW);
     }
+}
+
+// the path row of the swapped frame: x1 <-> x2 (multiplicities, dimensions, offsets, entries)
+inline void swap_path(const int64_t* p, int64_t* sw) {
+    std::copy(p, p + F_N, sw);
+    std::swap(sw[F_U], sw[F_V]);
+    std::swap(sw[F_D1], sw[F_D2]);
+    std::swap(sw[F_OFF1], sw[F_OFF2]);
+    sw[F_E0] = p[F_SE0];
+    sw[F_E1] = p[F_SE1];
+}
+
+// does this call run the path (shared-weight uvw) in the swapped frame, for the forward or the gradients
+inline bool uses_swap(const int64_t* p, int mask) {
+    return ((mask & 1) && (p[F_ORD] & 3) == 2) || ((mask & 14) && (grad_order(p, mask) & O_SWAP));
+}
+
+// does the x1 gradient of this path go through Q in the unswapped frame
+inline bool main_x1_q(const int64_t* p, int mask) {
+    const int gb = grad_order(p, mask);
+    return (mask & 2) && (gb & O_X1_Q) && !(gb & O_SWAP);
 }
 
 // Fresh outputs of 32 MiB and more are their own anonymous mappings (glibc's largest mmap
@@ -585,6 +612,11 @@ void contract(int mask, int64_t rows, const int64_t* paths, int64_t npaths, cons
         const int64_t* p = paths + q * F_N;
         if (p[F_MODE] != 0 || p[F_WOFF] < 0) continue;
         chunk_numel = std::max(chunk_numel, uvw_chunk_numel(p, R));
+        if (uses_swap(p, mask)) {  // the swapped frame's buffers (Y' is d2 x U Wo per row)
+            int64_t sw[F_N];
+            swap_path(p, sw);
+            chunk_numel = std::max(chunk_numel, uvw_chunk_numel(sw, R));
+        }
     }
     if (shared_grad) std::fill(outs[3], outs[3] + wn, T(0));
     if (nthreads < 1) nthreads = 1;
@@ -608,18 +640,42 @@ void contract(int mask, int64_t rows, const int64_t* paths, int64_t npaths, cons
         bool need_wT1 = false;
         for (int64_t q = 0; q < npaths && transpose_w && (mask & 2); ++q) {
             const int64_t* p = paths + q * F_N;
-            need_wT1 |= p[F_MODE] == 0 && p[F_WOFF] >= 0 && p[F_V] != 1 && (grad_order(p, mask) & O_X1_Q);
+            need_wT1 |= p[F_MODE] == 0 && p[F_WOFF] >= 0 && p[F_V] != 1 && main_x1_q(p, mask);
         }
         std::vector<T> wT1(need_wT1 ? wn : 0);
         for (int64_t q = 0; q < npaths && need_wT1; ++q) {
             const int64_t* p = paths + q * F_N;
-            if (p[F_MODE] != 0 || p[F_WOFF] < 0 || !(grad_order(p, mask) & O_X1_Q)) continue;
+            if (p[F_MODE] != 0 || p[F_WOFF] < 0 || !main_x1_q(p, mask)) continue;
             const int64_t U = p[F_U], VW = p[F_V] * p[F_K], off = p[F_WOFF];
             for (int64_t u = 0; u < U; ++u)
                 for (int64_t b = 0; b < VW; ++b) wT1[off + b * U + u] = w[off + u * VW + b];
         }
         const T* wT1p = need_wT1 ? wT1.data() : (transpose_w ? wT.data() : nullptr);
-        std::vector<T> chunk(chunk_numel);
+        // the swapped frame's weights ([v][u][w], [w][v u], [u w][v]) and weight gradient
+        // ([v][u][w], added to local_gw in e3nn layout at the end), for the paths that use it
+        bool any_swap = false;
+        for (int64_t q = 0; q < npaths && chunked; ++q) {
+            const int64_t* p = paths + q * F_N;
+            any_swap |= p[F_MODE] == 0 && p[F_WOFF] >= 0 && uses_swap(p, mask);
+        }
+        std::vector<T> wsw(any_swap && w != nullptr ? 3 * wn : 0);
+        std::vector<T> gwsw(any_swap && shared_grad ? wn : 0);
+        for (int64_t q = 0; q < npaths && !wsw.empty(); ++q) {
+            const int64_t* p = paths + q * F_N;
+            if (p[F_MODE] != 0 || p[F_WOFF] < 0 || !uses_swap(p, mask)) continue;
+            const int64_t U = p[F_U], V = p[F_V], Wo = p[F_K], off = p[F_WOFF];
+            T *Wp = wsw.data() + off, *wTp = Wp + wn, *wT1p_sw = Wp + 2 * wn;
+            for (int64_t u = 0; u < U; ++u)
+                for (int64_t v = 0; v < V; ++v)
+                    for (int64_t c = 0; c < Wo; ++c) {
+                        const T x = w[off + (u * V + v) * Wo + c];
+                        Wp[(v * U + u) * Wo + c] = x;
+                        wTp[c * U * V + v * U + u] = x;
+                        wT1p_sw[(u * Wo + c) * V + v] = x;
+                    }
+        }
+        std::vector<Row<T>> rsw(R);
+        std::unique_ptr<T[]> chunk(new T[std::max<int64_t>(chunk_numel, 1)]);  // every use writes before it reads
         T* s = buf.data() + R * per_row;
         T* local_gw = s + scratch;
         if (shared_grad) std::fill(local_gw, local_gw + wn, T(0));
@@ -661,7 +717,31 @@ void contract(int mask, int64_t rows, const int64_t* paths, int64_t npaths, cons
             for (int64_t q = 0; q < npaths; ++q) {
                 const int64_t* p = paths + q * F_N;
                 if (chunked && p[F_MODE] == 0 && p[F_WOFF] >= 0) {
-                    uvw_chunk<T>(mask, p, ei, ec, rs.data(), nr, rs[0].wT, wT1p, local_gw, chunk.data());
+                    const int fo = int(p[F_ORD] & 3), gb = (mask & 14) ? grad_order(p, mask) : 0;
+                    int64_t psw[F_N];
+                    if (uses_swap(p, mask)) {  // x1 <-> x2 (and their gradients) for the swapped frame
+                        swap_path(p, psw);
+                        for (int64_t a = 0; a < nr; ++a) {
+                            rsw[a] = rs[a];
+                            std::swap(rsw[a].x1, rsw[a].x2);
+                            std::swap(rsw[a].g1, rsw[a].g2);
+                        }
+                    }
+                    const T* Wp = wsw.empty() ? nullptr : wsw.data();
+                    if ((mask & 1) && fo == 2)
+                        uvw_chunk<T>(1, psw, ei, ec, rsw.data(), nr, Wp, nullptr, nullptr, nullptr, chunk.get(),
+                                     true, 0);
+                    else if (mask & 1)
+                        uvw_chunk<T>(1, p, ei, ec, rs.data(), nr, w, nullptr, nullptr, nullptr, chunk.get(),
+                                     fo == 1, 0);
+                    if ((mask & 14) && (gb & O_SWAP)) {
+                        const int msw = (mask & 8) | ((mask & 2) << 1) | ((mask & 4) >> 1);
+                        uvw_chunk<T>(msw, psw, ei, ec, rsw.data(), nr, Wp, Wp ? Wp + wn : nullptr,
+                                     Wp ? Wp + 2 * wn : nullptr, gwsw.data(), chunk.get(), false, gb & 7);
+                    } else if (mask & 14) {
+                        uvw_chunk<T>(mask & 14, p, ei, ec, rs.data(), nr, w, rs[0].wT, wT1p, local_gw, chunk.get(),
+                                     false, gb & 7);
+                    }
                     continue;
                 }
                 for (int slot = 0; slot < 4; ++slot) {
@@ -688,6 +768,15 @@ void contract(int mask, int64_t rows, const int64_t* paths, int64_t npaths, cons
                 if (mask & 2) from_buffer(r.g1, outs[1] + n * d1, o1);
                 if (mask & 4) from_buffer(r.g2, outs[2] + n * d2, o2);
             }
+        }
+        for (int64_t q = 0; q < npaths && !gwsw.empty(); ++q) {  // swapped-frame weight gradients
+            const int64_t* p = paths + q * F_N;
+            if (p[F_MODE] != 0 || p[F_WOFF] < 0 || !uses_swap(p, mask)) continue;
+            const int64_t U = p[F_U], V = p[F_V], Wo = p[F_K], off = p[F_WOFF];
+            for (int64_t u = 0; u < U; ++u)
+                for (int64_t v = 0; v < V; ++v)
+                    for (int64_t c = 0; c < Wo; ++c)
+                        local_gw[off + (u * V + v) * Wo + c] += gwsw[off + (v * U + u) * Wo + c];
         }
         if (shared_grad) {
 #pragma omp critical

@@ -77,7 +77,8 @@ def available() -> bool:
 class Plan:
     """Flat arrays the kernel reads: per path a row of ``paths`` (mode, U, V, K, d1, d2, d3,
     off1, off2, off_out, weight offset or -1, first entry, end entry, contraction-order code of
-    :func:`uvw_order`), the entries ``(nnz, 3)``
+    :func:`uvw_order`, first and end entry of the path's entries with ``i`` and ``j`` exchanged
+    (uvw paths; the "x2 first" orders run the path with the operands swapped)), the entries ``(nnz, 3)``
     int32 ``(i, j, k)`` and their coefficients, and per operand its blocks ``(offset, mul,
     dim)`` (the kernel transposes each block to ``[component][channel]``)."""
 
@@ -110,14 +111,18 @@ class UvwOrder:
     """The contraction orders of one shared-weight fully connected path, chosen by cost.
 
     ``forward`` is ``"out"`` (the sparse bilinear part ``T[k, u, v]`` first, then ``T W``: ~ ``d3 U
-    V Wo`` multiply-adds) or ``"x1"`` (``Y[i, v, w] = sum_u x1[u, i] W[u, v, w]`` first, then the
-    sparse sum with ``x2``: ~ ``d1 U V Wo``). ``gradients[g]`` for each set ``g`` of wanted
-    gradients (bit 0: ``x1``, bit 1: ``x2``, bit 2: weights; the kernel's slots 1, 2, 3) is a
-    bit set: 1 = the ``x1`` gradient through ``Q[i, v, w] = sum c x2[v, j] h[w, k]`` (``Q W^T``),
-    2 = the ``x2`` gradient through ``Y`` (sparse dots of ``Y`` with ``h``), 4 = the weight
-    gradient through ``Q`` (``x1^T Q``); a clear bit keeps the output-first order (``G = h W^T``
-    shared by both input gradients; ``T^T h`` for the weights). ``code`` packs it all for the
-    kernel: bit 0 = forward ``"x1"``, bits ``1 + 3 g .. 3 + 3 g`` = ``gradients[g]``.
+    V Wo`` multiply-adds), ``"x1"`` (``Y[i, v, w] = sum_u x1[u, i] W[u, v, w]`` first, then the
+    sparse sum with ``x2``: ~ ``d1 U V Wo``) or ``"x2"`` (the same with the operands exchanged: ~
+    ``d2 U V Wo``). ``gradients[g]`` for each set ``g`` of wanted gradients (bit 0: ``x1``, bit
+    1: ``x2``, bit 2: weights; the kernel's slots 1, 2, 3) is a bit set. Without bit 8 (the
+    operands as they are): 1 = the ``x1`` gradient through ``Q[i, v, w] = sum c x2[v, j] h[w,
+    k]`` (``Q W^T``), 2 = the ``x2`` gradient through ``Y`` (sparse dots of ``Y`` with ``h``), 4 =
+    the weight gradient through ``Q`` (``x1^T Q``); a clear bit keeps the output-first order
+    (``G = h W^T`` shared by both input gradients; ``T^T h`` for the weights). With bit 8 the
+    same three bits apply with ``x1`` and ``x2`` exchanged (1: the ``x2`` gradient through ``Q'[j,
+    u, w] = sum c x1[u, i] h[w, k]``, 2: the ``x1`` gradient through ``Y'[j, u, w] = sum_v x2[v,
+    j] W[u, v, w]``, 4: the weights through ``Q'``). ``code`` packs it for the kernel: bits 0-1 the
+    forward (0 out, 1 x1, 2 x2), bits ``2 + 4 g .. 5 + 4 g`` = ``gradients[g]``.
     """
 
     forward: str
@@ -125,16 +130,18 @@ class UvwOrder:
 
     @property
     def code(self) -> int:
-        return int(self.forward == "x1") | sum(b << (1 + 3 * g) for g, b in enumerate(self.gradients))
+        f = ("out", "x1", "x2").index(self.forward)
+        return f | sum(b << (2 + 4 * g) for g, b in enumerate(self.gradients))
 
 
 def uvw_costs(U: int, V: int, Wo: int, d1: int, d3: int, nnz: int) -> dict:
     """Multiply-adds per row of each contraction step of a fully connected path ``W[u, v, w]``
     (multiplicities ``U, V, Wo``; block dimensions ``d1`` of ``x1``, ``d3`` of the output; ``nnz``
-    nonzero CG entries). Keys: ``fwd_out``, ``fwd_x1`` (whole forward in either order), ``T``
-    (bilinear part and ``T^T h``), ``G`` (``h W^T``), ``G_each`` (the sparse sweep per input
-    gradient from ``G``), ``Q`` (building ``Q``), ``Q_gemm`` (``x1^T Q`` or ``Q W^T``), ``Y``
-    (``x1 W`` and the sparse dots).
+    nonzero CG entries), with ``x1`` as the operand that may meet the weights first (call it with
+    ``(V, U, Wo, d2, d3, nnz)`` for the exchanged operands). Keys: ``fwd_out``, ``fwd_x1`` (whole
+    forward in either order), ``T`` (bilinear part and ``T^T h``), ``G`` (``h W^T``), ``G_each``
+    (the sparse sweep per input gradient from ``G``), ``Q`` (building ``Q``), ``Q_gemm`` (``x1^T
+    Q`` or ``Q W^T``), ``Y`` (``x1 W`` and the sparse dots).
 
     >>> uvw_costs(128, 1, 128, 1, 3, 3)["fwd_x1"] < uvw_costs(128, 1, 128, 1, 3, 3)["fwd_out"]
     True
@@ -155,24 +162,32 @@ def _gradient_cost(c: dict, wanted: int, bits: int) -> int:
     return cost + (c["Y"] if x2_y else 0)
 
 
-def uvw_order(U: int, V: int, Wo: int, d1: int, d3: int, nnz: int) -> UvwOrder:
-    """The cheapest orders (:class:`UvwOrder`) of a shared-weight fully connected path by
-    :func:`uvw_costs`; ties keep the output-first order. Chosen once per path when the plan is
-    built, for the forward and for each of the 7 sets of wanted gradients.
+def _swap_wanted(g: int) -> int:
+    return (g & 4) | (g & 1) << 1 | (g & 2) >> 1
 
-    >>> uvw_order(128, 1, 128, 1, 3, 3).forward     # 0e x 1o -> 1o: x1 has one component
+
+def uvw_order(U: int, V: int, Wo: int, d1: int, d2: int, d3: int, nnz: int) -> UvwOrder:
+    """The cheapest orders (:class:`UvwOrder`) of a shared-weight fully connected path by
+    :func:`uvw_costs`; ties keep the output-first order (then x1 before x2). Chosen once per path
+    when the plan is built, for the forward and for each of the 7 sets of wanted gradients.
+
+    >>> uvw_order(128, 1, 128, 1, 3, 3, 3).forward     # 0e x 1o -> 1o: x1 has one component
     'x1'
-    >>> uvw_order(128, 1, 128, 3, 1, 3).forward     # 1o x 1o -> 0e: the output has one
+    >>> uvw_order(128, 1, 128, 3, 3, 1, 3).forward     # 1o x 1o -> 0e: the output has one
     'out'
-    >>> uvw_order(128, 1, 128, 3, 5, 11).gradients[7]   # 1o x 1o -> 2e, all gradients: W via Q
+    >>> uvw_order(128, 1, 128, 3, 3, 5, 11).gradients[7]   # 1o x 1o -> 2e, all gradients: W via Q
     4
+    >>> uvw_order(64, 64, 64, 3, 1, 3, 3).forward     # 64x1o x 64x0e -> 64x1o: x2 first
+    'x2'
     """
-    c = uvw_costs(U, V, Wo, d1, d3, nnz)
-    forward = "x1" if c["fwd_x1"] < c["fwd_out"] else "out"
+    a, b = uvw_costs(U, V, Wo, d1, d3, nnz), uvw_costs(V, U, Wo, d2, d3, nnz)
+    forward = min([("out", a["fwd_out"]), ("x1", a["fwd_x1"]), ("x2", b["fwd_x1"])], key=lambda t: t[1])[0]
     grads = []
-    for wanted in range(8):
-        options = [b for b in range(8) if b & ~wanted == 0]  # only bits of wanted gradients
-        grads.append(min(options, key=lambda b: (_gradient_cost(c, wanted, b), b)))
+    for g in range(8):
+        options = [(_gradient_cost(a, g, bits), bits) for bits in range(8) if bits & ~g == 0]
+        gs = _swap_wanted(g)  # the exchanged frame: its x1 is our x2
+        options += [(_gradient_cost(b, gs, bits), 8 | bits) for bits in range(1, 8) if bits & ~gs == 0]
+        grads.append(min(options)[1])
     return UvwOrder(forward, tuple(grads))
 
 
@@ -188,18 +203,25 @@ def _build(desc: TensorProductDescriptor, orders: list[int] | None = None) -> Pl
     """The plan of ``desc``; ``orders`` (one code per path) overrides :func:`uvw_order` (tests)."""
     s1, s2, so = desc.irreps1.slices(), desc.irreps2.slices(), desc.irreps_out.slices()
     wsl = desc.weight_slices()
-    rows, ents, e0 = [], [], 0
+    rows, ents, swapped, e0 = [], [], [], 0
     for n, p in enumerate(desc.paths):
         (m1, ir1), (m2, ir2), (mo, iro) = desc.irreps1[p.i1], desc.irreps2[p.i2], desc.irreps_out[p.i_out]
         e = _entries(ir1.l, ir2.l, iro.l, desc.coefficient(n))
-        code = 0
+        code, se = 0, (-1, -1)
         if p.mode == Mode.UVW:
-            code = uvw_order(m1, m2, mo, ir1.dim, iro.dim, len(e)).code if orders is None else orders[n]
+            code = uvw_order(m1, m2, mo, ir1.dim, ir2.dim, iro.dim, len(e)).code if orders is None else orders[n]
+            start = sum(len(x) for x in swapped)  # after all the main entries (shifted below)
+            swapped.append(e[:, [1, 0, 2, 3]])
+            se = (start, start + len(e))
         rows.append([_MODE_CODE[p.mode], m1, m2, mo, ir1.dim, ir2.dim, iro.dim, s1[p.i1].start, s2[p.i2].start,
-                     so[p.i_out].start, wsl[n].start if p.weighted else -1, e0, e0 + len(e), code])
+                     so[p.i_out].start, wsl[n].start if p.weighted else -1, e0, e0 + len(e), code, *se])
         ents.append(e)
         e0 += len(e)
-    e = np.concatenate(ents, 0) if ents else np.zeros((0, 4))
+    for r in rows:
+        if r[14] >= 0:
+            r[14] += e0
+            r[15] += e0
+    e = np.concatenate(ents + swapped, 0) if ents else np.zeros((0, 4))
     # scratch per thread: max over paths of what path_uvu/uuu/uvw keep per row, twice (the
     # second half holds one weight column)
     need = [max(max(r[1], r[3]) * max(r[4], r[6]), 3 * (r[6] + 3) * r[1] * r[2] + 16 * (r[1] * r[2] + r[3]))
@@ -211,7 +233,7 @@ def _build(desc: TensorProductDescriptor, orders: list[int] | None = None) -> Pl
     )
     plan = Plan(
         key=len(_PLANS),
-        paths=np.ascontiguousarray(np.asarray(rows, dtype=np.int64).reshape(-1, 14)),
+        paths=np.ascontiguousarray(np.asarray(rows, dtype=np.int64).reshape(-1, 16)),
         entries=np.ascontiguousarray(e[:, :3].astype(np.int32)),
         coeffs={torch.float64: np.ascontiguousarray(e[:, 3]),
                 torch.float32: np.ascontiguousarray(e[:, 3].astype(np.float32))},
@@ -383,7 +405,7 @@ def contract(plan_key: int, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Te
 
 def flops_per_row(desc: TensorProductDescriptor) -> int:
     """Multiply-adds per row of the kernels' forward (nonzero CG terms only; fully connected
-    paths in the cheaper of their two orders, :func:`uvw_order`), for reports."""
+    paths in the cheapest of their three orders, :func:`uvw_order`), for reports."""
     from equikit.o3 import count_nonzero
 
     total = 0
@@ -392,7 +414,7 @@ def flops_per_row(desc: TensorProductDescriptor) -> int:
         nnz = count_nonzero(ir1.l, ir2.l, iro.l)
         if p.mode == Mode.UVW:  # in the forward order the plan picks (shared weights)
             c = uvw_costs(m1, m2, mo, ir1.dim, iro.dim, nnz)
-            total += min(c["fwd_out"], c["fwd_x1"])
+            total += min(c["fwd_out"], c["fwd_x1"], uvw_costs(m2, m1, mo, ir2.dim, iro.dim, nnz)["fwd_x1"])
             continue
         total += {Mode.UVU: nnz * m1 * m2, Mode.UUU: nnz * m1}[p.mode]
     return total
