@@ -416,12 +416,21 @@ class RadialWeights(nn.Module):
         else:
             self.spline = SplineRadial(cfg.cutoff, num_outputs, cfg.spline_intervals)
 
-    def features(self, r: torch.Tensor) -> torch.Tensor:
-        """``(E, k)``: the input of the last linear map (the enveloped spline basis, or the MLP's
-        last hidden layer); ``forward(r, cols) == features(r) @ head(cols)``."""
+    def embedding(self, r: torch.Tensor) -> torch.Tensor:
+        """``(E, k0)``: the parameter-free part, the Bessel basis times the envelope (or the
+        enveloped spline basis). It depends only on ``cutoff``, ``num_radial`` / ``spline_intervals``
+        and ``envelope_p``, so every layer of a model has the same one: :class:`Potential` computes
+        it once per call and passes it to each layer (``embedding=``)."""
         if self.kind == "bessel":
-            return self.mlp[:-1](self.basis(r) * self.envelope(r)[..., None])
+            return self.basis(r) * self.envelope(r)[..., None]
         return self.spline.basis(r)
+
+    def features(self, r: torch.Tensor, embedding: torch.Tensor | None = None) -> torch.Tensor:
+        """``(E, k)``: the input of the last linear map (the enveloped spline basis, or the MLP's
+        last hidden layer); ``forward(r, cols) == features(r) @ head(cols)``. ``embedding``:
+        :meth:`embedding` of ``r`` when already computed."""
+        e = self.embedding(r) if embedding is None else embedding
+        return self.mlp[:-1](e) if self.kind == "bessel" else e
 
     def head(self, columns: torch.Tensor | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
         """``(k, K)``: the last linear map, only its output ``columns`` (all when None)."""
@@ -429,10 +438,11 @@ class RadialWeights(nn.Module):
         c = c if dtype is None else c.to(dtype)
         return c if columns is None else c.index_select(1, columns)
 
-    def forward(self, r: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, r: torch.Tensor, columns: torch.Tensor | None = None,
+                embedding: torch.Tensor | None = None) -> torch.Tensor:
         if self.kind == "bessel" and columns is None:
-            return self.mlp(self.basis(r) * self.envelope(r)[..., None])
-        return self.features(r) @ self.head(columns, r.dtype)
+            return self.mlp(self.embedding(r) if embedding is None else embedding)
+        return self.features(r, embedding) @ self.head(columns, r.dtype)
 
 
 class Interaction(nn.Module):
@@ -499,17 +509,19 @@ class Interaction(nn.Module):
         self.linear_out = Linear(product_irreps, irreps_out)
         self.skip = Linear(irreps_in, irreps_out) if skip else None
 
-    def forward(self, h, element, sh, r, edge_index):
+    def forward(self, h, element, sh, r, edge_index, radial_embedding=None):
+        """``radial_embedding``: ``self.radial.embedding(r)`` when the caller already has it (the
+        same for every layer; :meth:`Potential.node_energies` computes it once)."""
         src, dst = edge_index[0], edge_index[1]
         x = torch.index_select(self.linear_up(h), 0, src)
         if self.gaunt:
             # the per-(l1, channel) and per-(l_out, channel) scalings as columns of the radial map
             # (RadialWeights.head), one (E, k) feature matrix times two column-selected heads
-            f = self.radial.features(r)
+            f = self.radial.features(r, radial_embedding)
             w_in, w_out = f @ self.radial.head(self.cols_in, r.dtype), f @ self.radial.head(self.cols_out, r.dtype)
             msg = self.conv(x, sh, w_in * w_out) if self.fused else self.conv(x * w_in, sh) * w_out
         else:
-            msg = self.conv(x, sh, self.radial(r))
+            msg = self.conv(x, sh, self.radial(r, embedding=radial_embedding))
         m = torch.zeros(h.shape[0], msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
         a = self.linear_a(m / self.avg)
         if self.grid:
@@ -602,8 +614,9 @@ class Potential(nn.Module):
         r, sh = self.edge_features(edge_vectors(pos, edge_index, shifts, cell, batch))
         h = self.embedding[element].to(pos.dtype)
         energy = self.e0.to(pos.dtype)[element]
+        emb = self.interactions[0].radial.embedding(r)  # parameter-free, equal in every layer: computed once
         for layer, readout in zip(self.interactions, self.readouts):
-            h = layer(h, element, sh, r, edge_index)
+            h = layer(h, element, sh, r, edge_index, radial_embedding=emb)
             energy = energy + readout(h).squeeze(-1)
         return energy
 
