@@ -42,7 +42,24 @@ enum { F_MODE, F_U, F_V, F_K, F_D1, F_D2, F_D3, F_OFF1, F_OFF2, F_OFFO, F_WOFF, 
 // (uvw_chunk has the math).
 enum { O_X1_Q = 1, O_X2_Y = 2, O_W_Q = 4, O_SWAP = 8 };
 
-inline int grad_order(const int64_t* p, int mask) { return int((p[F_ORD] >> (2 + 4 * ((mask >> 1) & 7))) & 15); }
+// Saved Y (bit Y_SAVE of F_ORD, x1-first forward only): the forward keeps its Y[i, v, w] = sum_u
+// x1[u, i] W[u, v, w] per row when the caller passes a buffer, and the backward then reads it
+// for the x2 gradient instead of redoing that GEMM. With Y at hand the cheapest gradient orders
+// can differ: for the wanted sets g with the x2 bit (2, 3, 6, 7 -> index 0..3) the four bits at
+// Y_CODES + 4 index replace those of grad_order (O_X2_Y without O_SWAP where reading Y is
+// cheaper, else the set's ordinary code, which reads no Y).
+constexpr int Y_CODES = 34, Y_SAVE = 50;
+
+inline bool saves_y(const int64_t* p) {
+    return p[F_MODE] == 0 && p[F_WOFF] >= 0 && ((p[F_ORD] >> Y_SAVE) & 1) && (p[F_ORD] & 3) == 1;
+}
+
+// the gradient order of `mask`; with `y` (the call has the forward's saved Y) the saved-Y codes
+inline int grad_order(const int64_t* p, int mask, bool y = false) {
+    const int g = (mask >> 1) & 7;
+    if (y && (g & 2) && saves_y(p)) return int((p[F_ORD] >> (Y_CODES + 4 * ((g & 1) | ((g >> 2) << 1)))) & 15);
+    return int((p[F_ORD] >> (2 + 4 * g)) & 15);
+}
 
 struct Operand {
     const int64_t* blocks;  // (nblocks, 3): offset, mul, dim
@@ -476,14 +493,14 @@ inline int64_t uvw_chunk_numel(const int64_t* p, int64_t R) {
 // swapped frame (the caller swaps p, the rows and the weight layouts).
 template <typename T>
 void uvw_chunk(int mask, const int64_t* p, const int32_t* ei, const T* ec, Row<T>* rs, int64_t R, const T* Wb,
-               const T* wT, const T* wT1, T* gw, T* M, bool fwd_x1, int ob) {
+               const T* wT, const T* wT1, T* gw, T* M, bool fwd_x1, int ob, T* Ys = nullptr) {
     const int64_t U = p[F_U], UV = U * p[F_V], Wo = p[F_K], VW = p[F_V] * Wo, d1 = p[F_D1], d3 = p[F_D3];
     const int64_t woff = p[F_WOFF], m = R * d3, m1 = R * d1;
     if (mask & 1) {
         const T* W = Wb + woff;
         if (fwd_x1) {  // x1 first: Y = Xc W (R d1 x V Wo), then the sparse sum into z
             T* Xc = M;
-            T* Y = M + m1 * U;
+            T* Y = Ys ? Ys : M + m1 * U;  // straight into the saved-Y buffer when there is one
             uvw_stack_x1(p, rs, R, Xc);
             std::fill(Y, Y + m1 * VW, T(0));
             small_gemm(m1, VW, U, Xc, U, W, Y);
@@ -527,7 +544,7 @@ void uvw_chunk(int mask, const int64_t* p, const int32_t* ei, const T* ec, Row<T
         small_gemm(m, UV, Wo, Zc, Wo, wT + woff, G);
         for (int64_t n = 0; n < R; ++n) uvw_input_grad(via_g, p, ei, ec, rs[n], G + n * d3 * UV);
     }
-    if (w_q || x2_y) uvw_stack_x1(p, rs, R, Xc);
+    if (w_q || (x2_y && !Ys)) uvw_stack_x1(p, rs, R, Xc);
     if (w_q || x1_q) {  // Q once for the weight and the x1 gradient
         for (int64_t n = 0; n < R; ++n) uvw_q(p, ei, ec, rs[n], Q + n * d1 * VW);
         if (w_q) small_gemm(U, VW, m1, Xc, 1, Q, gw + woff, U);  // gW += Xc^T Q
@@ -542,9 +559,13 @@ void uvw_chunk(int mask, const int64_t* p, const int32_t* ei, const T* ec, Row<T
             }
         }
     }
-    if (x2_y) {  // Y = Xc W as in the forward, then the sparse dot products with h
-        std::fill(Y, Y + m1 * VW, T(0));
-        small_gemm(m1, VW, U, Xc, U, Wb + woff, Y);
+    if (x2_y) {  // Y = Xc W as in the forward (or the forward's saved Y), then the sparse dots with h
+        if (Ys) {
+            Y = Ys;
+        } else {
+            std::fill(Y, Y + m1 * VW, T(0));
+            small_gemm(m1, VW, U, Xc, U, Wb + woff, Y);
+        }
         for (int64_t n = 0; n < R; ++n) uvw_x2_grad_from_y(p, ei, ec, rs[n], Y + n * d1 * VW);
     }
 }
@@ -560,13 +581,13 @@ inline void swap_path(const int64_t* p, int64_t* sw) {
 }
 
 // does this call run the path (shared-weight uvw) in the swapped frame, for the forward or the gradients
-inline bool uses_swap(const int64_t* p, int mask) {
-    return ((mask & 1) && (p[F_ORD] & 3) == 2) || ((mask & 14) && (grad_order(p, mask) & O_SWAP));
+inline bool uses_swap(const int64_t* p, int mask, bool y) {
+    return ((mask & 1) && (p[F_ORD] & 3) == 2) || ((mask & 14) && (grad_order(p, mask, y) & O_SWAP));
 }
 
 // does the x1 gradient of this path go through Q in the unswapped frame
-inline bool main_x1_q(const int64_t* p, int mask) {
-    const int gb = grad_order(p, mask);
+inline bool main_x1_q(const int64_t* p, int mask, bool y) {
+    const int gb = grad_order(p, mask, y);
     return (mask & 2) && (gb & O_X1_Q) && !(gb & O_SWAP);
 }
 
@@ -597,8 +618,21 @@ template <typename T>
 void contract(int mask, int64_t rows, const int64_t* paths, int64_t npaths, const int32_t* ei, const T* ec,
               const int64_t* b1, int64_t n1, int64_t d1, const int64_t* b2, int64_t n2, int64_t d2,
               const int64_t* b3, int64_t n3, int64_t d3, int64_t wn, int w_shared, int64_t scratch,
-              const T* x1, const T* x2, const T* z, const T* w, T* const* outs, int nthreads) {
+              const T* x1, const T* x2, const T* z, const T* w, T* const* outs, int nthreads, T* ysave,
+              int ymode) {
     const Operand o1{b1, n1, d1}, o2{b2, n2, d2}, o3{b3, n3, d3};
+    // saved Y (ymode 1: the forward writes it, 2: the gradients read it): per saving path a region
+    // [rows][d1][V Wo] of ysave, the regions in path order
+    const bool chunked_w = w_shared && w != nullptr;
+    const bool ywrite = ysave && ymode == 1 && (mask & 1) && chunked_w;
+    const bool yread = ysave && ymode == 2 && (mask & 4) && chunked_w;
+    std::vector<int64_t> yoff(npaths, -1);
+    for (int64_t q = 0, o = 0; q < npaths && (ywrite || yread); ++q) {
+        const int64_t* p = paths + q * F_N;
+        if (!saves_y(p)) continue;
+        yoff[q] = o;
+        o += rows * p[F_D1] * p[F_V] * p[F_K];
+    }
     const bool want_w = mask & 8, shared_grad = want_w && w_shared;
     if (mask & 1) advise_huge_pages(outs[0], sizeof(T) * size_t(rows * d3));
     if (mask & 2) advise_huge_pages(outs[1], sizeof(T) * size_t(rows * d1));
@@ -612,7 +646,7 @@ void contract(int mask, int64_t rows, const int64_t* paths, int64_t npaths, cons
         const int64_t* p = paths + q * F_N;
         if (p[F_MODE] != 0 || p[F_WOFF] < 0) continue;
         chunk_numel = std::max(chunk_numel, uvw_chunk_numel(p, R));
-        if (uses_swap(p, mask)) {  // the swapped frame's buffers (Y' is d2 x U Wo per row)
+        if (uses_swap(p, mask, yread)) {  // the swapped frame's buffers (Y' is d2 x U Wo per row)
             int64_t sw[F_N];
             swap_path(p, sw);
             chunk_numel = std::max(chunk_numel, uvw_chunk_numel(sw, R));
@@ -640,12 +674,12 @@ void contract(int mask, int64_t rows, const int64_t* paths, int64_t npaths, cons
         bool need_wT1 = false;
         for (int64_t q = 0; q < npaths && transpose_w && (mask & 2); ++q) {
             const int64_t* p = paths + q * F_N;
-            need_wT1 |= p[F_MODE] == 0 && p[F_WOFF] >= 0 && p[F_V] != 1 && main_x1_q(p, mask);
+            need_wT1 |= p[F_MODE] == 0 && p[F_WOFF] >= 0 && p[F_V] != 1 && main_x1_q(p, mask, yread);
         }
         std::vector<T> wT1(need_wT1 ? wn : 0);
         for (int64_t q = 0; q < npaths && need_wT1; ++q) {
             const int64_t* p = paths + q * F_N;
-            if (p[F_MODE] != 0 || p[F_WOFF] < 0 || !main_x1_q(p, mask)) continue;
+            if (p[F_MODE] != 0 || p[F_WOFF] < 0 || !main_x1_q(p, mask, yread)) continue;
             const int64_t U = p[F_U], VW = p[F_V] * p[F_K], off = p[F_WOFF];
             for (int64_t u = 0; u < U; ++u)
                 for (int64_t b = 0; b < VW; ++b) wT1[off + b * U + u] = w[off + u * VW + b];
@@ -656,13 +690,13 @@ void contract(int mask, int64_t rows, const int64_t* paths, int64_t npaths, cons
         bool any_swap = false;
         for (int64_t q = 0; q < npaths && chunked; ++q) {
             const int64_t* p = paths + q * F_N;
-            any_swap |= p[F_MODE] == 0 && p[F_WOFF] >= 0 && uses_swap(p, mask);
+            any_swap |= p[F_MODE] == 0 && p[F_WOFF] >= 0 && uses_swap(p, mask, yread);
         }
         std::vector<T> wsw(any_swap && w != nullptr ? 3 * wn : 0);
         std::vector<T> gwsw(any_swap && shared_grad ? wn : 0);
         for (int64_t q = 0; q < npaths && !wsw.empty(); ++q) {
             const int64_t* p = paths + q * F_N;
-            if (p[F_MODE] != 0 || p[F_WOFF] < 0 || !uses_swap(p, mask)) continue;
+            if (p[F_MODE] != 0 || p[F_WOFF] < 0 || !uses_swap(p, mask, yread)) continue;
             const int64_t U = p[F_U], V = p[F_V], Wo = p[F_K], off = p[F_WOFF];
             T *Wp = wsw.data() + off, *wTp = Wp + wn, *wT1p_sw = Wp + 2 * wn;
             for (int64_t u = 0; u < U; ++u)
@@ -717,9 +751,10 @@ void contract(int mask, int64_t rows, const int64_t* paths, int64_t npaths, cons
             for (int64_t q = 0; q < npaths; ++q) {
                 const int64_t* p = paths + q * F_N;
                 if (chunked && p[F_MODE] == 0 && p[F_WOFF] >= 0) {
-                    const int fo = int(p[F_ORD] & 3), gb = (mask & 14) ? grad_order(p, mask) : 0;
+                    const int fo = int(p[F_ORD] & 3), gb = (mask & 14) ? grad_order(p, mask, yread) : 0;
+                    T* Ys = yoff[q] >= 0 ? ysave + yoff[q] + n0 * p[F_D1] * p[F_V] * p[F_K] : nullptr;
                     int64_t psw[F_N];
-                    if (uses_swap(p, mask)) {  // x1 <-> x2 (and their gradients) for the swapped frame
+                    if (uses_swap(p, mask, yread)) {  // x1 <-> x2 (and their gradients) for the swapped frame
                         swap_path(p, psw);
                         for (int64_t a = 0; a < nr; ++a) {
                             rsw[a] = rs[a];
@@ -733,14 +768,14 @@ void contract(int mask, int64_t rows, const int64_t* paths, int64_t npaths, cons
                                      true, 0);
                     else if (mask & 1)
                         uvw_chunk<T>(1, p, ei, ec, rs.data(), nr, w, nullptr, nullptr, nullptr, chunk.get(),
-                                     fo == 1, 0);
+                                     fo == 1, 0, ywrite ? Ys : nullptr);
                     if ((mask & 14) && (gb & O_SWAP)) {
                         const int msw = (mask & 8) | ((mask & 2) << 1) | ((mask & 4) >> 1);
                         uvw_chunk<T>(msw, psw, ei, ec, rsw.data(), nr, Wp, Wp ? Wp + wn : nullptr,
                                      Wp ? Wp + 2 * wn : nullptr, gwsw.data(), chunk.get(), false, gb & 7);
                     } else if (mask & 14) {
                         uvw_chunk<T>(mask & 14, p, ei, ec, rs.data(), nr, w, rs[0].wT, wT1p, local_gw, chunk.get(),
-                                     false, gb & 7);
+                                     false, gb & 7, yread ? Ys : nullptr);
                     }
                     continue;
                 }
@@ -771,7 +806,7 @@ void contract(int mask, int64_t rows, const int64_t* paths, int64_t npaths, cons
         }
         for (int64_t q = 0; q < npaths && !gwsw.empty(); ++q) {  // swapped-frame weight gradients
             const int64_t* p = paths + q * F_N;
-            if (p[F_MODE] != 0 || p[F_WOFF] < 0 || !uses_swap(p, mask)) continue;
+            if (p[F_MODE] != 0 || p[F_WOFF] < 0 || !uses_swap(p, mask, yread)) continue;
             const int64_t U = p[F_U], V = p[F_V], Wo = p[F_K], off = p[F_WOFF];
             for (int64_t u = 0; u < U; ++u)
                 for (int64_t v = 0; v < V; ++v)
@@ -792,13 +827,13 @@ void contract(int mask, int64_t rows, const int64_t* paths, int64_t npaths, cons
                          const T* ec, const int64_t* b1, int64_t n1, int64_t d1, const int64_t* b2, int64_t n2, \
                          int64_t d2, const int64_t* b3, int64_t n3, int64_t d3, int64_t wn, int w_shared,       \
                          int64_t scratch, const T* x1, const T* x2, const T* z, const T* w, T* out0, T* out1,   \
-                         T* out2, T* out3, int nthreads) {                                                      \
+                         T* out2, T* out3, int nthreads, T* ysave, int ymode) {                                 \
         T* const outs[4] = {out0, out1, out2, out3};                                                            \
         contract<T>(mask, rows, paths, npaths, ei, ec, b1, n1, d1, b2, n2, d2, b3, n3, d3, wn, w_shared,       \
-                    scratch, x1, x2, z, w, outs, nthreads);                                                     \
+                    scratch, x1, x2, z, w, outs, nthreads, ysave, ymode);                                       \
     }
 
 EQ_TP_EXPORT(eq_tp_contract_f32, float)
 EQ_TP_EXPORT(eq_tp_contract_f64, double)
 
-extern "C" int eq_tp_abi_version() { return 3; }
+extern "C" int eq_tp_abi_version() { return 4; }

@@ -61,7 +61,8 @@ def _library() -> ctypes.CDLL | None:
     if lib is None:
         return None
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    args = [i32, i64, p, i64, p, p, p, i64, i64, p, i64, i64, p, i64, i64, i64, i32, i64, p, p, p, p, p, p, p, p, i32]
+    args = [i32, i64, p, i64, p, p, p, i64, i64, p, i64, i64, p, i64, i64, i64, i32, i64, p, p, p, p, p, p, p, p, i32,
+            p, i32]
     for name in ("eq_tp_contract_f32", "eq_tp_contract_f64"):
         getattr(lib, name).argtypes = args
         getattr(lib, name).restype = None
@@ -80,7 +81,9 @@ class Plan:
     :func:`uvw_order`, first and end entry of the path's entries with ``i`` and ``j`` exchanged
     (uvw paths; the "x2 first" orders run the path with the operands swapped)), the entries ``(nnz, 3)``
     int32 ``(i, j, k)`` and their coefficients, and per operand its blocks ``(offset, mul,
-    dim)`` (the kernel transposes each block to ``[component][channel]``)."""
+    dim)`` (the kernel transposes each block to ``[component][channel]``). ``y_row``: the
+    numbers per row of the forward's saved ``Y`` (sum of ``d1 V Wo`` over the paths whose code
+    has :attr:`UvwOrder.save_y`; 0: nothing to save)."""
 
     key: int
     paths: np.ndarray
@@ -90,6 +93,7 @@ class Plan:
     dims: tuple[int, int, int]
     weight_numel: int
     scratch: int
+    y_row: int = 0
 
     @functools.cached_property
     def args(self) -> dict[bool, tuple]:
@@ -103,6 +107,8 @@ class Plan:
 
 
 _PLANS: list[Plan] = []
+Y_CODES, Y_SAVE = 34, 50  # bit positions of UvwOrder.gradients_y and .save_y in the path code
+Y_SETS = (2, 3, 6, 7)  # the wanted-gradient sets (with x2) that have saved-Y codes
 
 
 # ------------------------------------------------------------- contraction orders of uvw
@@ -123,15 +129,26 @@ class UvwOrder:
     u, w] = sum c x1[u, i] h[w, k]``, 2: the ``x1`` gradient through ``Y'[j, u, w] = sum_v x2[v,
     j] W[u, v, w]``, 4: the weights through ``Q'``). ``code`` packs it for the kernel: bits 0-1 the
     forward (0 out, 1 x1, 2 x2), bits ``2 + 4 g .. 5 + 4 g`` = ``gradients[g]``.
+
+    Saved ``Y`` (x1-first forward only): when the forward keeps its ``Y`` (``d1 V Wo`` numbers per
+    row), the ``x2`` gradient through ``Y`` costs only the sparse dots (``nnz V Wo``), which can
+    change the best orders of the gradient sets with ``x2`` (2, 3, 6, 7): ``gradients_y`` (bits
+    ``34 + 4 n``, ``n`` the set's index in that list: a code with bit 2 and without bit 8 where
+    reading ``Y`` is strictly cheaper, else the set's ordinary code) and ``save_y`` (bit 50: some
+    set is strictly cheaper with ``Y``, so the forward keeps it when ``x2`` needs a gradient).
     """
 
     forward: str
     gradients: tuple[int, ...]
+    gradients_y: tuple[int, ...] = (0, 0, 0, 0)
+    save_y: bool = False
 
     @property
     def code(self) -> int:
         f = ("out", "x1", "x2").index(self.forward)
-        return f | sum(b << (2 + 4 * g) for g, b in enumerate(self.gradients))
+        code = f | sum(b << (2 + 4 * g) for g, b in enumerate(self.gradients))
+        code |= sum(b << (Y_CODES + 4 * n) for n, b in enumerate(self.gradients_y))
+        return code | (int(self.save_y) << Y_SAVE)
 
 
 def uvw_costs(U: int, V: int, Wo: int, d1: int, d3: int, nnz: int) -> dict:
@@ -141,7 +158,8 @@ def uvw_costs(U: int, V: int, Wo: int, d1: int, d3: int, nnz: int) -> dict:
     ``(V, U, Wo, d2, d3, nnz)`` for the exchanged operands). Keys: ``fwd_out``, ``fwd_x1`` (whole
     forward in either order), ``T`` (bilinear part and ``T^T h``), ``G`` (``h W^T``), ``G_each``
     (the sparse sweep per input gradient from ``G``), ``Q`` (building ``Q``), ``Q_gemm`` (``x1^T
-    Q`` or ``Q W^T``), ``Y`` (``x1 W`` and the sparse dots).
+    Q`` or ``Q W^T``), ``Y`` (``x1 W`` and the sparse dots), ``Y_saved`` (the dots alone, with the
+    forward's ``Y`` kept).
 
     >>> uvw_costs(128, 1, 128, 1, 3, 3)["fwd_x1"] < uvw_costs(128, 1, 128, 1, 3, 3)["fwd_out"]
     True
@@ -149,17 +167,17 @@ def uvw_costs(U: int, V: int, Wo: int, d1: int, d3: int, nnz: int) -> dict:
     gemm = U * V * Wo
     return {"fwd_out": nnz * U * V + d3 * gemm, "fwd_x1": d1 * gemm + nnz * V * Wo,
             "T": nnz * U * V + d3 * gemm, "G": d3 * gemm, "G_each": nnz * U * V,
-            "Q": nnz * V * Wo, "Q_gemm": d1 * gemm, "Y": d1 * gemm + nnz * V * Wo}
+            "Q": nnz * V * Wo, "Q_gemm": d1 * gemm, "Y": d1 * gemm + nnz * V * Wo, "Y_saved": nnz * V * Wo}
 
 
-def _gradient_cost(c: dict, wanted: int, bits: int) -> int:
+def _gradient_cost(c: dict, wanted: int, bits: int, y_saved: bool = False) -> int:
     x1, x2, w = wanted & 1, wanted & 2, wanted & 4
     x1_q, x2_y, w_q = x1 and bits & 1, x2 and bits & 2, w and bits & 4
     via_g = (x1 and not x1_q) + (x2 and not x2_y)
     cost = (c["G"] + via_g * c["G_each"]) if via_g else 0
     cost += c["T"] if w and not w_q else 0
     cost += (c["Q"] + (bool(x1_q) + bool(w_q)) * c["Q_gemm"]) if (x1_q or w_q) else 0
-    return cost + (c["Y"] if x2_y else 0)
+    return cost + (c["Y_saved" if y_saved else "Y"] if x2_y else 0)
 
 
 def _swap_wanted(g: int) -> int:
@@ -187,8 +205,14 @@ def uvw_order(U: int, V: int, Wo: int, d1: int, d2: int, d3: int, nnz: int) -> U
         options = [(_gradient_cost(a, g, bits), bits) for bits in range(8) if bits & ~g == 0]
         gs = _swap_wanted(g)  # the exchanged frame: its x1 is our x2
         options += [(_gradient_cost(b, gs, bits), 8 | bits) for bits in range(1, 8) if bits & ~gs == 0]
-        grads.append(min(options)[1])
-    return UvwOrder(forward, tuple(grads))
+        grads.append(min(options))
+    grads_y, save = [], False
+    for g in Y_SETS:  # with the forward's Y kept (only an x1-first forward has it)
+        with_y = min((_gradient_cost(a, g, bits, True), bits) for bits in range(8) if bits & ~g == 0 and bits & 2)
+        better = forward == "x1" and with_y[0] < grads[g][0]
+        grads_y.append(with_y[1] if better else grads[g][1])
+        save |= better
+    return UvwOrder(forward, tuple(b for _, b in grads), tuple(grads_y), save)
 
 
 def _entries(l1: int, l2: int, l3: int, scale: float) -> np.ndarray:
@@ -203,7 +227,7 @@ def _build(desc: TensorProductDescriptor, orders: list[int] | None = None) -> Pl
     """The plan of ``desc``; ``orders`` (one code per path) overrides :func:`uvw_order` (tests)."""
     s1, s2, so = desc.irreps1.slices(), desc.irreps2.slices(), desc.irreps_out.slices()
     wsl = desc.weight_slices()
-    rows, ents, swapped, e0 = [], [], [], 0
+    rows, ents, swapped, e0, y_row = [], [], [], 0, 0
     for n, p in enumerate(desc.paths):
         (m1, ir1), (m2, ir2), (mo, iro) = desc.irreps1[p.i1], desc.irreps2[p.i2], desc.irreps_out[p.i_out]
         e = _entries(ir1.l, ir2.l, iro.l, desc.coefficient(n))
@@ -213,6 +237,8 @@ def _build(desc: TensorProductDescriptor, orders: list[int] | None = None) -> Pl
             start = sum(len(x) for x in swapped)  # after all the main entries (shifted below)
             swapped.append(e[:, [1, 0, 2, 3]])
             se = (start, start + len(e))
+            if p.weighted and code >> Y_SAVE & 1 and code & 3 == 1:  # the kernel's saves_y
+                y_row += ir1.dim * m2 * mo
         rows.append([_MODE_CODE[p.mode], m1, m2, mo, ir1.dim, ir2.dim, iro.dim, s1[p.i1].start, s2[p.i2].start,
                      so[p.i_out].start, wsl[n].start if p.weighted else -1, e0, e0 + len(e), code, *se])
         ents.append(e)
@@ -241,6 +267,7 @@ def _build(desc: TensorProductDescriptor, orders: list[int] | None = None) -> Pl
         dims=(desc.irreps1.dim, desc.irreps2.dim, desc.irreps_out.dim),
         weight_numel=desc.weight_numel,
         scratch=2 * max([*need, 1]),
+        y_row=y_row,
     )
     _PLANS.append(plan)
     return plan
@@ -273,10 +300,12 @@ def _ptr(t: torch.Tensor | None) -> int | None:
 ORDER = (2, 0, 1, 3)  # slot -> position in the argument list (x1, x2, z, w)
 
 
-def _run(ops: list[torch.Tensor], plan_key: int, mask: int, w_shared: bool) -> list[torch.Tensor]:
+def _run(ops: list[torch.Tensor], plan_key: int, mask: int, w_shared: bool, ysave: torch.Tensor | None = None,
+         ymode: int = 0) -> list[torch.Tensor]:
     """One kernel call: every slot in ``mask`` (bit s = slot s) from the operands ``(x1, x2, z,
     w)``; an empty operand is absent (only allowed where it is an output alone). Unrequested
-    outputs are empty tensors."""
+    outputs are empty tensors. ``ysave`` (``rows * plan.y_row``, contiguous): the forward's saved
+    ``Y``, written (``ymode`` 1, with slot 0) or read for the ``x2`` gradient (``ymode`` 2)."""
     pl = _PLANS[plan_key]
     ops = [t.contiguous() for t in ops]
     rows = _rows(*ops[:3])
@@ -287,7 +316,7 @@ def _run(ops: list[torch.Tensor], plan_key: int, mask: int, w_shared: bool) -> l
     lib = _library()
     fn = lib.eq_tp_contract_f64 if f64 else lib.eq_tp_contract_f32
     fn(mask, rows, *pl.args[f64], int(w_shared), pl.scratch, *[_ptr(t) for t in ops], *[_ptr(t) for t in outs],
-       torch.get_num_threads())
+       torch.get_num_threads(), _ptr(ysave), ymode if ysave is not None else 0)
     return outs
 
 
@@ -394,12 +423,71 @@ def _backward_multi(ctx, grads):
 _tp_contract_multi.register_autograd(_backward_multi, setup_context=_setup_multi)
 
 
+# ----------------------------------------------------------- forward that keeps its Y (training)
+# The x1-first forward of a fully connected path computes Y[i, v, w] = sum_u x1[u, i] W[u, v,
+# w]; the x2 gradient through Y needs exactly that again. When x2 needs a gradient and the plan
+# has such paths (Plan.y_row > 0), contract() runs this op instead: the product and the rows' Y
+# (rows * y_row numbers, kept until the backward), and a first backward (no create_graph) hands
+# Y back to the kernel. Under create_graph the backward takes the ordinary differentiable route
+# (the saved Y is a function of x1 and W that the op does not differentiate), so gradients of
+# any order stay exact.
+@torch.library.custom_op("equikit::tp_forward_keep_y", mutates_args=())
+def _tp_forward_keep_y(x1: torch.Tensor, x2: torch.Tensor, w: torch.Tensor, plan_key: int) -> list[torch.Tensor]:
+    x1 = x1.contiguous()
+    ysave = torch.empty(x1.shape[0] * _PLANS[plan_key].y_row, dtype=x1.dtype)
+    z = _run([x1, x2, x1.new_empty(0), w], plan_key, 1, True, ysave, 1)[0]
+    return [z, ysave]
+
+
+@_tp_forward_keep_y.register_fake
+def _(x1, x2, w, plan_key):
+    return [x1.new_empty(x1.shape[0], _PLANS[plan_key].dims[2]), x1.new_empty(x1.shape[0] * _PLANS[plan_key].y_row)]
+
+
+@torch.library.custom_op("equikit::tp_gradients_from_y", mutates_args=())
+def _tp_gradients_from_y(x1: torch.Tensor, x2: torch.Tensor, h: torch.Tensor, w: torch.Tensor, ysave: torch.Tensor,
+                         plan_key: int, mask: int) -> list[torch.Tensor]:
+    return _run([x1, x2, h, w], plan_key, mask, True, ysave, 2)
+
+
+@_tp_gradients_from_y.register_fake
+def _(x1, x2, h, w, ysave, plan_key, mask):
+    return _fake([x1, x2, h, w], plan_key, mask, True)
+
+
+def _setup_keep_y(ctx, inputs, output):
+    x1, x2, w, plan_key = inputs
+    ctx.save_for_backward(x1, x2, w, output[1])
+    ctx.plan_key = plan_key
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
+
+
+def _backward_keep_y(ctx, grads):
+    h = grads[0]
+    mask = sum(1 << s for s, i in ((1, 0), (2, 1), (3, 2)) if ctx.needs_input_grad[i])
+    if h is None or mask == 0:
+        return None, None, None, None
+    x1, x2, w, ysave = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph: the differentiable route (recomputes Y)
+        g = _gradients([h, x1, x2, w], ctx.plan_key, mask, True)
+        return g[0], g[1], g[3], None
+    outs = _tp_gradients_from_y(x1, x2, h.contiguous(), w, ysave, ctx.plan_key, mask)
+    return (*(outs[s] if mask >> s & 1 else None for s in (1, 2, 3)), None)
+
+
+_tp_forward_keep_y.register_autograd(_backward_keep_y, setup_context=_setup_keep_y)
+
+
 def contract(plan_key: int, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None,
              shared: bool) -> torch.Tensor:
     """Slot 0 of the plan ``plan(desc).key``: the product ``(rows, irreps_out.dim)`` of
     ``x1 (rows, d1)``, ``x2 (rows, d2)`` and ``weight`` (``(n,)`` shared, ``(rows, n)`` per row,
     or None). The key is an int so that ``torch.compile`` sees a constant."""
     empty = x1.new_empty(0)
+    if (shared and weight is not None and x2.requires_grad and torch.is_grad_enabled() and _PLANS[plan_key].y_row
+            and x1.device.type == "cpu"):
+        return _tp_forward_keep_y(x1, x2, weight, plan_key)[0]
     return _tp_contract(x1, x2, empty, empty if weight is None else weight, plan_key, 0, bool(shared))
 
 
