@@ -238,9 +238,9 @@ def test_saved_y_changes_the_orders_by_the_flop_count():
     for args in ((128, 1, 128, 3, 3, 1, count_nonzero(1, 1, 0)), (128, 1, 128, 1, 1, 1, 1)):
         o = _native.uvw_order(*args)
         assert o.forward == "out" and not o.save_y and o.gradients_y == tuple(o.gradients[g] for g in _native.Y_SETS)
-    # 2e x 2e -> 0e-like: x1 first chosen but the x2 gradient goes through the shared G anyway
+    # 2e x 2e -> 0e: output first (128 + 128^2 against 5*128^2), nothing to keep
     o = _native.uvw_order(128, 1, 128, 5, 5, 1, 5)
-    assert not o.save_y
+    assert o.forward == "out" and not o.save_y
     # the code: bit 50 and the saved-Y sets at bits 34 + 4 n; each set either keeps its ordinary
     # code or reads Y in the operands' own frame (bit 2 set, bit 8 clear)
     o = _native.uvw_order(128, 1, 128, 3, 3, 5, count_nonzero(1, 1, 2))
