@@ -271,7 +271,8 @@ void path_uuu(const int64_t* p, const int32_t* ei, const T* ec, const Row<T>& r)
 
 // Z[k0 + kk][w0 + w] += sum_q A[k0 + kk][q] M[q][w0 + w] for kk < KB, w < CW: one register tile
 // (KB x CW accumulators; each weight vector loaded is used KB times)
-template <int KB, typename T>
+// (ACC false: Z = instead of +=, so the caller need not zero Z first)
+template <int KB, bool ACC, typename T>
 inline void gemm_tile(int64_t k0, int64_t w0, int64_t n, int64_t nq, const T* __restrict A, int64_t lda,
                       int64_t sq, const T* __restrict M, T* __restrict Z) {
     constexpr int64_t CW = 16;
@@ -286,7 +287,12 @@ inline void gemm_tile(int64_t k0, int64_t w0, int64_t n, int64_t nq, const T* __
         }
     }
     for (int64_t kk = 0; kk < KB; ++kk)
-        for (int64_t w = 0; w < CW; ++w) Z[(k0 + kk) * n + w0 + w] += acc[kk][w];
+        for (int64_t w = 0; w < CW; ++w) {
+            if constexpr (ACC)
+                Z[(k0 + kk) * n + w0 + w] += acc[kk][w];
+            else
+                Z[(k0 + kk) * n + w0 + w] = acc[kk][w];
+        }
 }
 
 // Z[k][0:n] += sum_q A[k][q] M[q][0:n] for k < nk: a register-blocked micro GEMM over tiles of
@@ -295,22 +301,32 @@ inline void gemm_tile(int64_t k0, int64_t w0, int64_t n, int64_t nq, const T* __
 // 1.1x, backward 1.35x at C = 128, 1.0-1.1x at C = 32), then tiles of 4, 2, 1 rows for the
 // rest; the last n % 16 columns by axpy.
 // (A[k][q] at A[k lda + q sq]: sq = 1 row-major, lda = 1 and sq = the row length for A^T)
-template <typename T>
+template <typename T, bool ACC = true>
 void small_gemm(int64_t nk, int64_t n, int64_t nq, const T* __restrict A, int64_t lda, const T* __restrict M,
                 T* __restrict Z, int64_t sq = 1) {
     constexpr int64_t CW = 16;
     const int64_t n_full = n / CW * CW;
     for (int64_t w0 = 0; w0 < n_full; w0 += CW) {
         int64_t k0 = 0;
-        for (; k0 + 6 <= nk; k0 += 6) gemm_tile<6>(k0, w0, n, nq, A, lda, sq, M, Z);
-        for (; k0 + 4 <= nk; k0 += 4) gemm_tile<4>(k0, w0, n, nq, A, lda, sq, M, Z);
-        for (; k0 + 2 <= nk; k0 += 2) gemm_tile<2>(k0, w0, n, nq, A, lda, sq, M, Z);
-        for (; k0 < nk; ++k0) gemm_tile<1>(k0, w0, n, nq, A, lda, sq, M, Z);
+        for (; k0 + 6 <= nk; k0 += 6) gemm_tile<6, ACC>(k0, w0, n, nq, A, lda, sq, M, Z);
+        for (; k0 + 4 <= nk; k0 += 4) gemm_tile<4, ACC>(k0, w0, n, nq, A, lda, sq, M, Z);
+        for (; k0 + 2 <= nk; k0 += 2) gemm_tile<2, ACC>(k0, w0, n, nq, A, lda, sq, M, Z);
+        for (; k0 < nk; ++k0) gemm_tile<1, ACC>(k0, w0, n, nq, A, lda, sq, M, Z);
     }
     if (n_full < n)
-        for (int64_t k = 0; k < nk; ++k)
+        for (int64_t k = 0; k < nk; ++k) {
+            if (!ACC) std::fill(Z + k * n + n_full, Z + (k + 1) * n, T(0));
             for (int64_t q = 0; q < nq; ++q)
                 axpy(n - n_full, A[k * lda + q * sq], M + q * n + n_full, Z + k * n + n_full);
+        }
+}
+
+// Z = A M (small_gemm without zeroing Z first: the register tiles store, the column tail is
+// zeroed per row before its axpy)
+template <typename T>
+inline void small_gemm_set(int64_t nk, int64_t n, int64_t nq, const T* __restrict A, int64_t lda,
+                           const T* __restrict M, T* __restrict Z) {
+    small_gemm<T, false>(nk, n, nq, A, lda, M, Z);
 }
 
 // ---- fully connected paths with shared weights, R rows at a time ---------------------------
@@ -502,15 +518,13 @@ void uvw_chunk(int mask, const int64_t* p, const int32_t* ei, const T* ec, Row<T
             T* Xc = M;
             T* Y = Ys ? Ys : M + m1 * U;  // straight into the saved-Y buffer when there is one
             uvw_stack_x1(p, rs, R, Xc);
-            std::fill(Y, Y + m1 * VW, T(0));
-            small_gemm(m1, VW, U, Xc, U, W, Y);
+            small_gemm_set(m1, VW, U, Xc, U, W, Y);
             for (int64_t n = 0; n < R; ++n) uvw_out_from_y(p, ei, ec, rs[n], Y + n * d1 * VW);
         } else {  // output first: the bilinear parts A (R d3 x U V), then A W
             T* A = M;            // [R d3][U V]
             T* Zc = M + m * UV;  // [R d3][Wo]
             for (int64_t n = 0; n < R; ++n) uvw_bilinear(p, ei, ec, rs[n], A + n * d3 * UV);
-            std::fill(Zc, Zc + m * Wo, T(0));
-            small_gemm(m, Wo, UV, A, UV, W, Zc);
+            small_gemm_set(m, Wo, UV, A, UV, W, Zc);
             for (int64_t n = 0; n < R; ++n) {
                 T* Z = rs[n].gz + p[F_OFFO];
                 const T* src = Zc + n * d3 * Wo;
@@ -540,8 +554,7 @@ void uvw_chunk(int mask, const int64_t* p, const int32_t* ei, const T* ec, Row<T
     }
     if (via_g) {
         T* G = A;
-        std::fill(G, G + m * UV, T(0));
-        small_gemm(m, UV, Wo, Zc, Wo, wT + woff, G);
+        small_gemm_set(m, UV, Wo, Zc, Wo, wT + woff, G);
         for (int64_t n = 0; n < R; ++n) uvw_input_grad(via_g, p, ei, ec, rs[n], G + n * d3 * UV);
     }
     if (w_q || (x2_y && !Ys)) uvw_stack_x1(p, rs, R, Xc);
@@ -549,8 +562,7 @@ void uvw_chunk(int mask, const int64_t* p, const int32_t* ei, const T* ec, Row<T
         for (int64_t n = 0; n < R; ++n) uvw_q(p, ei, ec, rs[n], Q + n * d1 * VW);
         if (w_q) small_gemm(U, VW, m1, Xc, 1, Q, gw + woff, U);  // gW += Xc^T Q
         if (x1_q) {                                              // g1 = Q W^T
-            std::fill(G1, G1 + m1 * U, T(0));
-            small_gemm(m1, U, VW, Q, VW, wT1 + woff, G1);
+            small_gemm_set(m1, U, VW, Q, VW, wT1 + woff, G1);
             for (int64_t n = 0; n < R; ++n) {
                 T* g1 = rs[n].g1 + p[F_OFF1];
                 const T* src = G1 + n * d1 * U;
@@ -563,8 +575,7 @@ void uvw_chunk(int mask, const int64_t* p, const int32_t* ei, const T* ec, Row<T
         if (Ys) {
             Y = Ys;
         } else {
-            std::fill(Y, Y + m1 * VW, T(0));
-            small_gemm(m1, VW, U, Xc, U, Wb + woff, Y);
+            small_gemm_set(m1, VW, U, Xc, U, Wb + woff, Y);
         }
         for (int64_t n = 0; n < R; ++n) uvw_x2_grad_from_y(p, ei, ec, rs[n], Y + n * d1 * VW);
     }
