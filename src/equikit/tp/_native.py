@@ -27,6 +27,9 @@ then the sparse sum with ``x2`` ("x1 first"); with shared weights the weight ste
 register-blocked GEMM over 32 rows at a time (no ``(rows, k, u, v)`` intermediate in memory).
 Each path takes the order with fewer multiply-adds, for the forward and separately for each set
 of wanted gradients (:func:`uvw_order`, chosen when the plan is built; docs/tp.md has the math).
+In training (grad mode, shared weights, ``x2`` requiring grad) the x1-first paths where it pays
+keep their forward ``Y`` for the ``x2`` gradient (``equikit::tp_forward_keep_y``; ``rows *
+Plan.y_row`` numbers held until the backward).
 Outputs of 32 MiB and more get transparent-huge-page advice before the first write (fresh large
 allocations otherwise fault once per 4 KiB page, which dominated the 10k-row timings).
 
