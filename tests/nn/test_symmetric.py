@@ -118,3 +118,22 @@ def test_trains_on_forces():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.9 * losses[0]
+
+
+def test_compiles_fullgraph_on_default_backend():
+    """The default executor (``monomial``) traces as one graph under ``torch.compile(fullgraph=
+    True)`` (the element range check, which reads values, runs in eager calls only) and gives the
+    eager outputs and force-like gradients; out-of-range elements still fail eagerly."""
+    m = SymmetricContraction(IRREPS, "0e + 1o", 3, num_elements=2, channels=3).double()
+    assert m.backend == "monomial"
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(6, 3, 9, generator=g, dtype=torch.float64, requires_grad=True)
+    el = torch.tensor([0, 1, 1, 0, 1, 0])
+    compiled = torch.compile(m, fullgraph=True, backend="eager")
+    y, y_ref = compiled(x, el), m(x, el)
+    (f,) = torch.autograd.grad(y.pow(2).sum(), x)
+    (f_ref,) = torch.autograd.grad(y_ref.pow(2).sum(), x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(f, f_ref, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"`element` must lie in \[0, 2\)"):
+        m(x, torch.tensor([0, 1, 2, 0, 1, 0]))

@@ -51,7 +51,8 @@ def check_element(element: Any, n: int, num_elements: int, where: str) -> torch.
                         "(pass one-hot attributes to the nn.SymmetricContraction module, or use .argmax(-1))")
     if element.shape != (n,):
         raise ValueError(f"{where}: `element` must have shape ({n},) like the nodes of `x`, got {tuple(element.shape)}")
-    if n and (int(element.min()) < 0 or int(element.max()) >= num_elements):
+    # the range check reads values (a graph break under torch.compile): eager calls only
+    if n and not torch.compiler.is_compiling() and (int(element.min()) < 0 or int(element.max()) >= num_elements):
         raise ValueError(f"{where}: `element` must lie in [0, {num_elements}) (num_elements={num_elements}), "
                          f"got values in [{int(element.min())}, {int(element.max())}]")
     return element
