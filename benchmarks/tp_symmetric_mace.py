@@ -33,6 +33,7 @@ from _common import RESULTS, environment, interleaved, write_results
 from equikit import tp
 
 ELEMENTS = 3
+BACKENDS = ("monomial", "recursive")  # our executors timed (monomial: the default since session 6)
 IRREPS_IN = "0e + 1o + 2e + 3o"
 
 
@@ -45,13 +46,13 @@ def mace_module(irreps_out: str, channels: int):
     return SymmetricContraction(irreps_in, out, correlation=3, num_elements=ELEMENTS)
 
 
-def run_case(irreps_out: str, channels: int, nodes: int, repeats: int) -> dict:
+def run_case(irreps_out: str, channels: int, nodes: int, repeats: int, backends=BACKENDS) -> dict:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(nodes, channels, 16, generator=g).requires_grad_(True)
     el = torch.randint(0, ELEMENTS, (nodes,), generator=g)
     onehot = torch.nn.functional.one_hot(el, ELEMENTS).float()
     d = tp.symmetric_contraction(IRREPS_IN, irreps_out, 3)
-    ours = tp.make_symmetric_executor(d, "recursive")
+    ours = {b: tp.make_symmetric_executor(d, b) for b in backends}
     w = (torch.randn(ELEMENTS, d.weight_numel, channels, generator=g) / 10).requires_grad_(True)
     mace = mace_module(irreps_out, channels)
     mace_params = list(mace.parameters())
@@ -61,26 +62,30 @@ def run_case(irreps_out: str, channels: int, nodes: int, repeats: int) -> dict:
 
         D = irreps_D(Irreps(IRREPS_IN), O(3).sample(1, generator=torch.Generator().manual_seed(1))[0])
         xr = x.detach() @ D.T
-        for f in (lambda a: ours(a, el, w.detach()), lambda a: mace(a, onehot)):
+        fs = [lambda a, e=e: e(a, el, w.detach()) for e in ours.values()] + [lambda a: mace(a, onehot)]
+        for f in fs:
             a, b = f(x.detach())[:, :channels], f(xr)[:, :channels]
             assert torch.allclose(a, b, rtol=1e-3, atol=1e-4 * a.abs().max().item()), "not invariant"
+        first = next(iter(ours.values()))(x.detach(), el, w.detach())
+        for e in ours.values():  # our executors compute the same function
+            assert torch.allclose(e(x.detach(), el, w.detach()), first, rtol=1e-4, atol=1e-5 * first.abs().max().item())
 
     def fwd(name):
-        return (lambda: ours(x.detach(), el, w.detach())) if name == "recursive" else (lambda: mace(x.detach(), onehot))
+        return (lambda: ours[name](x.detach(), el, w.detach())) if name in ours else (lambda: mace(x.detach(), onehot))
 
     def fwd_bwd(name):
         def run():
-            if name == "recursive":
-                torch.autograd.grad(ours(x, el, w).sum(), [x, w])
+            if name in ours:
+                torch.autograd.grad(ours[name](x, el, w).sum(), [x, w])
             else:
                 torch.autograd.grad(mace(x, onehot).sum(), [x, *mace_params])
         return run
 
     res = {}
     for phase, make in (("forward", fwd), ("forward_backward", fwd_bwd)):
-        r = interleaved({n: make(n) for n in ("recursive", "mace_torch")}, repeats=repeats, warmup=2)
+        r = interleaved({n: make(n) for n in (*backends, "mace_torch")}, repeats=repeats, warmup=2)
         res[phase] = {n: v["median_s"] for n, v in r.items()}
-    return {"irreps_out": irreps_out, "channels": channels, "nodes": nodes, "times": res,
+    return {"irreps_out": irreps_out, "channels": channels, "nodes": nodes, "times": res, "backends": list(backends),
             "weights_ours": d.weight_numel * ELEMENTS * channels,
             "weights_mace": sum(p.numel() for p in mace_params)}
 
@@ -90,6 +95,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=21)
     ap.add_argument("--max-cases", type=int, default=3)
+    ap.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS,
+                    help="our symmetric-contraction executors to time beside mace-torch")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -99,20 +106,24 @@ def main(argv=None) -> int:
                "runs": []}
     cases = [("0e + 1o", 32, 1000), ("0e", 128, 1000), ("0e", 32, 10000)]
     for irreps_out, channels, nodes in cases[: args.max_cases]:
-        payload["runs"].append(run_case(irreps_out, channels, nodes, args.repeats))
+        payload["runs"].append(run_case(irreps_out, channels, nodes, args.repeats, tuple(args.backends)))
         payload["env_end"] = environment()
-        lines = ["# equikit recursive vs mace-torch symmetric contraction", "",
-                 f"`benchmarks/tp_symmetric_mace.py --threads {args.threads}` in a second venv (mace-torch "
+        bs = list(args.backends)
+        lines = ["# equikit vs mace-torch symmetric contraction", "",
+                 f"`benchmarks/tp_symmetric_mace.py --threads {args.threads} --backends {' '.join(bs)}` in a second "
+                 f"venv (mace-torch "
                  f"{payload['mace_torch']}, e3nn 0.4.4, torch {payload['env']['torch']}); load average at start "
                  f"{tuple(round(v, 2) for v in payload['env']['loadavg'])}, at end "
                  f"{tuple(round(v, 2) for v in payload['env_end']['loadavg'])}; float32, median of {args.repeats}.",
-                 "", "| irreps_out | channels | nodes | weights ours / MACE | phase | recursive ms | mace-torch ms "
-                 "| mace / ours |", "|---|---|---|---|---|---|---|---|"]
+                 "", "| irreps_out | channels | nodes | weights ours / MACE | phase | "
+                 + " | ".join(f"{b} ms" for b in bs) + " | mace-torch ms | "
+                 + " | ".join(f"mace / {b}" for b in bs) + " |", "|---|---|---|---|---|" + "---|" * (2 * len(bs) + 1)]
         for r in payload["runs"]:
             for phase, t in r["times"].items():
                 lines.append(f"| {r['irreps_out']} | {r['channels']} | {r['nodes']} | {r['weights_ours']} / "
-                             f"{r['weights_mace']} | {phase} | {1e3 * t['recursive']:.1f} | "
-                             f"{1e3 * t['mace_torch']:.1f} | {t['mace_torch'] / t['recursive']:.2f}x |")
+                             f"{r['weights_mace']} | {phase} | " + " | ".join(f"{1e3 * t[b]:.1f}" for b in bs)
+                             + f" | {1e3 * t['mace_torch']:.1f} | "
+                             + " | ".join(f"{t['mace_torch'] / t[b]:.2f}x" for b in bs) + " |")
         md = "\n".join(lines) + "\n"
         write_results("tp_symmetric_mace", payload, md, args.out)
         print(md, flush=True)
