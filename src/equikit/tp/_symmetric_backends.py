@@ -34,6 +34,7 @@ irreps_out.dim)`` in the layout of ``descriptor.irreps_out_full(channels)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -86,6 +87,7 @@ class SymmetricExecutor(nn.Module):
             raise TypeError(f"{type(self).__name__}: `descriptor` must be a SymmetricContractionDescriptor, got "
                             f"{type(descriptor).__name__}")
         self.descriptor = descriptor
+        self._frozen: dict = {}  # products of weights that need no gradient (_frozen_or_fresh)
         self._keys: list[tuple[int, int]] = []
         for (i, nu), sl in descriptor.weight_slices().items():
             if sl.stop > sl.start:
@@ -95,6 +97,27 @@ class SymmetricExecutor(nn.Module):
     def extra_repr(self) -> str:
         d = self.descriptor
         return f"{d.irreps_in} -> {d.irreps_out}, correlation={d.correlation}, weights={d.weight_numel}"
+
+    def _set_chunk_elements(self, chunk_elements: int) -> None:
+        if isinstance(chunk_elements, bool) or not isinstance(chunk_elements, int) or chunk_elements < 1:
+            raise ValueError(f"{type(self).__name__}: `chunk_elements` must be an int >= 1, got {chunk_elements!r}")
+        self.chunk_elements = chunk_elements
+
+    def _frozen_or_fresh(self, weight: torch.Tensor, tag: Any, make: Callable[[], Any], capacity: int) -> Any:
+        """``make()``, kept while weights that need no gradient stay unchanged (inference, MD, the
+        force evaluation of a frozen model): keyed by storage, in-place version, dtype, device,
+        shape, stride and ``tag``; the cache starts over once it holds ``capacity`` entries (stale
+        weights). Weights that need a gradient, or a traced call, always get a fresh ``make()``."""
+        if weight.requires_grad or torch.compiler.is_compiling():
+            return make()
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape),
+               weight.stride(), tag)
+        if key not in self._frozen:
+            if len(self._frozen) >= capacity:
+                self._frozen.clear()
+            # the entry holds the weights, so their memory (the key's address) cannot be reused
+            self._frozen[key] = (weight, make())
+        return self._frozen[key][1]
 
 
 SYMMETRIC_BACKENDS: dict[str, type[SymmetricExecutor]] = {}
@@ -233,11 +256,7 @@ class RecursiveSymmetricExecutor(SymmetricExecutor):
 
     def __init__(self, descriptor: SymmetricContractionDescriptor, chunk_elements: int = 2**25) -> None:
         super().__init__(descriptor)
-        if isinstance(chunk_elements, bool) or not isinstance(chunk_elements, int) or chunk_elements < 1:
-            raise ValueError(
-                f"RecursiveSymmetricExecutor: `chunk_elements` must be an int >= 1, got {chunk_elements!r}")
-        self.chunk_elements = chunk_elements
-        self._frozen: dict = {}  # T_nu of weights that need no gradient (see _tensors_of)
+        self._set_chunk_elements(chunk_elements)
         # all output blocks in one pass: per nu, U_nu of every block as (K_nu, d^nu * M), the
         # blocks' m-columns side by side (M = sum of the output dims; zeros where a block has no
         # basis), and the rows of the weights they read
@@ -274,18 +293,9 @@ class RecursiveSymmetricExecutor(SymmetricExecutor):
 
     def _tensors_of(self, weight: torch.Tensor, e: int) -> list[torch.Tensor | None]:
         """:meth:`_tensors` of element ``e``; for weights that need no gradient (inference, MD,
-        the force evaluation of a frozen model) kept until the weights change (keyed by storage,
-        in-place version and dtype), so repeated calls skip the ``U W`` products."""
-        if weight.requires_grad or torch.compiler.is_compiling():
-            return self._tensors(weight[e])
-        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape),
-               weight.stride(), e)
-        if key not in self._frozen:
-            if len(self._frozen) >= 4 * weight.shape[0]:  # stale weights: start over
-                self._frozen.clear()
-            # the entry holds the weights, so their memory (the key's address) cannot be reused
-            self._frozen[key] = (weight, self._tensors(weight[e]))
-        return self._frozen[key][1]
+        the force evaluation of a frozen model) kept until the weights change, so repeated calls
+        skip the ``U W`` products (room for the elements of a few weight versions)."""
+        return self._frozen_or_fresh(weight, e, lambda: self._tensors(weight[e]), 4 * weight.shape[0])
 
     @staticmethod
     def _contract(x: torch.Tensor, ts: list[torch.Tensor | None], d: int) -> torch.Tensor:
@@ -383,10 +393,7 @@ class MonomialSymmetricExecutor(SymmetricExecutor):
 
     def __init__(self, descriptor: SymmetricContractionDescriptor, chunk_elements: int = 2**25) -> None:
         super().__init__(descriptor)
-        if isinstance(chunk_elements, bool) or not isinstance(chunk_elements, int) or chunk_elements < 1:
-            raise ValueError(
-                f"MonomialSymmetricExecutor: `chunk_elements` must be an int >= 1, got {chunk_elements!r}")
-        self.chunk_elements = chunk_elements
+        self._set_chunk_elements(chunk_elements)
         self._dims = [ir.dim for _, ir in descriptor.irreps_out]
         self._sizes: list[int] = []  # monomials per order
         for nu, (v, prev, last, size) in enumerate(_monomial_plan(descriptor)["orders"], start=1):
@@ -395,7 +402,6 @@ class MonomialSymmetricExecutor(SymmetricExecutor):
                 self.register_buffer(f"prev{nu}", prev, persistent=False)
                 self.register_buffer(f"last{nu}", last, persistent=False)
             self._sizes.append(size)
-        self._frozen: dict = {}
 
     @property
     def num_monomials(self) -> int:
@@ -419,13 +425,7 @@ class MonomialSymmetricExecutor(SymmetricExecutor):
 
     def _tensors_of(self, weight: torch.Tensor) -> list[torch.Tensor]:
         """:meth:`_tensors`, kept while weights that need no gradient stay unchanged (inference, MD)."""
-        if weight.requires_grad or torch.compiler.is_compiling():
-            return self._tensors(weight)
-        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device, tuple(weight.shape), weight.stride())
-        if key not in self._frozen:
-            self._frozen.clear()
-            self._frozen[key] = (weight, self._tensors(weight))  # holds the weights: the address stays theirs
-        return self._frozen[key][1]
+        return self._frozen_or_fresh(weight, None, lambda: self._tensors(weight), 1)
 
     def forward(self, x: torch.Tensor, element: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         desc = self.descriptor
