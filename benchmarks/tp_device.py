@@ -252,6 +252,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-gb", type=float, default=12.0, help="skip cases whose output exceeds this")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--name", default="tp_device")
+    ap.add_argument("--cases", default="", help="only these grid cases, as kind:L:C[,kind:L:C...] "
+                    "(e.g. fully_connected:1:128); default: the whole grid")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", module="cuequivariance_torch")
     device = torch.device(args.device)
@@ -266,7 +268,10 @@ def main(argv=None) -> int:
     payload = {"env": environment(), "argv": sys.argv[1:] if argv is None else list(argv), "repeats": args.repeats,
                "cue_status": status, "versions": versions, "runs": [], "too_big": []}
     t_start = time.perf_counter()
+    only = {tuple(c.split(":")) for c in args.cases.split(",") if c}
     for kind, lmax, mul, rows_list in grid(args.quick):
+        if only and (kind, str(lmax), str(mul)) not in only:
+            continue
         for rows in rows_list:
             d, _ = build(kind, lmax, mul)
             gb = 4 * rows * (d.irreps_out.dim + d.irreps1.dim + d.irreps2.dim) / 1e9
