@@ -108,10 +108,9 @@ for s in $SECTIONS; do
       stamp "nbody end rc=$?" ;;
     tests)
       stamp "tests start"
-      # the mace site carries ase, which test modules import at collection (without it: 12
-      # collection errors, seen in session 6)
-      # only ase from it: the mace site's e3nn 0.4.4 would shadow the image's e3nn (its torch.load
-      # fails under weights_only; seen in session 7)
+      # test modules import ase at collection (without it: 12 collection errors, session 6); only
+      # ase, not the whole mace site, whose e3nn 0.4.4 would shadow the image's e3nn (its
+      # torch.load fails under weights_only: 14 collection errors, session 7)
       $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/ase-site .whl/ase-*.whl > /dev/null 2>&1
       PYTHONPATH=$PYTHONPATH:/tmp/ase-site timeout 60 $PY -m pytest -q -p no:cacheprovider -m gpu tests > "$W/pytest_gpu.log" 2>&1
       stamp "tests end rc=$?" ;;
