@@ -20,6 +20,15 @@ tensor product, so it is a module here and not a ``tp`` backend.
 
 Only natural-parity features (``p = (-1)^l``: ``0e, 1o, 2e, ...``) are functions on the sphere
 that transform this way under reflections; other parities are refused.
+
+Options (session 7) for MACE-like per-element weights, each exactly equivariant:
+``output="degree"`` applies the MLP's last (linear) layer after the projection, with its own
+``hidden[-1] x C_out`` weights per output degree ``l`` (a linear map of each degree's
+coefficients commutes with rotations; the bias reaches degree 0 only, the projection of a
+constant); ``num_groups=K`` makes those weights (and the linear path's) one set per group,
+chosen per sample by ``group`` (e.g. the element of each atom, as the per-element weights of
+MACE's symmetric contraction); ``linear=True`` adds a linear path ``x -> C_out`` per degree
+``l <= min(L_in, L_out)`` (zero at initialisation).
 """
 
 from __future__ import annotations
@@ -84,6 +93,33 @@ def _grid_mats(lmax_in: int, lmax_out: int, resolution: tuple[int, int]) -> tupl
     return y[:, : (lmax_in + 1) ** 2].T.contiguous(), (w * y[:, : (lmax_out + 1) ** 2] / (4 * math.pi)).contiguous()
 
 
+def _mix_degrees(z: torch.Tensor, weight: torch.Tensor, group: torch.Tensor | None) -> torch.Tensor:
+    """Per-degree (and per-group) channel mixing of harmonic coefficients.
+
+    ``z (B, C_in, (L+1)^2)`` in ``(channel, lm)`` layout, ``weight (K, D, C_in, C_out)`` for the
+    degrees ``l < D <= L + 1``, ``group (B,)`` int in ``[0, K)`` (None when ``K == 1``); returns
+    ``(B, C_out, D^2)``: ``out[b, c', lm] = sum_c weight[group_b, l, c, c'] z[b, c, lm]``. One GEMM
+    per degree over all ``K`` groups, then a gather (``K`` is small: the elements of a data set).
+
+    >>> w = torch.randn(1, 2, 3, 4)
+    >>> z = torch.randn(5, 3, 4)
+    >>> torch.allclose(_mix_degrees(z, w, None)[:, :, 1:], torch.einsum("bcm,cd->bdm", z[:, :, 1:], w[0, 1]))
+    True
+    """
+    k, d, c_in, c_out = weight.shape
+    b = z.shape[0]
+    out = []
+    for l in range(d):
+        zl = z[:, :, l * l : (l + 1) * (l + 1)].transpose(1, 2).reshape(-1, c_in)  # (B (2l+1), C_in)
+        y = (zl @ weight[:, l].permute(1, 0, 2).reshape(c_in, k * c_out)).reshape(b, 2 * l + 1, k, c_out)
+        if k == 1:
+            y = y[:, :, 0]
+        else:
+            y = y.gather(2, group.view(b, 1, 1, 1).expand(b, 2 * l + 1, 1, c_out)).squeeze(2)
+        out.append(y.transpose(1, 2))
+    return torch.cat(out, dim=2)
+
+
 class SphereGridMLP(nn.Module):
     r"""Facet-style mixing: features -> sphere grid -> MLP over channels per point -> features.
 
@@ -96,19 +132,47 @@ class SphereGridMLP(nn.Module):
             exact_degree)``.
         exact_degree: band-limit factor the default grid is exact for (``k^depth`` for a
             degree-``k`` polynomial activation; 2 by default).
+        output: ``"grid"`` (default): the last layer runs at every grid point, then the projection;
+            ``"degree"``: the projection first, then the last layer with its own weights per output
+            degree ``l`` (``out_weight (num_groups, L_out + 1, hidden[-1], C_out)``, ``out_bias
+            (num_groups, C_out)`` on degree 0). With equal weights for every degree it is the same
+            function as ``"grid"`` (the projection is linear); it runs the last layer on
+            ``(L_out+1)^2`` coefficients instead of the grid's points. Needs a hidden layer.
+        num_groups: ``K`` sets of the per-degree weights (``output="degree"``, ``linear``), one per
+            group; ``forward(..., group=...)`` picks one per sample (e.g. per element, as MACE's
+            per-element contraction weights). All groups start equal.
+        linear: add a linear path, per degree ``l <= min(L_in, L_out)`` (and group) a ``C_in x C_out``
+            map of ``x`` (``lin_weight (num_groups, min(L_in, L_out) + 1, C_in, C_out)``, zero at
+            initialisation, so the layer starts as without it).
 
-    Shapes: ``x (..., irreps_in.dim) -> (..., irreps_out.dim)``.
+    Shapes: ``x (..., irreps_in.dim) -> (..., irreps_out.dim)``; ``group (...)`` int.
 
     >>> m = SphereGridMLP("4x0e + 4x1o + 4x2e", "3x0e + 3x1o", hidden=(8,))
     >>> m(torch.randn(5, 36)).shape, m.resolution
     (torch.Size([5, 12]), (3, 6))
+    >>> m = SphereGridMLP("4x0e + 4x1o", "3x0e + 3x1o", hidden=(8,), output="degree", num_groups=2, linear=True)
+    >>> m(torch.randn(5, 16), group=torch.tensor([0, 1, 1, 0, 1])).shape, tuple(m.out_weight.shape)
+    (torch.Size([5, 12]), (2, 2, 8, 3))
     """
 
     def __init__(self, irreps_in: Any, irreps_out: Any, hidden: Sequence[int] = (32,),
                  act: Callable[[torch.Tensor], torch.Tensor] = nn.functional.silu,
-                 resolution: tuple[int, int] | None = None, exact_degree: int = 2) -> None:
+                 resolution: tuple[int, int] | None = None, exact_degree: int = 2,
+                 output: str = "grid", num_groups: int = 1, linear: bool = False) -> None:
         super().__init__()
         where = "SphereGridMLP"
+        if output not in ("grid", "degree"):
+            raise ValueError(f"{where}: `output` must be 'grid' or 'degree', got {output!r}")
+        if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1:
+            raise ValueError(f"{where}: `num_groups` must be an int >= 1, got {num_groups!r}")
+        if not isinstance(linear, bool):
+            raise TypeError(f"{where}: `linear` must be a bool, got {type(linear).__name__}")
+        if num_groups > 1 and output == "grid" and not linear:
+            raise ValueError(f"{where}: `num_groups` = {num_groups} has no per-group weights to select; "
+                             "use output='degree' and/or linear=True, or num_groups=1")
+        if output == "degree" and len(tuple(hidden)) == 0:
+            raise ValueError(f"{where}: output='degree' needs a hidden layer (its last layer moves after the "
+                             "projection), got hidden=()")
         self.irreps_in, c_in, self.lmax_in = _function_irreps(irreps_in, "irreps_in", where)
         self.irreps_out, c_out, self.lmax_out = _function_irreps(irreps_out, "irreps_out", where)
         if not callable(act):
@@ -125,7 +189,16 @@ class SphereGridMLP(nn.Module):
             raise TypeError(f"{where}: `resolution` must be (n_theta, n_phi) positive ints, got {resolution!r}")
         self.resolution = (int(resolution[0]), int(resolution[1]))
         self.act = act
+        self.output, self.num_groups = output, num_groups
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
+        if output == "degree":  # the last layer's weights, copied for every group and degree
+            last = self.layers.pop(len(self.layers) - 1)
+            w = last.weight.detach().T.expand(num_groups, self.lmax_out + 1, -1, -1)
+            self.out_weight = nn.Parameter(w.clone())
+            self.out_bias = nn.Parameter(last.bias.detach().expand(num_groups, -1).clone())
+        self.lin_weight = None
+        if linear:
+            self.lin_weight = nn.Parameter(torch.zeros(num_groups, min(self.lmax_in, self.lmax_out) + 1, c_in, c_out))
         self.c_in, self.c_out = c_in, c_out
         y, proj = _grid_mats(self.lmax_in, self.lmax_out, self.resolution)
         self.register_buffer("y", y, persistent=False)
@@ -136,11 +209,14 @@ class SphereGridMLP(nn.Module):
         inv[out[out < self.irreps_out.dim]] = np.nonzero(out < self.irreps_out.dim)[0]
         self.register_buffer("idx_out", torch.from_numpy(inv), persistent=False)
 
+    def coefficients(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (B, irreps_in.dim)`` as ``(B, C_in, (L_in+1)^2)`` (channel, lm), zeros for missing degrees."""
+        pad = torch.cat([x, x.new_zeros(x.shape[0], 1)], -1)
+        return pad.index_select(1, self.idx_in).reshape(x.shape[0], self.c_in, -1)
+
     def to_grid(self, x: torch.Tensor) -> torch.Tensor:
         """Values of the ``C_in`` functions on the grid, ``(B, G, C_in)`` for ``x (B, irreps_in.dim)``."""
-        pad = torch.cat([x, x.new_zeros(x.shape[0], 1)], -1)
-        coeffs = pad.index_select(1, self.idx_in).reshape(x.shape[0], self.c_in, -1)
-        return (coeffs @ self.y.to(x.dtype)).transpose(1, 2)
+        return (self.coefficients(x) @ self.y.to(x.dtype)).transpose(1, 2)
 
     def mlp(self, v: torch.Tensor, bias: torch.Tensor | None = None,
             act: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
@@ -148,16 +224,18 @@ class SphereGridMLP(nn.Module):
         added to the first layer's output at every grid point of sample ``b``; ``act`` (or None:
         ``self.act``) is the activation of this call."""
         act = self.act if act is None else act
+        n_act = len(self.layers) - (self.output == "grid")  # with output="degree" every layer here is hidden
         for i, layer in enumerate(self.layers):
             v = layer(v)
             if i == 0 and bias is not None:
                 v = v + bias.unsqueeze(-2)
-            if i < len(self.layers) - 1:
+            if i < n_act:
                 v = act(v)
         return v
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None,
-                act: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+                act: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                group: torch.Tensor | None = None) -> torch.Tensor:
         """``x (..., irreps_in.dim) -> (..., irreps_out.dim)``. ``bias`` (optional, ``(...,
         hidden[0])``): a per-sample shift of the first hidden layer's pre-activation, the same at
         every grid point, e.g. computed from invariant features (an element embedding): a constant
@@ -166,7 +244,9 @@ class SphereGridMLP(nn.Module):
         first layer's output. ``act`` (optional) replaces the activation for this call, applied
         to ``(B, G, width)`` tensors (``B`` samples, ``G`` grid points), e.g. one with per-sample
         parameters shaped ``(B, 1, width)``; it must act pointwise (the same function at every
-        grid point) for the layer to stay equivariant.
+        grid point) for the layer to stay equivariant. ``group`` (int, the batch shape of ``x``;
+        required when ``num_groups > 1``, ignored otherwise): which set of per-group weights each
+        sample uses.
 
         >>> m = SphereGridMLP("2x0e + 2x1o", "2x0e", hidden=(4,))
         >>> m(torch.randn(3, 8), bias=torch.randn(3, 4)).shape
@@ -179,7 +259,7 @@ class SphereGridMLP(nn.Module):
         batch = x.shape[:-1]
         if bias is not None:
             width = self.layers[0].out_features
-            if len(self.layers) < 2:
+            if len(self.layers) < 2 and self.output == "grid":
                 raise ValueError("SphereGridMLP: `bias` needs a hidden layer (hidden=() has none)")
             if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (*batch, width):
                 got = tuple(bias.shape) if isinstance(bias, torch.Tensor) else type(bias).__name__
@@ -188,9 +268,43 @@ class SphereGridMLP(nn.Module):
             bias = bias.reshape(-1, width)
         if act is not None and not callable(act):
             raise TypeError(f"SphereGridMLP: `act` must be callable or None, got {type(act).__name__}")
-        v = self.mlp(self.to_grid(x.reshape(-1, x.shape[-1])), bias, act)  # (B, G, C_out)
-        z = (v.transpose(1, 2) @ self.proj.to(v.dtype)).reshape(v.shape[0], -1)  # (B, C_out * (L+1)^2)
+        group = self._check_group(group, batch)
+        coeffs = self.coefficients(x.reshape(-1, x.shape[-1]))  # (B, C_in, (L_in+1)^2)
+        v = self.mlp((coeffs @ self.y.to(x.dtype)).transpose(1, 2), bias, act)  # (B, G, C_out or hidden[-1])
+        z = v.transpose(1, 2) @ self.proj.to(v.dtype)  # (B, C_out or hidden[-1], (L+1)^2)
+        if self.output == "degree":
+            z = _mix_degrees(z, self.out_weight, group)
+            b0 = self.out_bias[0] if group is None else self.out_bias[group]  # (C_out,) or (B, C_out)
+            z = torch.cat([z[:, :, :1] + b0.unsqueeze(-1), z[:, :, 1:]], dim=2)
+        if self.lin_weight is not None:
+            d = self.lin_weight.shape[1]
+            lin = _mix_degrees(coeffs, self.lin_weight, group)  # (B, C_out, d^2)
+            z = torch.cat([z[:, :, : d * d] + lin, z[:, :, d * d :]], dim=2)
+        z = z.reshape(v.shape[0], -1)  # (B, C_out * (L+1)^2)
         return z.index_select(1, self.idx_out).reshape(*batch, self.irreps_out.dim)
 
+    def _check_group(self, group: Any, batch: torch.Size) -> torch.Tensor | None:
+        """``group`` flattened to ``(B,)`` (None when there is one group), validated."""
+        if self.num_groups == 1:
+            return None
+        where = "SphereGridMLP"
+        if group is None:
+            raise ValueError(f"{where}: `group` is required with num_groups={self.num_groups} (an int tensor of "
+                             f"shape {tuple(batch)} picking each sample's weights), got None")
+        if not isinstance(group, torch.Tensor) or group.dtype.is_floating_point or group.dtype == torch.bool \
+                or tuple(group.shape) != tuple(batch):
+            got = f"{tuple(group.shape)} {group.dtype}" if isinstance(group, torch.Tensor) else type(group).__name__
+            raise ValueError(f"{where}: `group` must be an int tensor of shape {tuple(batch)} (the batch shape of "
+                             f"`x`), got {got}")
+        group = group.reshape(-1).long()
+        if not torch.compiler.is_compiling() and group.numel() and (int(group.min()) < 0
+                                                                    or int(group.max()) >= self.num_groups):
+            raise ValueError(f"{where}: `group` values must be in [0, {self.num_groups}), got "
+                             f"[{int(group.min())}, {int(group.max())}]")
+        return group
+
     def extra_repr(self) -> str:
-        return f"{self.irreps_in} -> {self.irreps_out}, resolution={self.resolution}"
+        opts = "" if self.output == "grid" else f", output={self.output!r}"
+        opts += "" if self.num_groups == 1 else f", num_groups={self.num_groups}"
+        opts += "" if self.lin_weight is None else ", linear=True"
+        return f"{self.irreps_in} -> {self.irreps_out}, resolution={self.resolution}{opts}"
