@@ -11,7 +11,12 @@ exact transposes, so the op is its own adjoint:
     d/dx1 <g, op(A, B, C)(x1, x2)> = op(C, B, A)(g, x2)
     d/dx2 <g, op(A, B, C)(x1, x2)> = op(C, A, B)(g, x1)
 
-:class:`GridBilinear` calls itself in its backward, so every derivative order works. The
+The op is the ``torch.library`` custom op ``equikit::grid_bilinear`` (a fake implementation
+for tracing and a registered autograd formula that calls the op again), so every derivative
+order works and ``torch.compile(fullgraph=True)`` traces it as one node. Its arguments are
+tensors and ints only: the sides of every product live in a module registry
+(:func:`register`: one entry per product, keyed by an int) and a derivative names the order of
+the three sides it needs by a permutation index. The
 kernel runs one row at a time with all its grid values in cache (rows over OpenMP threads,
 ``torch.get_num_threads()``), channels innermost. Built on first use by
 :func:`equikit._utils.native.load_library`; ``library()`` is ``None`` without a compiler or
@@ -151,20 +156,51 @@ def _run(xa: torch.Tensor, xb: torch.Tensor, sides: tuple[GridSide, GridSide, Gr
     return out
 
 
-class GridBilinear(torch.autograd.Function):
-    """``op(A, B, C)(xa, xb)`` on ``(rows, dim)`` tensors; its backward is the same op with the
-    sides permuted (module docs), so it is differentiable to every order."""
+# ----------------------------------------------------------------- the op, for autograd and tracing
+_SIDES: list[tuple[GridSide, GridSide, GridSide]] = []
+#: every order of the sides (A, B, C) that a derivative can ask for: the gradients of op(A, B, C)
+#: are op(C, B, A) and op(C, A, B), theirs op(A, B, C), op(A, C, B), op(B, A, C), op(B, C, A)
+_PERMS = ((0, 1, 2), (2, 1, 0), (2, 0, 1), (0, 2, 1), (1, 0, 2), (1, 2, 0))
+_PERM_INDEX = {p: i for i, p in enumerate(_PERMS)}
 
-    @staticmethod
-    def forward(ctx, xa, xb, sides):
-        ctx.save_for_backward(xa, xb)
-        ctx.sides = sides
-        return _run(xa, xb, sides)
 
-    @staticmethod
-    def backward(ctx, grad):
-        xa, xb = ctx.saved_tensors
-        a, b, c = ctx.sides
-        ga = GridBilinear.apply(grad, xb, (c, b, a)) if ctx.needs_input_grad[0] else None
-        gb = GridBilinear.apply(grad, xa, (c, a, b)) if ctx.needs_input_grad[1] else None
-        return ga, gb, None
+def register(sides: tuple[GridSide, GridSide, GridSide]) -> int:
+    """Keep ``sides`` (``x1``, ``x2``, output) for the op and return their key. The caller
+    registers each product once (the sphere-grid backend caches the key per descriptor)."""
+    _SIDES.append(tuple(sides))
+    return len(_SIDES) - 1
+
+
+def _permuted(key: int, perm: int) -> tuple[GridSide, GridSide, GridSide]:
+    base = _SIDES[key]
+    return tuple(base[i] for i in _PERMS[perm])
+
+
+@torch.library.custom_op("equikit::grid_bilinear", mutates_args=())
+def grid_bilinear(xa: torch.Tensor, xb: torch.Tensor, key: int, perm: int) -> torch.Tensor:
+    """``op(A, B, C)(xa, xb)`` on ``(rows, dim)`` CPU tensors, ``(A, B, C)`` the sides of product
+    ``key`` in the order ``_PERMS[perm]`` (0: ``x1``, ``x2`` -> output); differentiable to every
+    order (its backward is the same op with the sides permuted, module docs)."""
+    return _run(xa, xb, _permuted(key, perm))
+
+
+@grid_bilinear.register_fake
+def _(xa, xb, key, perm):
+    return xa.new_empty(xa.shape[0], _permuted(key, perm)[2].dim)
+
+
+def _setup(ctx, inputs, output):
+    xa, xb, key, perm = inputs
+    ctx.save_for_backward(xa, xb)
+    ctx.key, ctx.perm = key, perm
+
+
+def _backward(ctx, grad):
+    xa, xb = ctx.saved_tensors
+    a, b, c = _PERMS[ctx.perm]  # positions in the registered (x1, x2, output) sides
+    ga = grid_bilinear(grad, xb, ctx.key, _PERM_INDEX[(c, b, a)]) if ctx.needs_input_grad[0] else None
+    gb = grid_bilinear(grad, xa, ctx.key, _PERM_INDEX[(c, a, b)]) if ctx.needs_input_grad[1] else None
+    return ga, gb, None, None
+
+
+grid_bilinear.register_autograd(_backward, setup_context=_setup)

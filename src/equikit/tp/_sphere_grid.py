@@ -70,19 +70,17 @@ class SphereGridExecutor(ProductExecutor):
         for name, t in separable_plan(self.plan).items():
             self.register_buffer(name, t, persistent=False)
         plan = self.plan
-        dims = (descriptor.irreps1.dim, descriptor.irreps2.dim, descriptor.irreps_out.dim)
-        self._sides = grid_sides(plan, product_resolution(plan.lmax1, plan.lmax2, plan.lmax_out), dims)
+        #: True when the fused C++ kernel is available (used for CPU float32 / float64); decided
+        #: here, not per call, so that torch.compile sees a plain attribute
+        self.native = _grid_native.library() is not None
+        self._key = _native_key(descriptor, plan) if self.native else -1
 
-    @property
-    def native(self) -> bool:
-        """True when the fused C++ kernel is available (used for CPU float32 / float64)."""
-        return _grid_native.library() is not None
 
     def forward(self, x1, x2=None, weight=None):
         d, plan = self.descriptor, self.plan
         x1, x2, _, batch, _ = _prepare(d, x1, x2, weight, "tp backend 'sphere_grid'")
         if x1.device.type == "cpu" and x1.dtype in (torch.float32, torch.float64) and self.native:
-            out = _grid_native.GridBilinear.apply(x1, x2, self._sides)
+            out = _grid_native.grid_bilinear(x1, x2, self._key, 0)
             return out.reshape(*batch, d.irreps_out.dim)
         n, u, dt = x1.shape[0], plan.mul, x1.dtype
         q1, q2 = self.leg1_t.shape[0], self.leg2_t.shape[0]
@@ -101,6 +99,19 @@ class SphereGridExecutor(ProductExecutor):
         z = z.reshape(z.shape[0] * z.shape[1] * u, n)  # (Q3 (L3+1) U, B)
         out = z.index_select(0, self.scatter) * self.scale_out_sep.to(dt)[:, None]
         return out.T.reshape(*batch, d.irreps_out.dim)
+
+
+_NATIVE_KEYS: dict[TensorProductDescriptor, int] = {}
+
+
+def _native_key(descriptor: TensorProductDescriptor, plan: ProductPlan) -> int:
+    """The C++ route's sides of ``descriptor``, registered once per descriptor (the key the
+    ``equikit::grid_bilinear`` op takes)."""
+    if descriptor not in _NATIVE_KEYS:
+        dims = (descriptor.irreps1.dim, descriptor.irreps2.dim, descriptor.irreps_out.dim)
+        res = product_resolution(plan.lmax1, plan.lmax2, plan.lmax_out)
+        _NATIVE_KEYS[descriptor] = _grid_native.register(grid_sides(plan, res, dims))
+    return _NATIVE_KEYS[descriptor]
 
 
 def separable_plan(plan: ProductPlan) -> dict[str, torch.Tensor]:
