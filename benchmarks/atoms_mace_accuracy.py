@@ -18,12 +18,20 @@ Three stages (the third runs in the mace-torch venv, where equikit is imported f
 ``--resume``, mace-torch with ``--restart_latest``) and writes the PID of the process that is
 computing to ``--pid-file`` (the long-job rule of the shared machine: SIGSTOP/SIGCONT it).
 Work files go to ``--work`` (default ``data/atoms_mace_accuracy``, git-ignored); results to
-``benchmarks/results/atoms_mace_accuracy.{json,md,png}``.
+``benchmarks/results/atoms_mace_accuracy.{json,md,png}`` (``--name`` for another file name).
+
+A variant may also carry ``grid_options`` (the session-7 :class:`~equikit.nn.SphereGridMLP`
+options that :class:`~equikit.models.PotentialConfig` does not expose yet: ``output``,
+``per_element``, ``linear``; see :func:`install_grid_options`) and ``train_settings`` (per-model
+overrides of ``lr`` / ``ema_decay``); runs with ``grid_options`` train through this script
+(``train-one``), which installs the option before calling ``equikit train potential``, and
+``evaluate`` installs it before loading such a model.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -51,6 +59,104 @@ def load_settings(path: Path = CONFIG) -> dict:
 
     with open(path) as fh:
         return yaml.safe_load(fh)
+
+
+# --------------------------------------------------------------------------- grid options (session 7)
+#: the grid options the next Potential built in this process uses (set by :func:`use_grid_options`)
+_GRID_OPTIONS: dict = {}
+GRID_OPTION_KEYS = ("output", "per_element", "linear", "input_scale", "act_coefficients")
+
+
+def use_grid_options(options: dict | None) -> None:
+    """Make the next :class:`~equikit.models.Potential` built in this process use ``options``
+    (``{"output": "grid" | "degree", "per_element": bool, "linear": bool, "input_scale": float,
+    "act_coefficients": [a_1, ..., a_correlation]}``; None / {}: none)."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(GRID_OPTION_KEYS))
+    if unknown:
+        raise ValueError(f"atoms_mace_accuracy: unknown grid_options {unknown}; known: {list(GRID_OPTION_KEYS)}")
+    install_grid_options()
+    _GRID_OPTIONS.clear()
+    _GRID_OPTIONS.update(options)
+
+
+def install_grid_options() -> None:
+    """Replace ``equikit.models.potential.Interaction`` by a subclass whose grid MLP (``product:
+    grid_mlp``) is rebuilt with the :class:`~equikit.nn.SphereGridMLP` options in
+    ``_GRID_OPTIONS``: ``output`` (``"degree"``: the last layer per output degree), ``per_element``
+    (``num_groups = len(atomic_numbers)``, each atom's element picks its weights), ``linear`` (the
+    linear path); experiments of this script only: ``input_scale`` (the grid MLP's input times a
+    constant, so the polynomial's higher powers weigh more at the same weights) and
+    ``act_coefficients`` (the ``a_k`` of ``sum_k a_k t^k / k!``, fixed). Without options the
+    subclass builds exactly the original layer. A benchmark-side
+    stand-in until PotentialConfig has the fields (docs/potentials.md, session 7)."""
+    import equikit.models.potential as pot
+    from equikit.nn import SphereGridMLP
+
+    if getattr(pot.Interaction, "_grid_options_patch", False):
+        return
+
+    class GroupedGridMLP(SphereGridMLP):
+        """SphereGridMLP reading each sample's group from ``self.group`` (set per call)."""
+
+        group = None
+        input_scale = 1.0
+        act_coefficients = None
+
+        def forward(self, x, bias=None, act=None):
+            if self.act_coefficients is not None and act is None:
+                act = functools.partial(self.act, coefficients=x.new_tensor(self.act_coefficients))
+            return super().forward(x * self.input_scale if self.input_scale != 1.0 else x, bias, act,
+                                   group=self.group if self.num_groups > 1 else None)
+
+    class Interaction(pot.Interaction):
+        _grid_options_patch = True
+
+        def __init__(self, cfg, irreps_in, irreps_out, skip):
+            super().__init__(cfg, irreps_in, irreps_out, skip)
+            opts = dict(_GRID_OPTIONS)
+            if self.grid and opts:
+                old = self.product
+                hidden = tuple(layer.out_features for layer in old.layers[:-1])
+                self.product = GroupedGridMLP(
+                    old.irreps_in, old.irreps_out, hidden=hidden, act=old.act, resolution=old.resolution,
+                    output=opts.get("output", "grid"), linear=bool(opts.get("linear", False)),
+                    num_groups=len(cfg.atomic_numbers) if opts.get("per_element") else 1)
+                self.product.input_scale = float(opts.get("input_scale", 1.0))
+                if opts.get("act_coefficients") is not None:
+                    self.product.act_coefficients = [float(a) for a in opts["act_coefficients"]]
+
+        def forward(self, h, element, *args, **kwargs):
+            if isinstance(self.product, GroupedGridMLP):
+                self.product.group = element
+            return super().forward(h, element, *args, **kwargs)
+
+    pot.Interaction = Interaction
+
+
+def train_one(argv: list[str]) -> int:
+    """``train-one --grid-options JSON -- <equikit CLI arguments>``: install the grid options, then
+    run ``equikit`` in this process."""
+    i = argv.index("--")
+    opts = json.loads(argv[argv.index("--grid-options") + 1])
+    use_grid_options(opts)
+    from equikit.cli.main import main as cli_main
+
+    return cli_main(argv[i + 1:])
+
+
+def split_variant(spec: dict | None) -> tuple[dict, dict, dict]:
+    """A variant's settings -> ``(PotentialConfig fields, grid_options, train_settings)``.
+
+    >>> split_variant({"product": "grid_mlp", "grid_options": {"output": "degree"}, "train_settings": {"lr": 0.005}})
+    ({'product': 'grid_mlp'}, {'output': 'degree'}, {'lr': 0.005})
+    """
+    spec = dict(spec or {})
+    grid, train = spec.pop("grid_options", None) or {}, spec.pop("train_settings", None) or {}
+    bad = sorted(set(train) - {"lr", "ema_decay"})
+    if bad:
+        raise ValueError(f"atoms_mace_accuracy: unknown train_settings {bad}; known: ['ema_decay', 'lr']")
+    return spec, dict(grid), dict(train)
 
 
 # --------------------------------------------------------------------------- prepare
@@ -136,16 +242,22 @@ def _write_configs(name: str, ds: dict, settings: dict, d: Path) -> None:
     m, t = settings["model"], settings["train"]
     seed = ds.get("seed", t["seed"])  # a data set may train with another seed (run-to-run spread)
     for variant in variants_of(ds, settings):
-        model = {**m, **(settings["variants"][variant] or {})}
-        ours = {"seed": seed, "epochs": ds["epochs"], "lr": t["lr"], "batch_size": ds["batch_size"],
+        fields, grid, tr = split_variant(settings["variants"][variant])
+        model = {**m, **fields}
+        ours = {"seed": seed, "epochs": ds["epochs"], "lr": tr.get("lr", t["lr"]), "batch_size": ds["batch_size"],
                 "eval_every": 1, "progress": False, "grad_clip": t["grad_clip"],
                 "extra": {"data": str(d / "train_val.xyz"), "model": model,
                           "val_fraction": ds["n_val"] / (ds["n_train"] + ds["n_val"]), "test_fraction": 0.0,
                           "split_seed": 0, "energy_weight": ds["energy_weight"], "forces_weight": ds["forces_weight"],
                           "stress_weight": ds["stress_weight"], "optimizer": "adam", "schedule": "plateau",
                           "plateau_factor": t["plateau_factor"], "plateau_patience": t["plateau_patience"],
-                          "ema_decay": t["ema_decay"], "eval_batch_size": t["eval_batch_size"]}}
+                          "ema_decay": tr.get("ema_decay", t["ema_decay"]), "eval_batch_size": t["eval_batch_size"]}}
         (d / f"{variant}.yaml").write_text(yaml.safe_dump(ours, sort_keys=False))
+        side = d / f"{variant}.grid.json"
+        if grid:
+            side.write_text(json.dumps(grid))
+        elif side.exists():
+            side.unlink()
     stress = ds["stress_weight"] > 0
     mace = ["--name", "mace", "--work_dir", str(d / "mace"), "--seed", str(seed), "--device", "cpu",
             "--default_dtype", m["dtype"], "--train_file", str(d / "mace_train.xyz"),
@@ -206,8 +318,14 @@ def train_dataset(name: str, d: Path, pid_file: Path | None, variants: list[str]
         ours_dir = d / variant
         if (ours_dir / "model.pt").exists():
             continue
-        cmd = [str(VENV / "equikit"), "train", "potential", "--config", str(d / f"{variant}.yaml"),
-               "--out", str(ours_dir), "--threads", "1", "--no-progress"]
+        cmd = ["train", "potential", "--config", str(d / f"{variant}.yaml"), "--out", str(ours_dir),
+               "--threads", "1", "--no-progress"]
+        side = d / f"{variant}.grid.json"
+        if side.exists():  # session-7 grid options: train through this script, which installs them
+            cmd = [str(VENV / "python"), str(Path(__file__).resolve()), "train-one", "--grid-options",
+                   side.read_text(), "--", *cmd]
+        else:
+            cmd = [str(VENV / "equikit"), *cmd]
         if (ours_dir / "checkpoint.pt").exists():
             cmd.append("--resume")
         walls[f"{variant}_s"] = walls.get(f"{variant}_s", 0.0) + _run_logged(cmd, d / f"{variant}.log", pid_file, env)
@@ -420,7 +538,7 @@ def verdicts(models: dict, tolerance: float = 0.10) -> dict:
     return out
 
 
-def evaluate(settings: dict, work: Path, out_dir: Path, threads: int) -> dict:
+def evaluate(settings: dict, work: Path, out_dir: Path, threads: int, result_name: str = NAME) -> dict:
     import numpy as np
     import torch
     from ase.calculators.emt import EMT
@@ -463,7 +581,10 @@ def evaluate(settings: dict, work: Path, out_dir: Path, threads: int) -> dict:
         elements = sorted({int(z) for a in [*frames, *valid] for z in a.numbers})
         counts_test, counts_val = _counts(frames, elements), _counts(valid, elements)
         ref, ref_val_e = _reference(frames, stress), np.array([a.info["REF_energy"] for a in valid])
-        calcs = {v: EquikitCalculator(str(d / v / "model.pt")) for v in ours}
+        calcs = {}
+        for v in ours:
+            use_grid_options(split_variant(settings["variants"][v])[1])
+            calcs[v] = EquikitCalculator(str(d / v / "model.pt"))
         calcs[MACE] = MACECalculator(model_paths=str(mace_model_path(d)), device="cpu", default_dtype=dtype)
         walls = json.loads((d / "wall.json").read_text())
         summaries = {v: json.loads((d / v / "summary.json").read_text()) for v in ours}
@@ -482,6 +603,7 @@ def evaluate(settings: dict, work: Path, out_dir: Path, threads: int) -> dict:
                 val_e = pe[:nv]
                 preds[cname] = (pe[nv:], pf[int(counts_val.sum()):], None if ps is None else ps[nv:])
             else:
+                use_grid_options(split_variant(settings["variants"][cname])[1])
                 preds[cname] = _predict_ours_batched(d / cname / "model.pt", d / "test.xyz", dtype, stress)
                 val_e = _predict_ours_batched(d / cname / "model.pt", d / "mace_valid.xyz", dtype, False)[0]
             sec = time.perf_counter() - t0
@@ -531,12 +653,12 @@ def evaluate(settings: dict, work: Path, out_dir: Path, threads: int) -> dict:
             pickle.dump({"key": cache_key, "res": res, "preds": payload["_preds"][name]}, fh)
         os.replace(cache.with_suffix(".tmp"), cache)
     payload["env_end"] = environment()
-    plot(payload, out_dir / f"{NAME}.png")
+    plot(payload, out_dir / f"{result_name}.png")
     payload.pop("_preds", None)
     md = report(payload)
     from _common import write_results
 
-    write_results(NAME, payload, md, out_dir)
+    write_results(result_name, payload, md, out_dir)
     print(md, flush=True)
     return payload
 
@@ -691,16 +813,116 @@ def report(payload: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --------------------------------------------------------------------------- cost of the grid options
+def _cost_case(frames, z: tuple, settings: dict, variants: list[str], repeats: int) -> dict:
+    """Thread-time medians of the product layers and of the training step of each variant on ``frames``."""
+    import numpy as np
+    import torch
+
+    import equikit.models.potential as pot
+    from _common import interleaved
+    from equikit.data.atoms import AtomsBatch
+
+    batch = AtomsBatch.from_atoms([a.copy() for a in frames], dtype=torch.float32)
+    nb = batch.neighbors(settings["model"]["cutoff"])
+    elem = torch.tensor([z.index(int(q)) for q in np.concatenate([a.numbers for a in frames])])
+    models = {}
+    for v in variants:
+        fields, grid, _ = split_variant(settings["variants"][v])
+        use_grid_options(grid)
+        cfg = pot.PotentialConfig(**{**settings["model"], **fields, "atomic_numbers": z, "avg_num_neighbors": 10.0})
+        torch.manual_seed(0)
+        models[v] = pot.Potential(cfg)
+    n = len(batch.positions)
+    gen = torch.Generator().manual_seed(0)
+    first = [layer.product for layer in models[variants[0]].interactions]
+    a_in = [torch.randn(n, g.irreps_in.dim, generator=gen) for g in first]
+    conds = [torch.randn(n, g.layers[0].out_features, generator=gen) for g in first]
+
+    def product_step(model):
+        def run():
+            loss = 0.0
+            for layer, x, c in zip(model.interactions, a_in, conds):
+                g = layer.product
+                x = x.clone().requires_grad_(True)
+                if hasattr(g, "group"):
+                    g.group = elem
+                (gx,) = torch.autograd.grad(g(x, c).square().sum(), x, create_graph=True)
+                loss = loss + gx.square().sum()
+            loss.backward()
+        return run
+
+    def train_step(model):
+        def run():
+            out = model(batch, compute_forces=True, training=True, neighbors=nb)
+            (out["energy"].square().sum() + out["forces"].square().sum()).backward()
+        return run
+
+    rows = {}
+    for what, make in (("product layers", product_step), ("training step", train_step)):
+        t = interleaved({v: make(models[v]) for v in variants}, repeats=repeats, clock=time.thread_time)
+        base = t[variants[0]]["median_s"]
+        rows[what] = {v: {"median_ms": 1e3 * t[v]["median_s"], "ratio": t[v]["median_s"] / base} for v in variants}
+    return rows
+
+
+def cost(settings: dict, variants: list[str], out_dir: Path, result_name: str, repeats: int) -> dict:
+    """Thread time of each variant's product layers (the ``SphereGridMLP`` of both interactions:
+    forward, input gradient with ``create_graph``, backward; the training pattern) and of the
+    whole model's training step (energy, forces with ``create_graph``, backward; no optimizer), on
+    the benchmark inputs: 10 ethanol test frames (``--work``'s ``ethanol/test.xyz``) and a Cu108
+    cell (rattled, seed 0). Ratios to the first variant, interleaved in this process, one thread."""
+    import torch
+    from ase.build import bulk
+    from ase.io import read
+
+    from _common import environment, write_results
+
+    torch.set_num_threads(1)
+    cu = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(3)
+    cu.rattle(0.05, seed=0)
+    inputs = {"ethanol (10 frames, 90 atoms)": (read(WORK / "ethanol" / "test.xyz", index=":10", format="extxyz"),
+                                                (1, 6, 8)),
+              "Cu108": ([cu], (29,))}
+    env0 = environment()
+    rows: dict = {}
+    for case, (frames, z) in inputs.items():
+        for what, r in _cost_case(frames, z, settings, variants, repeats).items():
+            rows[f"{case}: {what}"] = r
+            print(case, what, {v: round(x["ratio"], 3) for v, x in r.items()}, flush=True)
+    env = environment()
+    lines = [f"# Cost of the grid-MLP options (thread time, one thread, median of {repeats}, interleaved)", "",
+             f"`benchmarks/atoms_mace_accuracy.py cost`; load average {tuple(round(x, 2) for x in env0['loadavg'])} "
+             f"-> {tuple(round(x, 2) for x in env['loadavg'])} (shared 2-core machine: provisional). Product "
+             "layers: both interactions' `SphereGridMLP`, forward + input gradient with `create_graph` + backward "
+             "(the training pattern); training step: the whole model, energy + forces (create_graph) + backward, "
+             "no optimizer. Ratio to the first variant.", "",
+             "| input: what | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+    for key, r in rows.items():
+        lines.append(f"| {key} | " + " | ".join(f"{r[v]['median_ms']:.2f} ms ({r[v]['ratio']:.2f}x)"
+                                                  for v in variants) + " |")
+    payload = {"env": env0, "env_end": env, "variants": {v: settings["variants"][v] for v in variants},
+               "repeats": repeats, "results": rows}
+    write_results(result_name, payload, "\n".join(lines) + "\n", out_dir)
+    return payload
+
+
 # --------------------------------------------------------------------------- main
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "train-one":
+        return train_one(argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("stage", choices=("prepare", "train", "evaluate"))
+    ap.add_argument("stage", choices=("prepare", "train", "evaluate", "cost"))
+    ap.add_argument("--variants", nargs="*", default=None, help="cost: variants to time (the first is the reference)")
+    ap.add_argument("--repeats", type=int, default=15, help="cost: timed calls per variant")
     ap.add_argument("--config", type=Path, default=CONFIG)
     ap.add_argument("--work", type=Path, default=WORK)
     ap.add_argument("--datasets", nargs="*", default=None, help="subset of the config's data sets")
     ap.add_argument("--pid-file", type=Path, default=None, help="train: PID of the running trainer goes here")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--name", default=NAME, help="evaluate: results file name (without extension)")
     args = ap.parse_args(argv)
     settings = load_settings(args.config)
     if args.datasets:
@@ -714,8 +936,10 @@ def main(argv=None) -> int:
     elif args.stage == "train":
         for name in settings["datasets"]:
             train_dataset(name, args.work / name, args.pid_file, variants_of(settings["datasets"][name], settings))
+    elif args.stage == "cost":
+        cost(settings, args.variants or list(settings["variants"]), args.out, args.name, args.repeats)
     else:
-        evaluate(settings, args.work, args.out, args.threads)
+        evaluate(settings, args.work, args.out, args.threads, args.name)
     return 0
 
 
