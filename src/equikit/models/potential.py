@@ -40,7 +40,7 @@ from equikit.nn import (
 )
 from equikit.nn._mlp import make_mlp
 from equikit.o3 import Irreps, spherical_harmonics
-from equikit.tp import BACKENDS, SYMMETRIC_BACKENDS, channelwise, gaunt_product
+from equikit.tp import BACKENDS, SYMMETRIC_BACKENDS, GauntEdgeMatrix, channelwise, gaunt_product
 
 _GAUNT_BACKENDS = ("sphere_grid", "gaunt_fourier")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -108,6 +108,14 @@ class PotentialConfig:
             applied before (to each ``l_1`` block) and after (to each ``l_out`` block); the only
             form the grid backends (``sphere_grid``, ``gaunt_fourier``) can run. ``"auto"``
             (default): ``"gaunt"`` for the grid backends, ``"clebsch_gordan"`` otherwise.
+        gaunt_edge: how the Gaunt edge product runs when ``tp_backend`` is not a grid backend:
+            ``"matrix"`` (per edge the channel-free matrix ``T = Y @ G'`` of the Gaunt tensor, then one
+            batched ``(E, C, d_in) @ (E, d_in, d_out)`` product with the radial scalings as elementwise
+            factors, :class:`~equikit.tp.GauntEdgeMatrix`); ``"fused"`` (the ``tp_backend`` executor's
+            weighted channelwise product with Gaunt coefficients and path weights ``w_in[l1] w_out[l3]``);
+            ``"auto"`` (default): ``"matrix"`` for ``sparse_cg`` (the faster, docs/potentials.md),
+            ``"fused"`` for ``naive`` (the oracle). The same function either way; ignored for
+            Clebsch-Gordan products and grid backends.
         symmetric_backend: executor of the symmetric contraction (``"monomial"``, ``"recursive"``,
             ``"naive"``: the same function; ``"monomial"`` is the fastest, docs/potentials.md).
         product: the many-body product of each layer: ``"symmetric_contraction"`` (MACE, per-element
@@ -149,6 +157,7 @@ class PotentialConfig:
     readout_hidden: int = 16
     tp_backend: str = "sparse_cg"
     tp_product: str = "auto"
+    gaunt_edge: str = "auto"
     symmetric_backend: str = "monomial"
     product: str = "symmetric_contraction"
     grid_hidden: int | tuple[int, ...] = 32
@@ -187,6 +196,14 @@ class PotentialConfig:
         if self.tp_product == "clebsch_gordan" and self.tp_backend in _GAUNT_BACKENDS:
             raise ValueError(f"{w}: tp_backend {self.tp_backend!r} only computes Gaunt products; use "
                              "tp_product='gaunt' (or 'auto')")
+        if self.gaunt_edge not in ("auto", "matrix", "fused"):
+            raise ValueError(f"{w}: `gaunt_edge` must be 'auto', 'matrix' or 'fused', got {self.gaunt_edge!r}")
+        if self.gaunt_edge == "matrix" and self.tp_backend in _GAUNT_BACKENDS:
+            raise ValueError(f"{w}: gaunt_edge='matrix' replaces the edge product's executor, but tp_backend "
+                             f"{self.tp_backend!r} is a grid backend; use tp_backend='sparse_cg' or gaunt_edge='auto'")
+        if self.gaunt_edge == "matrix" and self.tp_product != "gaunt" and self.tp_backend not in _GAUNT_BACKENDS:
+            raise ValueError(f"{w}: gaunt_edge='matrix' runs the Gaunt edge product; it needs tp_product='gaunt', "
+                             f"got tp_product={self.tp_product!r}")
         if self.symmetric_backend not in SYMMETRIC_BACKENDS:
             raise ValueError(f"{w}: unknown `symmetric_backend` {self.symmetric_backend!r}; "
                              f"available: {sorted(SYMMETRIC_BACKENDS)}")
@@ -335,6 +352,28 @@ def mul_ir_to_channels(x: torch.Tensor, irreps: Irreps) -> torch.Tensor:
     return torch.cat(blocks, dim=-1)
 
 
+def _channel_order(irreps: Irreps) -> torch.Tensor:
+    """For each position ``(c, i)`` of the channel-major layout ``(C, sum_b d_b)`` (:func:`mul_ir_to_channels`),
+    its column in the ``mul x ir`` layout: ``x[..., order]`` is the channel-major form.
+
+    >>> _channel_order(Irreps("2x0e + 2x1o")).tolist()
+    [0, 2, 3, 4, 1, 5, 6, 7]
+    """
+    c = irreps[0].mul
+    cols = [torch.arange(sl.start, sl.stop).reshape(c, m.ir.dim) for m, sl in zip(irreps, irreps.slices())]
+    return torch.cat(cols, dim=1).reshape(-1)
+
+
+def _channel_columns(irreps: Irreps) -> torch.Tensor:
+    """For each position ``(c, i)`` of the channel-major layout, the column ``block(i) * mul + c`` of a
+    per-(block, channel) weight (:func:`_block_columns` in the channel-major order).
+
+    >>> _channel_columns(Irreps("2x0e + 2x1o")).tolist()
+    [0, 2, 2, 2, 1, 3, 3, 3]
+    """
+    return _block_columns(irreps)[_channel_order(irreps)]
+
+
 def _block_columns(irreps: Irreps) -> torch.Tensor:
     """For each component of the ``mul x ir`` layout, the column ``block * mul + channel`` of a
     per-(block, channel) weight (all blocks have one multiplicity)."""
@@ -461,14 +500,33 @@ class Interaction(nn.Module):
             product = "gaunt" if cfg.tp_backend in _GAUNT_BACKENDS else "clebsch_gordan"
         self.gaunt = product == "gaunt"
         sh = _natural(cfg.max_ell, 1)
-        self.fused = False
+        self.fused = self.edge_matrix = False
+        self.conv = None
         if self.gaunt:  # unweighted product; per-(channel, l) radial scalings before and after
             desc = gaunt_product(irreps_in, sh, lmax=cfg.max_ell, mode="uvu")
             # the radial columns that scale each input / output column (l1 / l_out block of a channel)
             cols_in, cols_out = _block_columns(irreps_in), _block_columns(desc.irreps_out)
             self.num_scale_in = c * len(irreps_in)
             num_weights = self.num_scale_in + c * len(desc.irreps_out)
-            if cfg.tp_backend not in _GAUNT_BACKENDS:
+            edge = cfg.gaunt_edge if cfg.gaunt_edge != "auto" else \
+                ("matrix" if cfg.tp_backend == "sparse_cg" else "fused")
+            if cfg.tp_backend not in _GAUNT_BACKENDS and edge == "matrix":
+                # per edge the channel-free T = Y @ G' (Gaunt tensor), then one batched (E, C, d_in) @ (E, d_in,
+                # d_out) product (tp.GauntEdgeMatrix), in the channel-major layout: the features are permuted on
+                # the N nodes (before the gather, after the scatter), never on the E edges; the radial
+                # scalings' columns are laid out channel-major too (elementwise factors, no gathers)
+                self.edge = GauntEdgeMatrix(Irreps([(1, m.ir) for m in irreps_in]), sh, cfg.max_ell)
+                # w_in per input component (an elementwise factor of the gathered features), w_out per
+                # output degree (the kernel applies it): channel-major columns (c, component) / (c, degree)
+                cols_in = _channel_columns(irreps_in)
+                nb = len(desc.irreps_out)
+                cols_out = (torch.arange(nb)[None, :] * c + torch.arange(c)[:, None]).reshape(-1)
+                order_in, order_out = _channel_order(irreps_in), _channel_order(desc.irreps_out)
+                identity = bool(torch.equal(order_in, torch.arange(len(order_in))))
+                self.register_buffer("to_channels", None if identity else order_in, persistent=False)
+                self.register_buffer("from_channels", torch.argsort(order_out), persistent=False)
+                self.edge_matrix = True
+            elif cfg.tp_backend not in _GAUNT_BACKENDS:
                 # the same product as a weighted channelwise one with Gaunt coefficients (no path
                 # normalisation: equal to gaunt_product), path weight w_in[l1] * w_out[l_out] per channel:
                 # the scalings go into the kernel's weights instead of two passes over the messages
@@ -482,7 +540,8 @@ class Interaction(nn.Module):
         else:
             desc = channelwise(irreps_in, sh, self.irreps_a)
             num_weights = desc.weight_numel
-        self.conv = TensorProduct(desc, backend=cfg.tp_backend, internal_weights=False)
+        if not self.edge_matrix:
+            self.conv = TensorProduct(desc, backend=cfg.tp_backend, internal_weights=False)
         self.radial = RadialWeights(cfg, num_weights)
         self.irreps_conv = desc.irreps_out
         self.linear_a = Linear(self.irreps_conv, self.irreps_a)
@@ -513,16 +572,10 @@ class Interaction(nn.Module):
         """``radial_embedding``: ``self.radial.embedding(r)`` when the caller already has it (the
         same for every layer; :meth:`Potential.node_energies` computes it once)."""
         src, dst = edge_index[0], edge_index[1]
-        x = torch.index_select(self.linear_up(h), 0, src)
-        if self.gaunt:
-            # the per-(l1, channel) and per-(l_out, channel) scalings as columns of the radial map
-            # (RadialWeights.head), one (E, k) feature matrix times two column-selected heads
-            f = self.radial.features(r, radial_embedding)
-            w_in, w_out = f @ self.radial.head(self.cols_in, r.dtype), f @ self.radial.head(self.cols_out, r.dtype)
-            msg = self.conv(x, sh, w_in * w_out) if self.fused else self.conv(x * w_in, sh) * w_out
+        if self.edge_matrix:
+            m = self._edge_matrix_messages(h, sh, r, src, dst, radial_embedding)
         else:
-            msg = self.conv(x, sh, self.radial(r, embedding=radial_embedding))
-        m = torch.zeros(h.shape[0], msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
+            m = self._messages(h, sh, r, src, dst, radial_embedding)
         a = self.linear_a(m / self.avg)
         if self.grid:
             cond = None
@@ -539,6 +592,32 @@ class Interaction(nn.Module):
             b = self.product(mul_ir_to_channels(a, self.irreps_a), element)
         out = self.linear_out(b)
         return out + self.skip(h) if self.skip is not None else out
+
+    def _messages(self, h, sh, r, src, dst, radial_embedding):
+        """The messages summed at the centres, ``(N, irreps_conv.dim)``, by the ``tp_backend`` executor."""
+        x = torch.index_select(self.linear_up(h), 0, src)
+        if self.gaunt:
+            # the per-(l1, channel) and per-(l_out, channel) scalings as columns of the radial map
+            # (RadialWeights.head), one (E, k) feature matrix times two column-selected heads
+            f = self.radial.features(r, radial_embedding)
+            w_in, w_out = f @ self.radial.head(self.cols_in, r.dtype), f @ self.radial.head(self.cols_out, r.dtype)
+            msg = self.conv(x, sh, w_in * w_out) if self.fused else self.conv(x * w_in, sh) * w_out
+        else:
+            msg = self.conv(x, sh, self.radial(r, embedding=radial_embedding))
+        return torch.zeros(h.shape[0], msg.shape[-1], dtype=msg.dtype, device=msg.device).index_add_(0, dst, msg)
+
+    def _edge_matrix_messages(self, h, sh, r, src, dst, radial_embedding):
+        """The Gaunt messages summed at the centres, ``(N, irreps_conv.dim)``, by per-edge matrices
+        (``gaunt_edge="matrix"``): the same values as :meth:`_messages` with the fused product."""
+        f = self.radial.features(r, radial_embedding)
+        w_in, w_out = f @ self.radial.head(self.cols_in, r.dtype), f @ self.radial.head(self.cols_out, r.dtype)
+        x = self.linear_up(h)
+        if self.to_channels is not None:
+            x = x.index_select(1, self.to_channels)  # (N, C d_in), channel-major
+        x = x.index_select(0, src) * w_in
+        e, c = x.shape[0], self.irreps_in[0].mul
+        m = self.edge(x.reshape(e, c, -1), sh, w_out.reshape(e, c, -1), dst, h.shape[0])  # (N, C, d_out)
+        return m.reshape(h.shape[0], -1).index_select(1, self.from_channels)
 
 
 # --------------------------------------------------------------------------- the model

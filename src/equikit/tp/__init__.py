@@ -32,6 +32,7 @@ from equikit.tp._descriptor import (
     linear,
     tensor_square,
 )
+from equikit.tp._edge_matrix import GauntEdgeMatrix, edge_matrix_conv, gaunt_edge_matrix
 from equikit.tp._expressivity import Expressivity, expressivity, expressivity_table
 from equikit.tp._functional import tensor_product
 from equikit.tp._gaunt_fourier import GauntFourierExecutor
@@ -56,6 +57,7 @@ __all__ = [
     "SYMMETRIC_BACKENDS",
     "Executor",
     "Expressivity",
+    "GauntEdgeMatrix",
     "GauntFourierExecutor",
     "Mode",
     "NaiveExecutor",
@@ -68,10 +70,12 @@ __all__ = [
     "channelwise",
     "count_coupling_paths",
     "dense_flops",
+    "edge_matrix_conv",
     "elementwise",
     "expressivity",
     "expressivity_table",
     "fully_connected",
+    "gaunt_edge_matrix",
     "gaunt_factor",
     "gaunt_product",
     "get_backend",

@@ -1,0 +1,107 @@
+// Gather-free edge convolution with per-edge matrices (equikit.tp._edge_matrix), float32 / float64.
+//
+// The 4-linear form over edges e (centre dst[e]), channels c, input components i, output components k:
+//   Phi(x, t, w, m) = sum_e sum_c sum_k m[dst[e], c, k] * w[e, c, blk[k]] * sum_i t[e, i, k] * x[e, c, i]
+// with x (E, C, DI), t (E, DI, DK), w (E, C, NB), m (N, C, DK). eq_edge_matrix_* computes the
+// derivative of Phi with respect to operand `slot` (0: x, 1: t, 2: w, 3: m) from the other three:
+// slot 3 is the convolution itself (messages summed at the centres, no (E, C, DK) tensor), slots
+// 0-2 its gradients (the centres' gradient read at dst[e], no gather into an (E, C, DK) tensor).
+// Every operand is contiguous; `out` is written in full (zeroed here where it accumulates).
+#include <cstdint>
+#include <cstring>
+#include <omp.h>
+
+namespace {
+
+constexpr int64_t MAX_DIM = 256;  // DI, DK <= MAX_DIM (checked by the caller)
+
+template <typename T>
+void contract(int slot, int64_t E, int64_t N, int64_t C, int64_t DI, int64_t DK, int64_t NB, const int64_t* dst,
+              const int64_t* blk, const T* x, const T* t, const T* w, const T* m, T* out, int threads) {
+    if (slot == 3) {  // out (N, C, DK): each thread owns a range of channels (no races), edges in order
+        std::memset(out, 0, sizeof(T) * N * C * DK);
+#pragma omp parallel num_threads(threads)
+        {
+            int nt = omp_get_num_threads(), id = omp_get_thread_num();
+            int64_t c0 = C * id / nt, c1 = C * (id + 1) / nt;
+            T z[MAX_DIM];
+            for (int64_t e = 0; e < E; ++e) {
+                const T* te = t + e * DI * DK;
+                for (int64_t c = c0; c < c1; ++c) {
+                    const T* xe = x + (e * C + c) * DI;
+                    const T* we = w + (e * C + c) * NB;
+                    for (int64_t k = 0; k < DK; ++k) z[k] = 0;
+                    for (int64_t i = 0; i < DI; ++i) {
+                        const T xv = xe[i];
+                        const T* row = te + i * DK;
+                        for (int64_t k = 0; k < DK; ++k) z[k] += xv * row[k];
+                    }
+                    T* o = out + (dst[e] * C + c) * DK;
+                    for (int64_t k = 0; k < DK; ++k) o[k] += z[k] * we[blk[k]];
+                }
+            }
+        }
+        return;
+    }
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t e = 0; e < E; ++e) {
+        T g[MAX_DIM], z[MAX_DIM];
+        const T* te = t ? t + e * DI * DK : nullptr;
+        const T* me = m + dst[e] * C * DK;
+        if (slot == 1) {  // out (E, DI, DK): sum over channels
+            T* o = out + e * DI * DK;
+            for (int64_t q = 0; q < DI * DK; ++q) o[q] = 0;
+            for (int64_t c = 0; c < C; ++c) {
+                const T* xe = x + (e * C + c) * DI;
+                const T* we = w + (e * C + c) * NB;
+                for (int64_t k = 0; k < DK; ++k) g[k] = me[c * DK + k] * we[blk[k]];
+                for (int64_t i = 0; i < DI; ++i) {
+                    const T xv = xe[i];
+                    T* row = o + i * DK;
+                    for (int64_t k = 0; k < DK; ++k) row[k] += xv * g[k];
+                }
+            }
+            continue;
+        }
+        for (int64_t c = 0; c < C; ++c) {
+            const T* mc = me + c * DK;
+            if (slot == 0) {  // out (E, C, DI)
+                const T* we = w + (e * C + c) * NB;
+                for (int64_t k = 0; k < DK; ++k) g[k] = mc[k] * we[blk[k]];
+                T* o = out + (e * C + c) * DI;
+                for (int64_t i = 0; i < DI; ++i) {
+                    const T* row = te + i * DK;
+                    T s = 0;
+                    for (int64_t k = 0; k < DK; ++k) s += row[k] * g[k];
+                    o[i] = s;
+                }
+            } else {  // slot 2, out (E, C, NB)
+                const T* xe = x + (e * C + c) * DI;
+                for (int64_t k = 0; k < DK; ++k) z[k] = 0;
+                for (int64_t i = 0; i < DI; ++i) {
+                    const T xv = xe[i];
+                    const T* row = te + i * DK;
+                    for (int64_t k = 0; k < DK; ++k) z[k] += xv * row[k];
+                }
+                T* o = out + (e * C + c) * NB;
+                for (int64_t b = 0; b < NB; ++b) o[b] = 0;
+                for (int64_t k = 0; k < DK; ++k) o[blk[k]] += z[k] * mc[k];
+            }
+        }
+    }
+}
+
+}  // namespace
+
+extern "C" {
+void eq_edge_matrix_f32(int slot, int64_t E, int64_t N, int64_t C, int64_t DI, int64_t DK, int64_t NB,
+                        const int64_t* dst, const int64_t* blk, const float* x, const float* t, const float* w,
+                        const float* m, float* out, int threads) {
+    contract<float>(slot, E, N, C, DI, DK, NB, dst, blk, x, t, w, m, out, threads);
+}
+void eq_edge_matrix_f64(int slot, int64_t E, int64_t N, int64_t C, int64_t DI, int64_t DK, int64_t NB,
+                        const int64_t* dst, const int64_t* blk, const double* x, const double* t, const double* w,
+                        const double* m, double* out, int threads) {
+    contract<double>(slot, E, N, C, DI, DK, NB, dst, blk, x, t, w, m, out, threads);
+}
+}
