@@ -914,7 +914,8 @@ def main(argv=None) -> int:
         return train_one(argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("stage", choices=("prepare", "train", "evaluate", "cost"))
-    ap.add_argument("--variants", nargs="*", default=None, help="cost: variants to time (the first is the reference)")
+    ap.add_argument("--variants", nargs="*", default=None,
+                    help="cost: variants to time (the first is the reference); train: only these")
     ap.add_argument("--repeats", type=int, default=15, help="cost: timed calls per variant")
     ap.add_argument("--config", type=Path, default=CONFIG)
     ap.add_argument("--work", type=Path, default=WORK)
@@ -935,7 +936,10 @@ def main(argv=None) -> int:
             prepare_dataset(name, ds, settings, args.work)
     elif args.stage == "train":
         for name in settings["datasets"]:
-            train_dataset(name, args.work / name, args.pid_file, variants_of(settings["datasets"][name], settings))
+            vs = variants_of(settings["datasets"][name], settings)
+            if args.variants:  # only these (mace-torch still trains where its model is missing)
+                vs = [v for v in vs if v in args.variants]
+            train_dataset(name, args.work / name, args.pid_file, vs)
     elif args.stage == "cost":
         cost(settings, args.variants or list(settings["variants"]), args.out, args.name, args.repeats)
     else:

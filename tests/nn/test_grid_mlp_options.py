@@ -13,7 +13,8 @@ from equikit.o3 import Irreps, IrrepsRep
 
 I, O = "4x0e + 4x1o + 4x2e", "3x0e + 3x1o + 3x2e"
 OPTIONS = [dict(output="degree"), dict(output="degree", num_groups=3), dict(linear=True),
-           dict(linear=True, num_groups=3), dict(output="degree", num_groups=3, linear=True)]
+           dict(linear=True, num_groups=3), dict(output="degree", num_groups=3, linear=True),
+           dict(input_scale=3.0), dict(input_scale=2.5, output="degree", num_groups=3)]
 
 
 def _randomise(m: SphereGridMLP, seed: int = 0) -> SphereGridMLP:
@@ -129,6 +130,18 @@ def test_linear_path_is_a_per_degree_channel_mix():
     assert torch.allclose(m(x), want, rtol=1e-10, atol=1e-12)
 
 
+def test_input_scale_is_the_plain_layer_at_scaled_input():
+    torch.manual_seed(0)
+    m = SphereGridMLP(I, O, hidden=(16,), act=torch.square, input_scale=3.0).double()
+    plain = SphereGridMLP(I, O, hidden=(16,), act=torch.square).double()
+    plain.load_state_dict(m.state_dict())
+    x, _ = _inputs(torch.float64)
+    bias = torch.randn(len(x), 16, dtype=torch.float64)
+    assert torch.allclose(m(x, bias=bias), plain(3.0 * x, bias=bias), rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(m(x), plain(x), rtol=1e-3)
+    assert "input_scale=3" in repr(m)
+
+
 def test_linear_path_starts_at_zero():
     torch.manual_seed(0)
     a = SphereGridMLP(I, O, hidden=(6,), output="degree")
@@ -157,6 +170,9 @@ def test_bad_arguments():
     for bad in (0, True, 1.5):
         with pytest.raises(ValueError, match=r"SphereGridMLP: `num_groups` must be an int >= 1"):
             SphereGridMLP("2x0e", "2x0e", output="degree", num_groups=bad)
+    for bad in (0.0, -1.0, float("nan"), True, "2"):
+        with pytest.raises(ValueError, match=r"SphereGridMLP: `input_scale` must be a finite number > 0"):
+            SphereGridMLP("2x0e", "2x0e", input_scale=bad)
     with pytest.raises(TypeError, match=r"SphereGridMLP: `linear` must be a bool, got str"):
         SphereGridMLP("2x0e", "2x0e", linear="yes")
     with pytest.raises(ValueError, match=r"`num_groups` = 2 has no per-group weights"):

@@ -28,7 +28,11 @@ coefficients commutes with rotations; the bias reaches degree 0 only, the projec
 constant); ``num_groups=K`` makes those weights (and the linear path's) one set per group,
 chosen per sample by ``group`` (e.g. the element of each atom, as the per-element weights of
 MACE's symmetric contraction); ``linear=True`` adds a linear path ``x -> C_out`` per degree
-``l <= min(L_in, L_out)`` (zero at initialisation).
+``l <= min(L_in, L_out)`` (zero at initialisation); ``input_scale`` multiplies the input
+functions by a constant (a scalar: equivariance unchanged), so that the polynomial's higher
+powers weigh more at the initial weights (docs/potentials.md, session 7: in trained
+``facet_cond`` models the input's part of the pre-activation was ~0.3-0.5 against a per-atom
+shift of ~0.9, its cubic terms a few percent of the linear ones).
 """
 
 from __future__ import annotations
@@ -144,6 +148,10 @@ class SphereGridMLP(nn.Module):
         linear: add a linear path, per degree ``l <= min(L_in, L_out)`` (and group) a ``C_in x C_out``
             map of ``x`` (``lin_weight (num_groups, min(L_in, L_out) + 1, C_in, C_out)``, zero at
             initialisation, so the layer starts as without it).
+        input_scale: a constant factor on ``x`` (default 1): ``m(x) == plain(input_scale * x)``
+            with the same weights; with a polynomial activation it shifts the weight of the
+            orders ``t^k`` by ``input_scale^k`` at given weights (and scales the first layer's
+            effective learning rate).
 
     Shapes: ``x (..., irreps_in.dim) -> (..., irreps_out.dim)``; ``group (...)`` int.
 
@@ -158,13 +166,17 @@ class SphereGridMLP(nn.Module):
     def __init__(self, irreps_in: Any, irreps_out: Any, hidden: Sequence[int] = (32,),
                  act: Callable[[torch.Tensor], torch.Tensor] = nn.functional.silu,
                  resolution: tuple[int, int] | None = None, exact_degree: int = 2,
-                 output: str = "grid", num_groups: int = 1, linear: bool = False) -> None:
+                 output: str = "grid", num_groups: int = 1, linear: bool = False,
+                 input_scale: float = 1.0) -> None:
         super().__init__()
         where = "SphereGridMLP"
         if output not in ("grid", "degree"):
             raise ValueError(f"{where}: `output` must be 'grid' or 'degree', got {output!r}")
         if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1:
             raise ValueError(f"{where}: `num_groups` must be an int >= 1, got {num_groups!r}")
+        if isinstance(input_scale, bool) or not isinstance(input_scale, (int, float)) \
+                or not math.isfinite(input_scale) or input_scale <= 0:
+            raise ValueError(f"{where}: `input_scale` must be a finite number > 0, got {input_scale!r}")
         if not isinstance(linear, bool):
             raise TypeError(f"{where}: `linear` must be a bool, got {type(linear).__name__}")
         if num_groups > 1 and output == "grid" and not linear:
@@ -189,7 +201,7 @@ class SphereGridMLP(nn.Module):
             raise TypeError(f"{where}: `resolution` must be (n_theta, n_phi) positive ints, got {resolution!r}")
         self.resolution = (int(resolution[0]), int(resolution[1]))
         self.act = act
-        self.output, self.num_groups = output, num_groups
+        self.output, self.num_groups, self.input_scale = output, num_groups, float(input_scale)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
         if output == "degree":  # the last layer's weights, copied for every group and degree
             last = self.layers.pop(len(self.layers) - 1)
@@ -269,6 +281,7 @@ class SphereGridMLP(nn.Module):
         if act is not None and not callable(act):
             raise TypeError(f"SphereGridMLP: `act` must be callable or None, got {type(act).__name__}")
         group = self._check_group(group, batch)
+        x = x * self.input_scale if self.input_scale != 1.0 else x
         coeffs = self.coefficients(x.reshape(-1, x.shape[-1]))  # (B, C_in, (L_in+1)^2)
         v = self.mlp((coeffs @ self.y.to(x.dtype)).transpose(1, 2), bias, act)  # (B, G, C_out or hidden[-1])
         z = v.transpose(1, 2) @ self.proj.to(v.dtype)  # (B, C_out or hidden[-1], (L+1)^2)
@@ -307,4 +320,5 @@ class SphereGridMLP(nn.Module):
         opts = "" if self.output == "grid" else f", output={self.output!r}"
         opts += "" if self.num_groups == 1 else f", num_groups={self.num_groups}"
         opts += "" if self.lin_weight is None else ", linear=True"
+        opts += "" if self.input_scale == 1.0 else f", input_scale={self.input_scale:g}"
         return f"{self.irreps_in} -> {self.irreps_out}, resolution={self.resolution}{opts}"
