@@ -72,14 +72,20 @@ VARIANTS = {
     "grid_sc": {"radial": "spline", "tp_backend": "sphere_grid", "product": "symmetric_contraction"},
     "facet": {"radial": "spline", "tp_backend": "sphere_grid", "product": "grid_mlp"},
     # the same model as `facet` (spline radial, Gaunt edge product, grid-MLP mixing), its Gaunt
-    # product run by the sparse Gaunt-coefficient kernel: at max_ell 3 that executor is 2.5-6x
-    # faster than the sphere-grid quadrature (the grid wins from L ~ 6, docs/tp.md); outputs
-    # agree to float32 rounding
-    "facet_sparse": {"radial": "spline", "tp_backend": "sparse_cg", "tp_product": "gaunt", "product": "grid_mlp"},
+    # product run without the sphere grid (at max_ell 3 the grid quadrature is 2.5-6x slower; it wins
+    # from L ~ 6, docs/tp.md): sessions 4-6 by the sparse Gaunt-coefficient kernel, since session 7 as
+    # per-edge matrices (gaunt_edge="matrix"); outputs agree to float32 rounding
+    "facet_sparse": {"radial": "spline", "tp_backend": "sparse_cg", "tp_product": "gaunt", "product": "grid_mlp",
+                     "gaunt_edge": "matrix"},
     # facet_sparse with the grid MLP conditioned on each atom's input scalars (element embedding in
     # the first layer): a per-atom shift of the first hidden layer (session 6, docs/potentials.md)
     "facet_cond": {"radial": "spline", "tp_backend": "sparse_cg", "tp_product": "gaunt", "product": "grid_mlp",
-                   "grid_condition": "scalars"},
+                   "grid_condition": "scalars", "gaunt_edge": "matrix"},
+    # facet_cond with its Gaunt edge product run as before session 7: the sparse kernel with the fused path
+    # weights w_in[l1] w_out[l3] (gaunt_edge="fused"); facet_sparse / facet_cond run the default
+    # gaunt_edge="matrix" (per-edge matrices T = Y @ G' and the gather-free edge kernel, docs/potentials.md)
+    "facet_cond_fused": {"radial": "spline", "tp_backend": "sparse_cg", "tp_product": "gaunt", "product": "grid_mlp",
+                         "grid_condition": "scalars", "gaunt_edge": "fused"},
 }
 #: case -> (kind, molecule or repeat, structures per training batch)
 CASES = {

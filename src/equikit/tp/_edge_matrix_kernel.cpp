@@ -15,9 +15,14 @@ namespace {
 
 constexpr int64_t MAX_DIM = 256;  // DI, DK <= MAX_DIM (checked by the caller)
 
-template <typename T>
-void contract(int slot, int64_t E, int64_t N, int64_t C, int64_t DI, int64_t DK, int64_t NB, const int64_t* dst,
-              const int64_t* blk, const T* x, const T* t, const T* w, const T* m, T* out, int threads) {
+// DI_ / DK_: compile-time sizes of the common cases (0: the runtime DI / DK), so the inner loops unroll
+template <typename T, int DI_, int DK_>
+void contract(int slot, int64_t E, int64_t N, int64_t C, int64_t DI, int64_t DK, int64_t NB,
+              const int64_t* __restrict__ dst, const int64_t* __restrict__ blk, const T* __restrict__ x,
+              const T* __restrict__ t, const T* __restrict__ w, const T* __restrict__ m, T* __restrict__ out,
+              int threads) {
+    if (DI_) DI = DI_;
+    if (DK_) DK = DK_;
     if (slot == 3) {  // out (N, C, DK): each thread owns a range of channels (no races), edges in order
         std::memset(out, 0, sizeof(T) * N * C * DK);
 #pragma omp parallel num_threads(threads)
@@ -37,7 +42,8 @@ void contract(int slot, int64_t E, int64_t N, int64_t C, int64_t DI, int64_t DK,
                         for (int64_t k = 0; k < DK; ++k) z[k] += xv * row[k];
                     }
                     T* o = out + (dst[e] * C + c) * DK;
-                    for (int64_t k = 0; k < DK; ++k) o[k] += z[k] * we[blk[k]];
+                    for (int64_t k = 0; k < DK; ++k) z[k] *= we[blk[k]];
+                    for (int64_t k = 0; k < DK; ++k) o[k] += z[k];
                 }
             }
         }
@@ -91,17 +97,31 @@ void contract(int slot, int64_t E, int64_t N, int64_t C, int64_t DI, int64_t DK,
     }
 }
 
+template <typename T>
+void dispatch(int slot, int64_t E, int64_t N, int64_t C, int64_t DI, int64_t DK, int64_t NB, const int64_t* dst,
+              const int64_t* blk, const T* x, const T* t, const T* w, const T* m, T* out, int threads) {
+#define EQ_CASE(di, dk)                                                                              \
+    if (DI == di && DK == dk) {                                                                      \
+        contract<T, di, dk>(slot, E, N, C, DI, DK, NB, dst, blk, x, t, w, m, out, threads);          \
+        return;                                                                                      \
+    }
+    EQ_CASE(1, 16) EQ_CASE(4, 16) EQ_CASE(9, 16) EQ_CASE(16, 16)
+    EQ_CASE(1, 9) EQ_CASE(4, 9) EQ_CASE(9, 9) EQ_CASE(1, 25) EQ_CASE(4, 25) EQ_CASE(9, 25)
+#undef EQ_CASE
+    contract<T, 0, 0>(slot, E, N, C, DI, DK, NB, dst, blk, x, t, w, m, out, threads);
+}
+
 }  // namespace
 
 extern "C" {
 void eq_edge_matrix_f32(int slot, int64_t E, int64_t N, int64_t C, int64_t DI, int64_t DK, int64_t NB,
                         const int64_t* dst, const int64_t* blk, const float* x, const float* t, const float* w,
                         const float* m, float* out, int threads) {
-    contract<float>(slot, E, N, C, DI, DK, NB, dst, blk, x, t, w, m, out, threads);
+    dispatch<float>(slot, E, N, C, DI, DK, NB, dst, blk, x, t, w, m, out, threads);
 }
 void eq_edge_matrix_f64(int slot, int64_t E, int64_t N, int64_t C, int64_t DI, int64_t DK, int64_t NB,
                         const int64_t* dst, const int64_t* blk, const double* x, const double* t, const double* w,
                         const double* m, double* out, int threads) {
-    contract<double>(slot, E, N, C, DI, DK, NB, dst, blk, x, t, w, m, out, threads);
+    dispatch<double>(slot, E, N, C, DI, DK, NB, dst, blk, x, t, w, m, out, threads);
 }
 }
