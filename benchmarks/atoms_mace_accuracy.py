@@ -590,6 +590,7 @@ def evaluate(settings: dict, work: Path, out_dir: Path, threads: int, result_nam
         summaries = {v: json.loads((d / v / "summary.json").read_text()) for v in ours}
         res = {"n_test": len(frames), "n_val": len(valid), "walls_s": walls, "epochs": ds["epochs"],
                "batch_size": ds["batch_size"], "n_train": ds["n_train"],
+               "seed": ds.get("seed", settings["train"]["seed"]),
                "gradient_steps": ds["epochs"] * (ds["n_train"] // ds["batch_size"]),
                "not_trained": missing, "models": {}}
         preds = {}
@@ -766,8 +767,9 @@ def report(payload: dict) -> str:
         if "nve" in r:
             continue
         for cname, vs in r["verdicts"].items():
-            groups.setdefault((r["gradient_steps"], cname), []).append(vs)
-    for (steps, cname), rows in groups.items():
+            groups.setdefault((r["gradient_steps"], r.get("seed", 0), cname), []).append(vs)
+    one_seed = len({k[1] for k in groups}) == 1
+    for (steps, seed, cname), rows in groups.items():
         if len(rows) < 2:
             continue
         cells = []
@@ -776,7 +778,8 @@ def report(payload: dict) -> str:
             g = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
             cells.append(f"{g:.2f} {'ok' if g <= 1.10 else 'no'} ({sum(v[k]['within'] for v in rows if k in v)}"
                          f"/{len(ratios)} ok)")
-        summary.append(f"| geometric mean, {len(rows)} molecules ({steps} steps) | {cname} | "
+        label = f"{steps} steps" if one_seed else f"{steps} steps, seed {seed}"
+        summary.append(f"| geometric mean, {len(rows)} data sets ({label}) | {cname} | "
                        + " | ".join(cells) + " |")
     if summary:
         lines += ["", "### Verdicts: within 10% of mace-torch (error ratio equikit / mace-torch; <= 1.10 = ok)", "",
