@@ -116,6 +116,15 @@ class _Meta(NamedTuple):
     blocks: torch.Tensor  # (d_out,) int64: the output block of each output component
     num_nodes: int
     num_blocks: int
+    starts: torch.Tensor | None  # (num_blocks + 1,) first component of each block, when they are contiguous
+
+
+def _block_starts(blocks: list[int], num_blocks: int) -> torch.Tensor | None:
+    """``[s_0, .., s_B]`` with block ``b`` = components ``s_b .. s_(b+1) - 1`` when ``blocks`` is
+    sorted and contiguous (what the kernel reads), else None (the PyTorch path runs)."""
+    if blocks != sorted(blocks):
+        return None
+    return torch.tensor([sum(1 for b in blocks if b < v) for v in range(num_blocks + 1)], dtype=torch.int64)
 
 
 def _shape_of(slot: int, ops, meta: _Meta) -> tuple[int, ...]:
@@ -146,7 +155,7 @@ def _native(slot: int, ops, meta: _Meta) -> torch.Tensor | None:
     lib = _library()
     present = [o for o in ops if o is not None]
     dtype = present[0].dtype
-    if lib is None or dtype not in (torch.float32, torch.float64) or any(
+    if lib is None or meta.starts is None or dtype not in (torch.float32, torch.float64) or any(
             o.device.type != "cpu" or o.dtype != dtype for o in present) or meta.blocks.shape[0] > _MAX_DIM:
         return None
     ops = [None if o is None else o.contiguous() for o in ops]
@@ -159,7 +168,7 @@ def _native(slot: int, ops, meta: _Meta) -> torch.Tensor | None:
     fn = lib.eq_edge_matrix_f64 if dtype == torch.float64 else lib.eq_edge_matrix_f32
     ptr = [0 if o is None else o.data_ptr() for o in ops]
     fn(slot, e, meta.num_nodes, c, d_in, meta.blocks.shape[0], meta.num_blocks, meta.dst.data_ptr(),
-       meta.blocks.data_ptr(), *ptr, out.data_ptr(), torch.get_num_threads())
+       meta.starts.data_ptr(), *ptr, out.data_ptr(), torch.get_num_threads())
     return out
 
 
@@ -238,7 +247,9 @@ def edge_matrix_conv(x: torch.Tensor, t: torch.Tensor, w_out: torch.Tensor, bloc
     dtype = x.dtype
     if t.dtype != dtype or w_out.dtype != dtype:
         raise TypeError(f"{where}: `x`, `t`, `w_out` must share a dtype, got {x.dtype}, {t.dtype}, {w_out.dtype}")
-    meta = _Meta(dst.to(torch.int64).contiguous(), blocks.to(torch.int64).contiguous(), num_nodes, w_out.shape[2])
+    nb = w_out.shape[2]
+    meta = _Meta(dst.to(torch.int64).contiguous(), blocks.to(torch.int64).contiguous(), num_nodes, nb,
+                 _block_starts(blocks.tolist(), nb))
     return _EdgeMatrixConv.apply(3, meta, x, t, w_out, None)
 
 

@@ -2,7 +2,8 @@
 //
 // The 4-linear form over edges e (centre dst[e]), channels c, input components i, output components k:
 //   Phi(x, t, w, m) = sum_e sum_c sum_k m[dst[e], c, k] * w[e, c, blk[k]] * sum_i t[e, i, k] * x[e, c, i]
-// with x (E, C, DI), t (E, DI, DK), w (E, C, NB), m (N, C, DK). eq_edge_matrix_* computes the
+// with x (E, C, DI), t (E, DI, DK), w (E, C, NB), m (N, C, DK); the output blocks are contiguous:
+// block b holds the components bs[b] .. bs[b + 1] - 1 (blk[k] = b there). eq_edge_matrix_* computes the
 // derivative of Phi with respect to operand `slot` (0: x, 1: t, 2: w, 3: m) from the other three:
 // slot 3 is the convolution itself (messages summed at the centres, no (E, C, DK) tensor), slots
 // 0-2 its gradients (the centres' gradient read at dst[e], no gather into an (E, C, DK) tensor).
@@ -18,7 +19,7 @@ constexpr int64_t MAX_DIM = 256;  // DI, DK <= MAX_DIM (checked by the caller)
 // DI_ / DK_: compile-time sizes of the common cases (0: the runtime DI / DK), so the inner loops unroll
 template <typename T, int DI_, int DK_>
 void contract(int slot, int64_t E, int64_t N, int64_t C, int64_t DI, int64_t DK, int64_t NB,
-              const int64_t* __restrict__ dst, const int64_t* __restrict__ blk, const T* __restrict__ x,
+              const int64_t* __restrict__ dst, const int64_t* __restrict__ bs, const T* __restrict__ x,
               const T* __restrict__ t, const T* __restrict__ w, const T* __restrict__ m, T* __restrict__ out,
               int threads) {
     if (DI_) DI = DI_;
@@ -42,8 +43,8 @@ void contract(int slot, int64_t E, int64_t N, int64_t C, int64_t DI, int64_t DK,
                         for (int64_t k = 0; k < DK; ++k) z[k] += xv * row[k];
                     }
                     T* o = out + (dst[e] * C + c) * DK;
-                    for (int64_t k = 0; k < DK; ++k) z[k] *= we[blk[k]];
-                    for (int64_t k = 0; k < DK; ++k) o[k] += z[k];
+                    for (int64_t b = 0; b < NB; ++b)
+                        for (int64_t k = bs[b]; k < bs[b + 1]; ++k) o[k] += z[k] * we[b];
                 }
             }
         }
@@ -60,7 +61,8 @@ void contract(int slot, int64_t E, int64_t N, int64_t C, int64_t DI, int64_t DK,
             for (int64_t c = 0; c < C; ++c) {
                 const T* xe = x + (e * C + c) * DI;
                 const T* we = w + (e * C + c) * NB;
-                for (int64_t k = 0; k < DK; ++k) g[k] = me[c * DK + k] * we[blk[k]];
+                for (int64_t b = 0; b < NB; ++b)
+                    for (int64_t k = bs[b]; k < bs[b + 1]; ++k) g[k] = me[c * DK + k] * we[b];
                 for (int64_t i = 0; i < DI; ++i) {
                     const T xv = xe[i];
                     T* row = o + i * DK;
@@ -73,7 +75,8 @@ void contract(int slot, int64_t E, int64_t N, int64_t C, int64_t DI, int64_t DK,
             const T* mc = me + c * DK;
             if (slot == 0) {  // out (E, C, DI)
                 const T* we = w + (e * C + c) * NB;
-                for (int64_t k = 0; k < DK; ++k) g[k] = mc[k] * we[blk[k]];
+                for (int64_t b = 0; b < NB; ++b)
+                    for (int64_t k = bs[b]; k < bs[b + 1]; ++k) g[k] = mc[k] * we[b];
                 T* o = out + (e * C + c) * DI;
                 for (int64_t i = 0; i < DI; ++i) {
                     const T* row = te + i * DK;
@@ -90,8 +93,12 @@ void contract(int slot, int64_t E, int64_t N, int64_t C, int64_t DI, int64_t DK,
                     for (int64_t k = 0; k < DK; ++k) z[k] += xv * row[k];
                 }
                 T* o = out + (e * C + c) * NB;
-                for (int64_t b = 0; b < NB; ++b) o[b] = 0;
-                for (int64_t k = 0; k < DK; ++k) o[blk[k]] += z[k] * mc[k];
+                for (int64_t k = 0; k < DK; ++k) z[k] *= mc[k];
+                for (int64_t b = 0; b < NB; ++b) {
+                    T s = 0;
+                    for (int64_t k = bs[b]; k < bs[b + 1]; ++k) s += z[k];
+                    o[b] = s;
+                }
             }
         }
     }
@@ -99,29 +106,29 @@ void contract(int slot, int64_t E, int64_t N, int64_t C, int64_t DI, int64_t DK,
 
 template <typename T>
 void dispatch(int slot, int64_t E, int64_t N, int64_t C, int64_t DI, int64_t DK, int64_t NB, const int64_t* dst,
-              const int64_t* blk, const T* x, const T* t, const T* w, const T* m, T* out, int threads) {
+              const int64_t* bs, const T* x, const T* t, const T* w, const T* m, T* out, int threads) {
 #define EQ_CASE(di, dk)                                                                              \
     if (DI == di && DK == dk) {                                                                      \
-        contract<T, di, dk>(slot, E, N, C, DI, DK, NB, dst, blk, x, t, w, m, out, threads);          \
+        contract<T, di, dk>(slot, E, N, C, DI, DK, NB, dst, bs, x, t, w, m, out, threads);          \
         return;                                                                                      \
     }
     EQ_CASE(1, 16) EQ_CASE(4, 16) EQ_CASE(9, 16) EQ_CASE(16, 16)
     EQ_CASE(1, 9) EQ_CASE(4, 9) EQ_CASE(9, 9) EQ_CASE(1, 25) EQ_CASE(4, 25) EQ_CASE(9, 25)
 #undef EQ_CASE
-    contract<T, 0, 0>(slot, E, N, C, DI, DK, NB, dst, blk, x, t, w, m, out, threads);
+    contract<T, 0, 0>(slot, E, N, C, DI, DK, NB, dst, bs, x, t, w, m, out, threads);
 }
 
 }  // namespace
 
 extern "C" {
 void eq_edge_matrix_f32(int slot, int64_t E, int64_t N, int64_t C, int64_t DI, int64_t DK, int64_t NB,
-                        const int64_t* dst, const int64_t* blk, const float* x, const float* t, const float* w,
+                        const int64_t* dst, const int64_t* bs, const float* x, const float* t, const float* w,
                         const float* m, float* out, int threads) {
-    dispatch<float>(slot, E, N, C, DI, DK, NB, dst, blk, x, t, w, m, out, threads);
+    dispatch<float>(slot, E, N, C, DI, DK, NB, dst, bs, x, t, w, m, out, threads);
 }
 void eq_edge_matrix_f64(int slot, int64_t E, int64_t N, int64_t C, int64_t DI, int64_t DK, int64_t NB,
-                        const int64_t* dst, const int64_t* blk, const double* x, const double* t, const double* w,
+                        const int64_t* dst, const int64_t* bs, const double* x, const double* t, const double* w,
                         const double* m, double* out, int threads) {
-    dispatch<double>(slot, E, N, C, DI, DK, NB, dst, blk, x, t, w, m, out, threads);
+    dispatch<double>(slot, E, N, C, DI, DK, NB, dst, bs, x, t, w, m, out, threads);
 }
 }
