@@ -64,7 +64,7 @@ def load_settings(path: Path = CONFIG) -> dict:
 # --------------------------------------------------------------------------- grid options (session 7)
 #: the grid options the next Potential built in this process uses (set by :func:`use_grid_options`)
 _GRID_OPTIONS: dict = {}
-GRID_OPTION_KEYS = ("output", "per_element", "linear", "input_scale", "act_coefficients")
+GRID_OPTION_KEYS = ("output", "per_element", "linear", "input_scale", "act_coefficients", "output_scale", "cond_scale")
 
 
 def use_grid_options(options: dict | None) -> None:
@@ -87,7 +87,9 @@ def install_grid_options() -> None:
     (``num_groups = len(atomic_numbers)``, each atom's element picks its weights), ``linear`` (the
     linear path); experiments of this script only: ``input_scale`` (the grid MLP's input times a
     constant, so the polynomial's higher powers weigh more at the same weights) and
-    ``act_coefficients`` (the ``a_k`` of ``sum_k a_k t^k / k!``, fixed). Without options the
+    ``act_coefficients`` (the ``a_k`` of ``sum_k a_k t^k / k!``, fixed), ``output_scale`` (a constant
+    factor on the layer's output) and ``cond_scale`` (a constant factor on the conditioning shift,
+    ``grid_condition``). Without options the
     subclass builds exactly the original layer. A benchmark-side
     stand-in until PotentialConfig has the fields (docs/potentials.md, session 7)."""
     import equikit.models.potential as pot
@@ -100,14 +102,17 @@ def install_grid_options() -> None:
         """SphereGridMLP reading each sample's group from ``self.group`` (set per call)."""
 
         group = None
-        input_scale = 1.0
+        input_scale = output_scale = cond_scale = 1.0
         act_coefficients = None
 
         def forward(self, x, bias=None, act=None):
             if self.act_coefficients is not None and act is None:
                 act = functools.partial(self.act, coefficients=x.new_tensor(self.act_coefficients))
-            return super().forward(x * self.input_scale if self.input_scale != 1.0 else x, bias, act,
-                                   group=self.group if self.num_groups > 1 else None)
+            if bias is not None and self.cond_scale != 1.0:
+                bias = bias * self.cond_scale
+            out = super().forward(x * self.input_scale if self.input_scale != 1.0 else x, bias, act,
+                                  group=self.group if self.num_groups > 1 else None)
+            return out * self.output_scale if self.output_scale != 1.0 else out
 
     class Interaction(pot.Interaction):
         _grid_options_patch = True
@@ -122,7 +127,8 @@ def install_grid_options() -> None:
                     old.irreps_in, old.irreps_out, hidden=hidden, act=old.act, resolution=old.resolution,
                     output=opts.get("output", "grid"), linear=bool(opts.get("linear", False)),
                     num_groups=len(cfg.atomic_numbers) if opts.get("per_element") else 1)
-                self.product.input_scale = float(opts.get("input_scale", 1.0))
+                for key in ("input_scale", "output_scale", "cond_scale"):
+                    setattr(self.product, key, float(opts.get(key, 1.0)))
                 if opts.get("act_coefficients") is not None:
                     self.product.act_coefficients = [float(a) for a in opts["act_coefficients"]]
 

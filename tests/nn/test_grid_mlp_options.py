@@ -14,7 +14,8 @@ from equikit.o3 import Irreps, IrrepsRep
 I, O = "4x0e + 4x1o + 4x2e", "3x0e + 3x1o + 3x2e"
 OPTIONS = [dict(output="degree"), dict(output="degree", num_groups=3), dict(linear=True),
            dict(linear=True, num_groups=3), dict(output="degree", num_groups=3, linear=True),
-           dict(input_scale=3.0), dict(input_scale=2.5, output="degree", num_groups=3)]
+           dict(input_scale=3.0), dict(input_scale=2.5, output="degree", num_groups=3),
+           dict(input_scale=5.0, output_scale=0.2)]
 
 
 def _randomise(m: SphereGridMLP, seed: int = 0) -> SphereGridMLP:
@@ -130,7 +131,7 @@ def test_linear_path_is_a_per_degree_channel_mix():
     assert torch.allclose(m(x), want, rtol=1e-10, atol=1e-12)
 
 
-def test_input_scale_is_the_plain_layer_at_scaled_input():
+def test_input_and_output_scale_are_the_plain_layer_at_scaled_input_and_output():
     torch.manual_seed(0)
     m = SphereGridMLP(I, O, hidden=(16,), act=torch.square, input_scale=3.0).double()
     plain = SphereGridMLP(I, O, hidden=(16,), act=torch.square).double()
@@ -140,6 +141,9 @@ def test_input_scale_is_the_plain_layer_at_scaled_input():
     assert torch.allclose(m(x, bias=bias), plain(3.0 * x, bias=bias), rtol=1e-12, atol=1e-12)
     assert not torch.allclose(m(x), plain(x), rtol=1e-3)
     assert "input_scale=3" in repr(m)
+    both = SphereGridMLP(I, O, hidden=(16,), act=torch.square, input_scale=3.0, output_scale=0.25).double()
+    both.load_state_dict(m.state_dict())
+    assert torch.allclose(both(x, bias=bias), 0.25 * plain(3.0 * x, bias=bias), rtol=1e-12, atol=1e-12)
 
 
 def test_linear_path_starts_at_zero():
@@ -173,6 +177,8 @@ def test_bad_arguments():
     for bad in (0.0, -1.0, float("nan"), True, "2"):
         with pytest.raises(ValueError, match=r"SphereGridMLP: `input_scale` must be a finite number > 0"):
             SphereGridMLP("2x0e", "2x0e", input_scale=bad)
+        with pytest.raises(ValueError, match=r"SphereGridMLP: `output_scale` must be a finite number > 0"):
+            SphereGridMLP("2x0e", "2x0e", output_scale=bad)
     with pytest.raises(TypeError, match=r"SphereGridMLP: `linear` must be a bool, got str"):
         SphereGridMLP("2x0e", "2x0e", linear="yes")
     with pytest.raises(ValueError, match=r"`num_groups` = 2 has no per-group weights"):

@@ -28,11 +28,13 @@ coefficients commutes with rotations; the bias reaches degree 0 only, the projec
 constant); ``num_groups=K`` makes those weights (and the linear path's) one set per group,
 chosen per sample by ``group`` (e.g. the element of each atom, as the per-element weights of
 MACE's symmetric contraction); ``linear=True`` adds a linear path ``x -> C_out`` per degree
-``l <= min(L_in, L_out)`` (zero at initialisation); ``input_scale`` multiplies the input
-functions by a constant (a scalar: equivariance unchanged), so that the polynomial's higher
-powers weigh more at the initial weights (docs/potentials.md, session 7: in trained
-``facet_cond`` models the input's part of the pre-activation was ~0.3-0.5 against a per-atom
-shift of ~0.9, its cubic terms a few percent of the linear ones).
+``l <= min(L_in, L_out)`` (zero at initialisation); ``input_scale`` / ``output_scale`` multiply
+the input functions / the output by constants (scalars: equivariance unchanged). With
+``input_scale = s`` and ``output_scale = 1 / s`` the linear part of the layer keeps its scale
+while the polynomial's order ``k`` grows by ``s^(k-1)`` relative to it, and a ``bias`` shift
+shrinks relative to the input's part (docs/potentials.md, session 7: in trained ``facet_cond``
+models the input's part of the pre-activation was ~0.3-0.5 against a per-atom shift of ~0.9,
+its cubic terms a few percent of the linear ones).
 """
 
 from __future__ import annotations
@@ -152,6 +154,9 @@ class SphereGridMLP(nn.Module):
             with the same weights; with a polynomial activation it shifts the weight of the
             orders ``t^k`` by ``input_scale^k`` at given weights (and scales the first layer's
             effective learning rate).
+        output_scale: a constant factor on the output (default 1); ``1 / input_scale`` keeps the
+            output's scale at initialisation near the unscaled layer's (without it a large
+            ``input_scale`` makes the first steps of training unstable, measured).
 
     Shapes: ``x (..., irreps_in.dim) -> (..., irreps_out.dim)``; ``group (...)`` int.
 
@@ -167,16 +172,16 @@ class SphereGridMLP(nn.Module):
                  act: Callable[[torch.Tensor], torch.Tensor] = nn.functional.silu,
                  resolution: tuple[int, int] | None = None, exact_degree: int = 2,
                  output: str = "grid", num_groups: int = 1, linear: bool = False,
-                 input_scale: float = 1.0) -> None:
+                 input_scale: float = 1.0, output_scale: float = 1.0) -> None:
         super().__init__()
         where = "SphereGridMLP"
         if output not in ("grid", "degree"):
             raise ValueError(f"{where}: `output` must be 'grid' or 'degree', got {output!r}")
         if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1:
             raise ValueError(f"{where}: `num_groups` must be an int >= 1, got {num_groups!r}")
-        if isinstance(input_scale, bool) or not isinstance(input_scale, (int, float)) \
-                or not math.isfinite(input_scale) or input_scale <= 0:
-            raise ValueError(f"{where}: `input_scale` must be a finite number > 0, got {input_scale!r}")
+        for name, v in (("input_scale", input_scale), ("output_scale", output_scale)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{where}: `{name}` must be a finite number > 0, got {v!r}")
         if not isinstance(linear, bool):
             raise TypeError(f"{where}: `linear` must be a bool, got {type(linear).__name__}")
         if num_groups > 1 and output == "grid" and not linear:
@@ -201,7 +206,8 @@ class SphereGridMLP(nn.Module):
             raise TypeError(f"{where}: `resolution` must be (n_theta, n_phi) positive ints, got {resolution!r}")
         self.resolution = (int(resolution[0]), int(resolution[1]))
         self.act = act
-        self.output, self.num_groups, self.input_scale = output, num_groups, float(input_scale)
+        self.output, self.num_groups = output, num_groups
+        self.input_scale, self.output_scale = float(input_scale), float(output_scale)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
         if output == "degree":  # the last layer's weights, copied for every group and degree
             last = self.layers.pop(len(self.layers) - 1)
@@ -294,6 +300,7 @@ class SphereGridMLP(nn.Module):
             lin = _mix_degrees(coeffs, self.lin_weight, group)  # (B, C_out, d^2)
             z = torch.cat([z[:, :, : d * d] + lin, z[:, :, d * d :]], dim=2)
         z = z.reshape(v.shape[0], -1)  # (B, C_out * (L+1)^2)
+        z = z * self.output_scale if self.output_scale != 1.0 else z
         return z.index_select(1, self.idx_out).reshape(*batch, self.irreps_out.dim)
 
     def _check_group(self, group: Any, batch: torch.Size) -> torch.Tensor | None:
@@ -321,4 +328,5 @@ class SphereGridMLP(nn.Module):
         opts += "" if self.num_groups == 1 else f", num_groups={self.num_groups}"
         opts += "" if self.lin_weight is None else ", linear=True"
         opts += "" if self.input_scale == 1.0 else f", input_scale={self.input_scale:g}"
+        opts += "" if self.output_scale == 1.0 else f", output_scale={self.output_scale:g}"
         return f"{self.irreps_in} -> {self.irreps_out}, resolution={self.resolution}{opts}"
