@@ -81,6 +81,7 @@ void contract(int slot, int64_t E, int64_t N, int64_t C, int64_t DI, int64_t DK,
                 for (int64_t i = 0; i < DI; ++i) {
                     const T* row = te + i * DK;
                     T s = 0;
+#pragma omp simd reduction(+ : s)
                     for (int64_t k = 0; k < DK; ++k) s += row[k] * g[k];
                     o[i] = s;
                 }
@@ -96,6 +97,7 @@ void contract(int slot, int64_t E, int64_t N, int64_t C, int64_t DI, int64_t DK,
                 for (int64_t k = 0; k < DK; ++k) z[k] *= mc[k];
                 for (int64_t b = 0; b < NB; ++b) {
                     T s = 0;
+#pragma omp simd reduction(+ : s)
                     for (int64_t k = bs[b]; k < bs[b + 1]; ++k) s += z[k];
                     o[b] = s;
                 }
