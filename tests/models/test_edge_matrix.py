@@ -93,21 +93,28 @@ def test_native_kernel_used_and_equal_to_fallback(dtype, monkeypatch):
            for o in _operands(dtype, seed=1)]
     x, t, w = ops[:3]
     out = edge_matrix_conv(*ops)
+    multi = []
+    real_multi = em._native_backward
+    monkeypatch.setattr(em, "_native_backward", lambda *a: multi.append(a[0]) or real_multi(*a))
+    # no graph of the gradients: the three in one kernel pass
+    first = torch.autograd.grad((out ** 2).sum(), (x, t, w), retain_graph=True)
+    assert multi == [(True, True, True)]
     gx, gt, gw = torch.autograd.grad((out ** 2).sum(), (x, t, w), create_graph=True)
     second = torch.autograd.grad((gx ** 2).sum() + (gt ** 2).sum() + (gw ** 2).sum(), (x, t, w))
-    native = [out, gx, gt, gw, *second]
     assert sorted(set(calls)) == [0, 1, 2, 3]  # every slot ran in the kernel
+    native = [out, gx, gt, gw, *second, *first]
     monkeypatch.setattr(em, "load_library", lambda *a, **k: None)  # as without a compiler
     em._library.cache_clear()
     try:
         assert not em.available()
         out = edge_matrix_conv(*ops)
+        first = torch.autograd.grad((out ** 2).sum(), (x, t, w), retain_graph=True)
         gx, gt, gw = torch.autograd.grad((out ** 2).sum(), (x, t, w), create_graph=True)
         second = torch.autograd.grad((gx ** 2).sum() + (gt ** 2).sum() + (gw ** 2).sum(), (x, t, w))
     finally:
         monkeypatch.undo()
         em._library.cache_clear()
-    for a, b in zip(native, [out, gx, gt, gw, *second]):
+    for a, b in zip(native, [out, gx, gt, gw, *second, *first], strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=RTOL[dtype] * float(b.detach().abs().max()))
 
 
@@ -221,6 +228,18 @@ def test_potential_matrix_equals_fused(dtype, case, path):
     tol = RTOL[dtype]
     for x, y in zip(a, b):
         torch.testing.assert_close(x, y, rtol=0, atol=tol * max(float(y.detach().abs().max()), 1e-12))
+
+
+def test_potential_matrix_equals_fused_inference(dtype, path):
+    """Energy and forces without a graph of the gradients (MD / inference: the one-pass backward)."""
+    new, old = _pair(str(dtype).split(".")[-1], atomic_numbers=(29,))
+    batch = _copper(dtype)
+    with torch.no_grad():
+        a, b = new(batch), old(batch)
+    assert float(b["forces"].abs().max()) > 1e-3
+    for k in ("energy", "forces"):
+        torch.testing.assert_close(a[k].detach(), b[k].detach(), rtol=0,
+                                   atol=RTOL[dtype] * float(b[k].detach().abs().max()))
 
 
 def test_potential_negative_control_other_gaunt_tensor_differs():

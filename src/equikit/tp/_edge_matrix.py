@@ -103,6 +103,9 @@ def _library() -> ctypes.CDLL | None:
     for name in ("eq_edge_matrix_f32", "eq_edge_matrix_f64"):
         getattr(lib, name).argtypes = [i32, i64, i64, i64, i64, i64, i64, p, p, p, p, p, p, p, i32]
         getattr(lib, name).restype = None
+    for name in ("eq_edge_matrix_backward_f32", "eq_edge_matrix_backward_f64"):
+        getattr(lib, name).argtypes = [i32, i64, i64, i64, i64, i64, p, p, p, p, p, p, p, p, p, i32]
+        getattr(lib, name).restype = None
     return lib
 
 
@@ -172,6 +175,27 @@ def _native(slot: int, ops, meta: _Meta) -> torch.Tensor | None:
     return out
 
 
+def _native_backward(wanted: tuple[bool, bool, bool], x, t, w, h, meta: _Meta) -> list | None:
+    """The gradients of the convolution (slot 3) for ``x``, ``t``, ``w`` in one kernel pass (None where
+    not ``wanted``), or None when the kernel cannot run (then each slot runs on its own)."""
+    lib = _library()
+    ops = (x, t, w, h)
+    dtype = x.dtype
+    if lib is None or native_disabled() or meta.starts is None or dtype not in (torch.float32, torch.float64) \
+            or any(o.device.type != "cpu" or o.dtype != dtype for o in ops) \
+            or max(x.shape[2], t.shape[2]) > _MAX_DIM:
+        return None
+    x, t, w, h = (o.contiguous() for o in ops)
+    outs = [torch.empty(o.shape, dtype=dtype) if want else None for o, want in zip((x, t, w), wanted)]
+    mask = sum(1 << r for r, want in enumerate(wanted) if want)
+    fn = lib.eq_edge_matrix_backward_f64 if dtype == torch.float64 else lib.eq_edge_matrix_backward_f32
+    e, c, d_in = x.shape
+    fn(mask, e, c, d_in, t.shape[2], meta.num_blocks, meta.dst.data_ptr(), meta.starts.data_ptr(), x.data_ptr(),
+       t.data_ptr(), w.data_ptr(), h.data_ptr(), *[0 if o is None else o.data_ptr() for o in outs],
+       torch.get_num_threads())
+    return outs
+
+
 def _contract(slot: int, ops, meta: _Meta) -> torch.Tensor:
     out = None if native_disabled() else _native(slot, ops, meta)
     return _reference(slot, ops, meta) if out is None else out
@@ -193,6 +217,13 @@ class _EdgeMatrixConv(torch.autograd.Function):
     def backward(ctx, h):
         saved = iter(ctx.saved_tensors)
         ops = [None if r == ctx.slot else next(saved) for r in range(4)]
+        wanted = tuple(ctx.needs_input_grad[2 + r] for r in range(3))
+        if ctx.slot == 3 and not torch.is_grad_enabled() and sum(wanted) > 1:
+            # a first-order backward (no graph of the gradients: forces in MD / inference): all of x, t, w's
+            # gradients in one kernel pass; with create_graph each slot below stays differentiable
+            grads = _native_backward(wanted, *ops[:3], h, ctx.meta)
+            if grads is not None:
+                return (None, None, *grads, None)
         grads = [None] * 4
         for r in range(4):
             if r != ctx.slot and ctx.needs_input_grad[2 + r]:
