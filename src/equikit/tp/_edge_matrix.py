@@ -12,15 +12,23 @@ with ``G`` the Gaunt coefficients (component normalisation, no path normalisatio
 pointwise product of the spherical functions) and ``Y`` the edge's spherical harmonics. ``T``
 does not depend on the channel ``c`` (a Clebsch-Gordan product with one weight per path and
 channel has no such factor), so per edge it is built once, ``T = Y @ G'`` for all edges in one
-matmul (``G'`` = ``G`` as a ``(d_Y, d_in d_out)`` matrix), and the channels go through one
-batched ``(E, C, d_in) @ (E, d_in, d_out)`` product: ``C d_in d_out + d_Y d_in d_out``
-multiply-adds per edge against the ``C nnz(G)`` of a sparse contraction (``nnz(G)`` = 86 for
-``d_in = 4`` (``0e + 1o``), ``d_Y = d_out = 16`` (``lmax = 3``): 64 per channel; for ``d_in = 9`` 215
-against 144). Derivatives of every order are plain torch ops (matmul, mul), so forces and the
-force-loss training step need nothing else.
+matmul (``G'`` = ``G`` as a ``(d_Y, d_in d_out)`` matrix), and the channels go through a
+``(C, d_in) @ (d_in, d_out)`` product per edge: ``C d_in d_out`` multiply-adds per edge for the
+channels against the ``C nnz(G)`` of a sparse contraction (``nnz(G)`` = 86 for ``d_in = 4``
+(``0e + 1o``), ``d_Y = d_out = 16`` (``lmax = 3``): 64 per channel; for ``d_in = 9`` 215 against 144).
+
+:func:`edge_matrix_conv` sums the messages at their centres in one C++ kernel
+(``_edge_matrix_kernel.cpp``) that never writes an ``(E, C, d_out)`` message tensor: it evaluates
+one slot of the 4-linear form ``Phi(x, T, w_out, m) = sum_e <m[dst e], w_out[e] * (x[e] @ T[e])>``,
+the derivative in one operand from the other three (slot ``m`` is the convolution, the others its
+gradients, reading the centres' gradient at ``dst[e]``). The derivative of a slot in an operand is
+again a slot, so the backward is the same op and derivatives of every order follow (forces, the
+force-loss training step); a first-order backward computes the three gradients in one pass. Without
+a compiler, with ``EQUIKIT_NO_NATIVE=1``, off the CPU or for other dtypes the same slots run as
+PyTorch ops (gather, ``matmul``, ``index_add_``).
 
 Layout: channel-major per edge, ``x (E, C, d_in)`` with the ``d_in`` components of one channel's
-irreps side by side (:func:`equikit.models.potential.mul_ir_to_channels`), output ``(E, C, d_out)``.
+irreps side by side (:func:`equikit.models.potential.mul_ir_to_channels`), output ``(N, C, d_out)``.
 """
 
 from __future__ import annotations
