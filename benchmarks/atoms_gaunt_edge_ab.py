@@ -6,7 +6,8 @@ machine), on the inputs of ``atoms_mace_speed.py`` (same structures, models and 
     .venv/bin/python benchmarks/atoms_gaunt_edge_ab.py --cases ethanol cu108 --sizes small --repeats 15
 
 Measures: ``train`` (one Adam step on energy + force MSE, backward through the forces, on the benchmark's
-training batch) and ``forces`` (energy + forces of one structure, prepared neighbour list). Candidates run
+training batch), ``forces`` (energy + forces of one structure, prepared neighbour list) and ``md`` (5
+velocity-Verlet steps through ``EquikitCalculator``, skin 0.5 A, reported per step). Candidates run
 interleaved in a rotating order; medians of thread CPU time. Writes benchmarks/results/<name>.{json,md}.
 """
 
@@ -25,6 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import atoms_mace_speed as amb
 from _common import environment, write_results
+from equikit.models.calculator import EquikitCalculator
+
+MD_STEPS = 5
 
 CANDIDATES = {
     "cg": amb.VARIANTS["cg"],
@@ -47,6 +51,7 @@ def run(case: str, size: str, repeats: int, data_python: str) -> dict:
         calls[f"train/{name}"] = amb.train_step_fn(amb.run_ours, copy.deepcopy(model), prep, batch.natoms.float(),
                                                    batch.energy, batch.forces)
         calls[f"forces/{name}"] = lambda m=model: amb.run_ours(m, one)
+        calls[f"md/{name}"] = amb.md_fn(atoms[0], EquikitCalculator(model), MD_STEPS)
     for fn in calls.values():  # warm-up (kernels compiled, caches filled)
         fn()
         fn()
@@ -58,7 +63,8 @@ def run(case: str, size: str, repeats: int, data_python: str) -> dict:
             times[k].append(time.thread_time() - t0)
     return {"case": case, "size": size, "edges_train": int(prep[1].edge_index.shape[1]),
             "edges_forces": int(one[1].edge_index.shape[1]),
-            "median_ms": {k: 1e3 * statistics.median(v) for k, v in times.items()}, "times_s": times}
+            "median_ms": {k: 1e3 * statistics.median(v) / (MD_STEPS if k.startswith("md/") else 1)
+                          for k, v in times.items()}, "times_s": times}
 
 
 def table(payload: dict) -> str:
@@ -71,9 +77,11 @@ def table(payload: dict) -> str:
              "| cg / fused |", "|---" * 10 + "|"]
     for r in payload["runs"]:
         t = r["median_ms"]
-        for meas in ("forces", "train"):
+        for meas in ("forces", "train", "md"):
+            if f"{meas}/cg" not in t:
+                continue
             cg, mx, fu = t[f"{meas}/cg"], t[f"{meas}/facet_cond (matrix)"], t[f"{meas}/facet_cond (fused)"]
-            edges = r["edges_train"] if meas == "train" else r["edges_forces"]
+            edges = r["edges_train"] if meas == "train" else r["edges_forces"]  # md: one structure
             lines.append(f"| {r['case']} | {r['size']} | {meas} | {edges} | {cg:.1f} | {mx:.1f} | {fu:.1f} | "
                          f"{fu / mx:.2f} | {cg / mx:.2f} | {cg / fu:.2f} |")
     return "\n".join(lines) + "\n"
