@@ -544,6 +544,46 @@ def verdicts(models: dict, tolerance: float = 0.10) -> dict:
     return out
 
 
+def _prediction_key(model_file: Path, d: Path, cname: str, settings: dict) -> str:
+    """Identity of one model's predictions: the resolved model file and its time, the contents of
+    the test and validation files, the variant's settings (a model linked from another work
+    directory, e.g. a seed-0 run reused, is predicted once)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in (d / "test.xyz", d / "mace_valid.xyz"):
+        h.update(f.read_bytes())
+    m = model_file.resolve()
+    return json.dumps([str(m), m.stat().st_mtime, h.hexdigest(), settings["model"],
+                       settings["variants"].get(cname)], sort_keys=True)
+
+
+def _prediction_file(work: Path, key: str) -> Path:
+    import hashlib
+
+    return work / "_prediction_cache" / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".pkl")
+
+
+def _load_prediction(work: Path, model_file: Path, d: Path, cname: str, settings: dict):
+    """Cached ``(predictions, validation energies, seconds)`` of one model, or None."""
+    key = _prediction_key(model_file, d, cname, settings)
+    f = _prediction_file(work, key)
+    if not f.exists():
+        return None
+    with open(f, "rb") as fh:
+        data = pickle.load(fh)
+    return data["value"] if data["key"] == key else None
+
+
+def _save_prediction(work: Path, model_file: Path, d: Path, cname: str, settings: dict, value) -> None:
+    key = _prediction_key(model_file, d, cname, settings)
+    f = _prediction_file(work, key)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    with open(f.with_suffix(".tmp"), "wb") as fh:
+        pickle.dump({"key": key, "value": value}, fh)
+    os.replace(f.with_suffix(".tmp"), f)
+
+
 def evaluate(settings: dict, work: Path, out_dir: Path, threads: int, result_name: str = NAME) -> dict:
     import numpy as np
     import torch
@@ -592,7 +632,7 @@ def evaluate(settings: dict, work: Path, out_dir: Path, threads: int, result_nam
             use_grid_options(split_variant(settings["variants"][v])[1])
             calcs[v] = EquikitCalculator(str(d / v / "model.pt"))
         calcs[MACE] = MACECalculator(model_paths=str(mace_model_path(d)), device="cpu", default_dtype=dtype)
-        walls = json.loads((d / "wall.json").read_text())
+        walls = json.loads((d / "wall.json").read_text()) if (d / "wall.json").exists() else {}
         summaries = {v: json.loads((d / v / "summary.json").read_text()) for v in ours}
         res = {"n_test": len(frames), "n_val": len(valid), "walls_s": walls, "epochs": ds["epochs"],
                "batch_size": ds["batch_size"], "n_train": ds["n_train"],
@@ -602,7 +642,11 @@ def evaluate(settings: dict, work: Path, out_dir: Path, threads: int, result_nam
         preds = {}
         for cname, calc in calcs.items():
             t0 = time.perf_counter()
-            if cname == MACE:  # one mace_eval_configs call (its start-up is slow) for validation + test frames
+            model_file = mace_model_path(d) if cname == MACE else d / cname / "model.pt"
+            cached = _load_prediction(work, model_file, d, cname, settings)
+            if cached is not None:
+                preds[cname], val_e, sec = cached
+            elif cname == MACE:  # one mace_eval_configs call (its start-up is slow) for validation + test frames
                 _write(d / "mace_eval_input.xyz", [*valid, *frames])
                 pe, pf, ps = _predict_mace_batched(mace_model_path(d), d / "mace_eval_input.xyz", dtype, stress,
                                                    d / "mace_eval_predictions.xyz")
@@ -613,7 +657,9 @@ def evaluate(settings: dict, work: Path, out_dir: Path, threads: int, result_nam
                 use_grid_options(split_variant(settings["variants"][cname])[1])
                 preds[cname] = _predict_ours_batched(d / cname / "model.pt", d / "test.xyz", dtype, stress)
                 val_e = _predict_ours_batched(d / cname / "model.pt", d / "mace_valid.xyz", dtype, False)[0]
-            sec = time.perf_counter() - t0
+            if cached is None:
+                sec = time.perf_counter() - t0
+                _save_prediction(work, model_file, d, cname, settings, (preds[cname], val_e, sec))
             # the ASE calculator gives the same numbers (checked on the first frames)
             k = 5
             via_calc = _predict(calc, frames[:k], stress)
