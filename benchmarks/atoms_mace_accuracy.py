@@ -962,13 +962,58 @@ def cost(settings: dict, variants: list[str], out_dir: Path, result_name: str, r
     return payload
 
 
+# --------------------------------------------------------------------------- probe of the grid MLP
+def probe(settings: dict, work: Path, frames: int = 10) -> dict:
+    """For each trained grid-MLP model (``--datasets`` x ``--variants``): the std of the two parts of
+    the grid MLP's first pre-activation ``t = W_1 f(x) + b_atom`` (the input's part and the per-atom
+    conditioning shift) per interaction, on the first ``frames`` test frames: how far the
+    polynomial activation is from linear in the messages (docs/potentials.md, session 7)."""
+    import torch
+    from ase.io import read
+
+    from equikit.data.atoms import AtomsBatch
+    from equikit.models.calculator import load_potential
+
+    torch.set_num_threads(1)
+    out = {}
+    for name, ds in settings["datasets"].items():
+        for v in variants_of(ds, settings):
+            path = work / name / v / "model.pt"
+            if not path.exists() or settings["variants"][v].get("product") != "grid_mlp":
+                continue
+            use_grid_options(split_variant(settings["variants"][v])[1])
+            model = load_potential(path)
+            images = read(work / name / "test.xyz", index=f":{frames}", format="extxyz")
+            for a in images:
+                a.calc = None
+            seen = []
+            hooks = [layer.product.register_forward_pre_hook(lambda mod, args, put=seen.append: put((mod, args)))
+                     for layer in model.interactions]
+            model(AtomsBatch.from_atoms(images, dtype=torch.float32), compute_forces=False)
+            for h in hooks:
+                h.remove()
+            rows = []
+            with torch.no_grad():
+                for mod, (x, *rest) in seen:
+                    scale = getattr(mod, "input_scale", 1.0)
+                    part = mod.layers[0](mod.to_grid(x * scale)) - mod.layers[0].bias
+                    cond = rest[0] if rest and rest[0] is not None else torch.zeros(1)
+                    if getattr(mod, "cond_scale", 1.0) != 1.0:
+                        cond = cond * mod.cond_scale
+                    shift = cond + mod.layers[0].bias
+                    rows.append({"input_part_std": float(part.std()), "shift_std": float(shift.std())})
+            out[f"{name}/{v}"] = rows
+            print(name, v, [{k: round(x, 3) for k, x in r.items()} for r in rows], flush=True)
+    return out
+
+
 # --------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "train-one":
         return train_one(argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("stage", choices=("prepare", "train", "evaluate", "cost"))
+    ap.add_argument("stage", choices=("prepare", "train", "evaluate", "cost", "probe"))
     ap.add_argument("--variants", nargs="*", default=None,
                     help="cost: variants to time (the first is the reference); train: only these")
     ap.add_argument("--repeats", type=int, default=15, help="cost: timed calls per variant")
@@ -995,6 +1040,11 @@ def main(argv=None) -> int:
             if args.variants:  # only these (mace-torch still trains where its model is missing)
                 vs = [v for v in vs if v in args.variants]
             train_dataset(name, args.work / name, args.pid_file, vs)
+    elif args.stage == "probe":
+        if args.variants:
+            for ds in settings["datasets"].values():
+                ds["variants"] = [v for v in variants_of(ds, settings) if v in args.variants]
+        probe(settings, args.work)
     elif args.stage == "cost":
         cost(settings, args.variants or list(settings["variants"]), args.out, args.name, args.repeats)
     else:
