@@ -144,6 +144,42 @@ def test_module_equals_gaunt_product_oracle(dtype):
     torch.testing.assert_close(out.double(), ref, rtol=0, atol=RTOL[dtype] * float(ref.abs().max()))
 
 
+@pytest.mark.parametrize("irreps_in, lmax", [("1x0e + 1x1o + 1x2e", 3), ("1x0e + 1x1o", 2),
+                                             ("1x0e + 1x1o + 1x2e + 1x3o", 4)],
+                         ids=["d9x16", "d4x9", "d16x25-generic"])
+def test_module_other_sizes_native_equals_oracle(irreps_in, lmax, path):
+    """The kernel's compile-time sizes (9 x 16, 4 x 9) and its generic path (16 x 25) against the dense
+    Gaunt integrals, float64, with several edges per centre."""
+    layer = GauntEdgeMatrix(irreps_in, "+".join(f"1x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(lmax + 1)),
+                            lmax=lmax).double()
+    g = torch.Generator().manual_seed(6)
+    e, c, n = 11, 3, 4
+    d_in, d_y, d_out = Irreps(irreps_in).dim, layer.irreps_sh.dim, layer.irreps_out.dim
+    x = torch.randn(e, c, d_in, generator=g, dtype=torch.float64)
+    sh = torch.randn(e, d_y, generator=g, dtype=torch.float64)
+    w = torch.randn(e, c, len(layer.irreps_out), generator=g, dtype=torch.float64)
+    dst = torch.randint(0, n, (e,), generator=g)
+    out = layer(x, sh, w, dst, n)
+    dense = torch.zeros(d_in, d_y, d_out, dtype=torch.float64)
+    ir_in, ir_sh, ir_out = Irreps(irreps_in), layer.irreps_sh, layer.irreps_out
+    for (_, a), sa in zip(ir_in, ir_in.slices()):
+        for (_, b), sb in zip(ir_sh, ir_sh.slices()):
+            for (_, cc), sc in zip(ir_out, ir_out.slices()):
+                if (a.l + b.l + cc.l) % 2 == 0 and abs(a.l - b.l) <= cc.l <= a.l + b.l:
+                    dense[sa, sb, sc] = gaunt(a.l, b.l, cc.l, dtype=torch.float64) * (4 * np.pi) ** 0.5
+    z = torch.einsum("eci,ej,ijk->eck", x, sh, dense) * w[:, :, layer.blocks]
+    ref = torch.zeros(n, c, d_out, dtype=torch.float64).index_add_(0, dst, z)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12 * float(ref.abs().max()))
+
+
+def test_unsorted_blocks_run_the_fallback_and_agree():
+    x, t, w, _, dst, n = _operands(torch.float64, seed=7)
+    blocks = torch.tensor([3, 0, 1, 1, 2, 2, 1, 2, 2, 3, 3, 0, 3, 3, 3, 2])  # not contiguous ranges
+    out = edge_matrix_conv(x, t, w, blocks, dst, n)
+    ref = _loop_oracle(x, t, w, blocks, dst, n)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12 * float(ref.abs().max()))
+
+
 def test_negative_control_perturbed_gaunt_tensor_differs():
     layer = GauntEdgeMatrix("1x0e + 1x1o", SH, lmax=3).double()
     x, _, w, _, dst, n = _operands(torch.float64, seed=3)
