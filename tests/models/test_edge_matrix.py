@@ -278,6 +278,17 @@ def test_potential_matrix_equals_fused_inference(dtype, path):
                                    atol=RTOL[dtype] * float(b[k].detach().abs().max()))
 
 
+def test_potential_without_edges_equals_fused():
+    """Atoms beyond the cutoff of each other: no edges (E = 0), only the element energies' readout."""
+    new, old = _pair("float64", atomic_numbers=(1, 8))
+    b = AtomsBatch.from_arrays(positions=torch.tensor([[0.0, 0, 0], [10.0, 0, 0]]), numbers=torch.tensor([8, 1]),
+                               natoms=torch.tensor([2]), dtype=torch.float64)
+    a, o = _outputs(new, b, False), _outputs(old, b, False)
+    for x, y in zip(a, o):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-12)
+    assert float(a[1].detach().abs().max()) == 0.0  # no neighbours: no forces
+
+
 def test_potential_negative_control_other_gaunt_tensor_differs():
     """The comparison above can fail: a perturbed Gaunt matrix in one layer moves the forces."""
     new, old = _pair("float64", atomic_numbers=(1, 6, 8))

@@ -616,7 +616,8 @@ class Interaction(nn.Module):
             x = x.index_select(1, self.to_channels)  # (N, C d_in), channel-major
         x = x.index_select(0, src) * w_in
         e, c = x.shape[0], self.irreps_in[0].mul
-        m = self.edge(x.reshape(e, c, -1), sh, w_out.reshape(e, c, -1), dst, h.shape[0])  # (N, C, d_out)
+        d_in, nb = self.edge.irreps_in.dim, len(self.edge.irreps_out)  # explicit: E may be 0 (no neighbours)
+        m = self.edge(x.reshape(e, c, d_in), sh, w_out.reshape(e, c, nb), dst, h.shape[0])  # (N, C, d_out)
         return m.reshape(h.shape[0], -1).index_select(1, self.from_channels)
 
 
