@@ -109,9 +109,10 @@ class PotentialConfig:
             form the grid backends (``sphere_grid``, ``gaunt_fourier``) can run. ``"auto"``
             (default): ``"gaunt"`` for the grid backends, ``"clebsch_gordan"`` otherwise.
         gaunt_edge: how the Gaunt edge product runs when ``tp_backend`` is not a grid backend:
-            ``"matrix"`` (per edge the channel-free matrix ``T = Y @ G'`` of the Gaunt tensor, then one
-            batched ``(E, C, d_in) @ (E, d_in, d_out)`` product with the radial scalings as elementwise
-            factors, :class:`~equikit.tp.GauntEdgeMatrix`); ``"fused"`` (the ``tp_backend`` executor's
+            ``"matrix"`` (per edge the channel-free matrix ``T = Y @ G'`` of the Gaunt tensor, then a
+            ``(C, d_in) @ (d_in, d_out)`` product per edge, scaled and summed at the centres by one
+            kernel without an ``(E, C d_out)`` message tensor, :class:`~equikit.tp.GauntEdgeMatrix`);
+            ``"fused"`` (the ``tp_backend`` executor's
             weighted channelwise product with Gaunt coefficients and path weights ``w_in[l1] w_out[l3]``);
             ``"auto"`` (default): ``"matrix"`` for ``sparse_cg`` (the faster, docs/potentials.md),
             ``"fused"`` for ``naive`` (the oracle). The same function either way; ignored for
@@ -511,10 +512,10 @@ class Interaction(nn.Module):
             edge = cfg.gaunt_edge if cfg.gaunt_edge != "auto" else \
                 ("matrix" if cfg.tp_backend == "sparse_cg" else "fused")
             if cfg.tp_backend not in _GAUNT_BACKENDS and edge == "matrix":
-                # per edge the channel-free T = Y @ G' (Gaunt tensor), then one batched (E, C, d_in) @ (E, d_in,
-                # d_out) product (tp.GauntEdgeMatrix), in the channel-major layout: the features are permuted on
-                # the N nodes (before the gather, after the scatter), never on the E edges; the radial
-                # scalings' columns are laid out channel-major too (elementwise factors, no gathers)
+                # per edge the channel-free T = Y @ G' (Gaunt tensor), then (C, d_in) @ (d_in, d_out) per edge,
+                # summed at the centres in one kernel (tp.GauntEdgeMatrix), in the channel-major layout: the
+                # features are permuted on the N nodes (before the gather, after the sum), never on the E
+                # edges; the radial scalings' columns are laid out channel-major too (no gathers)
                 self.edge = GauntEdgeMatrix(Irreps([(1, m.ir) for m in irreps_in]), sh, cfg.max_ell)
                 # w_in per input component (an elementwise factor of the gathered features), w_out per
                 # output degree (the kernel applies it): channel-major columns (c, component) / (c, degree)
