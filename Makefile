@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all test-gpu lint venv clean bench bench-deps bench-check bench-o3 bench-tp bench-tp-targets bench-tp-grid bench-symmetric bench-mace bench-atoms-mace bench-mace-accuracy bench-transip bench-cayley bench-weights bench-symmetrize bench-nbody bench-nbody-long bench-graphs bench-atoms bench-qm9 data-atoms
+.PHONY: demo test test-all test-gpu lint venv clean bench bench-deps bench-check bench-o3 bench-tp bench-tp-targets bench-tp-grid bench-symmetric bench-mace bench-atoms-mace bench-gaunt-edge bench-mace-accuracy bench-transip bench-cayley bench-weights bench-symmetrize bench-nbody bench-nbody-long bench-graphs bench-atoms bench-qm9 data-atoms
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -67,7 +67,11 @@ bench-mace: $(MACE_VENV)/.installed
 
 # equikit Potential vs mace-torch: forces, training step, MD (the MMFF frames come from the main venv's RDKit)
 bench-atoms-mace: $(STAMP) $(MACE_VENV)/.installed
-	TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $(MACE_VENV)/bin/python benchmarks/atoms_mace_speed.py --threads 1 2 --variants cg cg_spline grid_sc facet facet_sparse
+	TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 $(MACE_VENV)/bin/python benchmarks/atoms_mace_speed.py --threads 1 2 --variants cg cg_spline grid_sc facet facet_sparse facet_cond facet_cond_fused
+
+# the facet variants' Gaunt edge product, per-edge matrices vs the fused sparse path, beside cg (thread time)
+bench-gaunt-edge: $(STAMP)
+	nice -n 5 $(BIN)/python benchmarks/atoms_gaunt_edge_ab.py --cases ethanol cu108 --sizes small --repeats 15
 
 # equikit Potential vs mace-torch trained at equal gradient steps (MD17-lite, EMT Cu transfer; about an hour)
 # TransIP learned equivariance vs augmentation on MMFF94 ethanol (long job: ~50 min on 2 cores)
