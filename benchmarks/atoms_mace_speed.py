@@ -81,6 +81,11 @@ VARIANTS = {
     # the first layer): a per-atom shift of the first hidden layer (session 6, docs/potentials.md)
     "facet_cond": {"radial": "spline", "tp_backend": "sparse_cg", "tp_product": "gaunt", "product": "grid_mlp",
                    "grid_condition": "scalars", "gaunt_edge": "matrix"},
+    # facet_cond with the grid MLP's input x 5 / output / 5 and its last layer per output degree and element
+    # (session 7, helper B: the variant within 10 % of mace-torch's force MAE, docs/potentials.md)
+    "facet_gain_el": {"radial": "spline", "tp_backend": "sparse_cg", "tp_product": "gaunt", "product": "grid_mlp",
+                      "grid_condition": "scalars", "gaunt_edge": "matrix", "grid_gain": 5.0,
+                      "grid_output": "element"},
     # facet_cond with its Gaunt edge product run as before session 7: the sparse kernel with the fused path
     # weights w_in[l1] w_out[l3] (gaunt_edge="fused"); facet_sparse / facet_cond run the default
     # gaunt_edge="matrix" (per-edge matrices T = Y @ G' and the gather-free edge kernel, docs/potentials.md)

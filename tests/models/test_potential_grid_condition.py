@@ -1,6 +1,7 @@
 """The grid + MLP potential with a conditioned grid MLP (``grid_condition`` "element" / "scalars"),
 per-element activation coefficients (``grid_powers="element"``) and several hidden layers
-(``grid_hidden`` tuples): E(3) invariance of the energy and
+(``grid_hidden`` tuples), the input gain and per-element output weights (``grid_gain``,
+``grid_output``): E(3) invariance of the energy and
 equivariance of the forces through the public checker (reflections included) in float32 and
 float64, atom permutations, a negative control, forces against finite differences, the
 conditioning's effect, ``SphereGridMLP``'s ``bias`` argument, config validation and YAML."""
@@ -65,8 +66,11 @@ def _batch(x, dtype=torch.float64):
 
 
 VARIANTS = [{"grid_condition": "element"}, {"grid_condition": "scalars", "grid_powers": "element"},
-            {"grid_condition": "element", "grid_hidden": (6, 5), "correlation": 2}]
-IDS = ["element", "scalars_powers", "element_depth2"]
+            {"grid_condition": "element", "grid_hidden": (6, 5), "correlation": 2},
+            # facet_gain_el of the benchmarks: input gain 5 / output 1/5, last layer per degree and element
+            {"grid_condition": "scalars", "grid_gain": 5.0, "grid_output": "element"}]
+IDS = ["element", "scalars_powers", "element_depth2", "gain_element_output"]
+PERM = [0, 1, 3]
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
@@ -79,7 +83,7 @@ def test_energy_invariant_forces_equivariant_under_e3(dtype, variant):
     assert (torch.linalg.det(A.double()) < 0).any()  # reflections are among them
 
 
-@pytest.mark.parametrize("variant", VARIANTS[:2], ids=IDS[:2])
+@pytest.mark.parametrize("variant", [VARIANTS[i] for i in PERM], ids=[IDS[i] for i in PERM])
 def test_atom_permutation_equivariance(dtype, variant):
     model = _model(dtype, **variant)
     x = _cluster(dtype)
@@ -101,6 +105,51 @@ def test_negative_control_bias_from_vector_features(dtype):
                                 E3_OUT, n_samples=8, generator=1)
     assert not report.passed(rtol=RTOL[dtype])
     assert report.rel_max > 1e-3
+
+
+def test_negative_control_per_element_weights_by_position(dtype):
+    """A bug that picks the per-element output weights of the grid MLP by the atom's position in
+    the structure instead of its element (``grid_output="element"``) is invariant under rotations
+    but not equivariant under atom permutations: the checker must fail."""
+    model = _model(dtype, **VARIANTS[3])
+    with torch.no_grad():
+        for layer in model.interactions:
+            layer.product.out_weight.normal_()  # distinct weights per element
+    for layer in model.interactions:
+        inner = layer.product.forward
+
+        def by_position(x, bias=None, act=None, group=None, inner=inner):
+            return inner(x, bias, act, group=torch.arange(x.shape[0]) % 2)
+
+        layer.product.forward = by_position
+    x = _cluster(dtype)
+    n = x["pos"].shape[0]
+    act_in = NodePermutation(n, nodes={"pos": -2, "numbers": -1})
+    act_out = NodePermutation(n, nodes={"forces": -2}, invariant=("energy",))
+    assert not equivariance_error(_energy_forces(model), x, act_in, act_out, n_samples=6,
+                                  generator=3).passed(rtol=RTOL[dtype])
+    assert_equivariant(_energy_forces(model), x, PointCloud(E(3), scalars=("numbers",)), E3_OUT, n_samples=4,
+                       generator=1, rtol=RTOL[dtype])
+
+
+def test_grid_gain_and_element_output_reach_the_grid_mlp():
+    """``grid_gain`` and ``grid_output`` configure the layer (input scale g, output 1/g, per-degree
+    output weights per element); the per-element weights of an element absent from the structure
+    change nothing, those of a present element change the energy."""
+    model = _model(**VARIANTS[3])
+    gm = model.interactions[0].product
+    assert gm.input_scale == 5.0 and gm.output_scale == pytest.approx(0.2)
+    assert gm.out_weight.shape[0] == 2  # one set per element (H, O)
+    b = _batch({"pos": _cluster(torch.float64)["pos"], "numbers": torch.tensor([8, 8, 8, 8, 8, 8, 8])})
+    e0 = _energy(model, b)
+    with torch.no_grad():
+        for layer in model.interactions:
+            layer.product.out_weight[0].add_(1.0)  # element index 0: H, absent
+    assert torch.equal(_energy(model, b), e0)
+    with torch.no_grad():
+        for layer in model.interactions:
+            layer.product.out_weight[1].add_(0.1)  # O, present
+    assert float((_energy(model, b) - e0).abs()) > 1e-6
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
@@ -249,6 +298,13 @@ def test_grid_mlp_bias_bad_shapes_raise():
     ({"grid_powers": "learned"}, "grid_powers` must be"),
     ({"grid_powers": "element", "grid_hidden": (8, 8)}, "one hidden layer"),
     ({"grid_powers": "element", "product": "symmetric_contraction"}, "needs product='grid_mlp'"),
+    ({"grid_gain": 0.0}, "grid_gain` must be a finite number > 0"),
+    ({"grid_gain": float("nan")}, "grid_gain` must be a finite number > 0"),
+    ({"grid_gain": True}, "grid_gain` must be a finite number > 0"),
+    ({"grid_gain": "5"}, "grid_gain` must be a finite number > 0"),
+    ({"grid_output": "atom"}, "grid_output` must be 'shared' or 'element'"),
+    ({"grid_gain": 5.0, "product": "symmetric_contraction"}, "need product='grid_mlp'"),
+    ({"grid_output": "element", "product": "symmetric_contraction"}, "need product='grid_mlp'"),
 ])
 def test_invalid_config_raises(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -265,3 +321,7 @@ def test_yaml_roundtrip(tmp_path):
     cfg.to_yaml(tmp_path / "q.yaml")
     assert PotentialConfig.from_yaml(tmp_path / "q.yaml").grid_powers == "element"
     assert PotentialConfig.from_dict({**cfg.to_dict(), "grid_hidden": 12}).grid_hidden == 12
+    cfg = _config(grid_condition="scalars", grid_gain=5.0, grid_output="element")
+    cfg.to_yaml(tmp_path / "r.yaml")
+    back = PotentialConfig.from_yaml(tmp_path / "r.yaml")
+    assert back == cfg and back.grid_gain == 5.0 and back.grid_output == "element"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,6 +140,13 @@ class PotentialConfig:
             ``sum_k a_k t^k / k!``: ``"fixed"`` (``a_k = 1``) or ``"element"`` (learned per element,
             hidden unit of the first layer and power ``k``, init 1: per-element weights of each
             correlation order, as the symmetric contraction has).
+        grid_gain: the grid MLP's input times ``g`` and its output divided by ``g`` (``g > 0``; 1:
+            off). With ``g > 1`` the higher powers of the polynomial activation weigh more against
+            the linear part: trained ``facet_cond`` models had a cubic term ~2 % of the linear one
+            (docs/potentials.md, session 7); ``facet_gain_el`` uses 5.
+        grid_output: ``"shared"`` (the grid MLP's last layer on the grid, shared by all atoms) or
+            ``"element"`` (the last layer after the projection, per output degree, with its own
+            weights per element: per-element weights as MACE's symmetric contraction has).
         dtype: ``"float32"`` or ``"float64"``, the parameters' dtype.
     """
 
@@ -164,6 +172,8 @@ class PotentialConfig:
     grid_hidden: int | tuple[int, ...] = 32
     grid_condition: str = "none"
     grid_powers: str = "fixed"
+    grid_gain: float = 1.0
+    grid_output: str = "shared"
     dtype: str = "float64"
 
     def __post_init__(self) -> None:
@@ -230,6 +240,14 @@ class PotentialConfig:
         if self.grid_condition != "none" and self.product != "grid_mlp":
             raise ValueError(f"{w}: `grid_condition` {self.grid_condition!r} conditions the grid MLP; it needs "
                              f"product='grid_mlp', got product={self.product!r}")
+        g = self.grid_gain
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or g <= 0:
+            raise ValueError(f"{w}: `grid_gain` must be a finite number > 0, got {g!r}")
+        if self.grid_output not in ("shared", "element"):
+            raise ValueError(f"{w}: `grid_output` must be 'shared' or 'element', got {self.grid_output!r}")
+        if (g != 1.0 or self.grid_output != "shared") and self.product != "grid_mlp":
+            raise ValueError(f"{w}: `grid_gain` / `grid_output` set the grid MLP; they need product='grid_mlp', "
+                             f"got product={self.product!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"{w}: `dtype` must be 'float32' or 'float64', got {self.dtype!r}")
         try:
@@ -550,9 +568,13 @@ class Interaction(nn.Module):
         self.grid_condition = cfg.grid_condition if self.grid else "none"
         if self.grid:
             hidden = cfg.grid_hidden if isinstance(cfg.grid_hidden, tuple) else (cfg.grid_hidden,)
+            per_element = cfg.grid_output == "element"
             self.product = SphereGridMLP(self.irreps_a, irreps_out, hidden=hidden,
                                          act=PolynomialActivation(cfg.correlation),
-                                         exact_degree=cfg.correlation ** len(hidden))
+                                         exact_degree=cfg.correlation ** len(hidden),
+                                         output="degree" if per_element else "grid",
+                                         num_groups=len(cfg.atomic_numbers) if per_element else 1,
+                                         input_scale=float(cfg.grid_gain), output_scale=1.0 / cfg.grid_gain)
             product_irreps = irreps_out
             if self.grid_condition == "element":  # zero init: starts as the unconditioned MLP
                 self.grid_bias = nn.Parameter(torch.zeros(len(cfg.atomic_numbers), hidden[0]))
@@ -588,7 +610,7 @@ class Interaction(nn.Module):
             if self.grid_powers is not None:  # per-atom coefficients, the same at every grid point
                 coef = self.grid_powers[element].unsqueeze(1)  # (N, 1, H, correlation)
                 act = functools.partial(self.product.act, coefficients=coef)
-            b = self.product(a, cond, act)
+            b = self.product(a, cond, act, group=element)
         else:
             b = self.product(mul_ir_to_channels(a, self.irreps_a), element)
         out = self.linear_out(b)
