@@ -7,7 +7,7 @@ equivariance of the whole potential through ``equikit.check``, negative controls
 import numpy as np
 import pytest
 import torch
-from ase.build import bulk
+from potential_test_helpers import cluster, copper, energy_forces, molecules, outputs
 
 from equikit.check import assert_equivariant, equivariance_error
 from equikit.data.atoms import AtomsBatch
@@ -228,36 +228,13 @@ def _pair(dtype, **kw):
     return new, old
 
 
-def _molecules(dtype):
-    g = torch.Generator().manual_seed(4)
-    pos = torch.rand(12, 3, generator=g, dtype=torch.float64) * 3.0
-    return AtomsBatch.from_arrays(positions=pos, numbers=torch.tensor([1, 6, 8, 1, 1, 6, 8, 8, 1, 6, 6, 1]),
-                                  natoms=torch.tensor([5, 7]), dtype=dtype)
-
-
-def _copper(dtype):
-    at = bulk("Cu", "fcc", a=3.6, cubic=True)
-    at.rattle(0.1, seed=2)
-    return AtomsBatch.from_arrays(positions=at.get_positions(), numbers=at.get_atomic_numbers(), natoms=[len(at)],
-                                  cell=np.asarray(at.cell)[None], pbc=np.ones((1, 3), bool), dtype=dtype)
-
-
-def _outputs(model, batch, stress):
-    out = model(batch, compute_stress=stress, training=True)
-    loss = (out["energy"] ** 2).sum() + (out["forces"] ** 2).sum()  # a force loss: double backward
-    if stress:
-        loss = loss + (out["stress"] ** 2).sum()
-    grads = torch.autograd.grad(loss, list(model.parameters()))
-    return [out["energy"], out["forces"], *([out["stress"]] if stress else []), *grads]
-
-
 @pytest.mark.parametrize("case", ["molecules", "copper"])
 def test_potential_matrix_equals_fused(dtype, case, path):
     elements = (1, 6, 8) if case == "molecules" else (29,)
     new, old = _pair(str(dtype).split(".")[-1], atomic_numbers=elements)
-    batch = (_molecules if case == "molecules" else _copper)(dtype)
+    batch = (molecules if case == "molecules" else copper)(dtype)
     stress = case == "copper"
-    a, b = _outputs(new, batch, stress), _outputs(old, batch, stress)
+    a, b = outputs(new, batch, stress), outputs(old, batch, stress)
     assert float(b[1].detach().abs().max()) > 1e-3  # nonzero forces: not a vacuous comparison
     # float32: 1e-5 of each tensor's scale (the two paths sum ~10^2-10^3 products in different orders;
     # measured up to 3.1e-6 on a parameter gradient), float64 1e-10
@@ -269,7 +246,7 @@ def test_potential_matrix_equals_fused(dtype, case, path):
 def test_potential_matrix_equals_fused_inference(dtype, path):
     """Energy and forces without a graph of the gradients (MD / inference: the one-pass backward)."""
     new, old = _pair(str(dtype).split(".")[-1], atomic_numbers=(29,))
-    batch = _copper(dtype)
+    batch = copper(dtype)
     with torch.no_grad():
         a, b = new(batch), old(batch)
     assert float(b["forces"].abs().max()) > 1e-3
@@ -283,7 +260,7 @@ def test_potential_without_edges_equals_fused():
     new, old = _pair("float64", atomic_numbers=(1, 8))
     b = AtomsBatch.from_arrays(positions=torch.tensor([[0.0, 0, 0], [10.0, 0, 0]]), numbers=torch.tensor([8, 1]),
                                natoms=torch.tensor([2]), dtype=torch.float64)
-    a, o = _outputs(new, b, False), _outputs(old, b, False)
+    a, o = outputs(new, b, False), outputs(old, b, False)
     for x, y in zip(a, o):
         torch.testing.assert_close(x, y, rtol=0, atol=1e-12)
     assert float(a[1].detach().abs().max()) == 0.0  # no neighbours: no forces
@@ -294,22 +271,8 @@ def test_potential_negative_control_other_gaunt_tensor_differs():
     new, old = _pair("float64", atomic_numbers=(1, 6, 8))
     with torch.no_grad():
         new.interactions[1].edge.matrix[3, 20] += 1e-3
-    batch = _molecules(torch.float64)
+    batch = molecules(torch.float64)
     assert float((new(batch)["forces"] - old(batch)["forces"]).abs().max()) > 1e-7
-
-
-def _energy_forces(model):
-    def f(d):
-        b = AtomsBatch.from_arrays(positions=d["pos"], numbers=d["numbers"], natoms=[d["pos"].shape[0]])
-        out = model(b)
-        return {"energy": out["energy"].detach(), "forces": out["forces"]}
-    return f
-
-
-def _cluster(dtype):
-    g = torch.Generator().manual_seed(3)
-    pos = (torch.rand(7, 3, generator=g, dtype=torch.float64) * 3.0).to(dtype)
-    return {"pos": pos, "numbers": torch.tensor([8, 1, 1, 8, 1, 8, 1])}
 
 
 E3_OUT = PointCloud(E(3), pos=None, vectors=("forces",), scalars=("energy",))
@@ -319,13 +282,13 @@ def test_potential_e3_and_permutation_equivariance(dtype):
     torch.manual_seed(0)
     model = Potential(_cfg(str(dtype).split(".")[-1], atomic_numbers=(1, 8), gaunt_edge="matrix"))
     assert all(layer.edge_matrix for layer in model.interactions)
-    x = _cluster(dtype)
-    assert_equivariant(_energy_forces(model), x, PointCloud(E(3), scalars=("numbers",)), E3_OUT,
+    x = cluster(dtype)
+    assert_equivariant(energy_forces(model), x, PointCloud(E(3), scalars=("numbers",)), E3_OUT,
                        n_samples=8, generator=1, rtol=RTOL[dtype])
     A, _ = E(3).as_affine(E(3).sample(8, generator=1, dtype=torch.float64))
     assert (torch.linalg.det(A.double()) < 0).any()  # reflections among the checked elements
     n = x["pos"].shape[0]
-    assert_equivariant(_energy_forces(model), x, NodePermutation(n, nodes={"pos": -2, "numbers": -1}),
+    assert_equivariant(energy_forces(model), x, NodePermutation(n, nodes={"pos": -2, "numbers": -1}),
                        NodePermutation(n, nodes={"forces": -2}, invariant=("energy",)), n_samples=6, generator=3,
                        rtol=RTOL[dtype])
 
@@ -338,7 +301,7 @@ def test_potential_negative_control_wrong_harmonics_break_equivariance(dtype):
     with torch.no_grad():
         for layer in model.interactions:
             layer.edge.matrix[[1, 2]] = layer.edge.matrix[[2, 1]].clone()  # rows of Y_1 components 0 and 1
-    report = equivariance_error(_energy_forces(model), _cluster(dtype), PointCloud(E(3), scalars=("numbers",)),
+    report = equivariance_error(energy_forces(model), cluster(dtype), PointCloud(E(3), scalars=("numbers",)),
                                 E3_OUT, n_samples=8, generator=1)
     assert not report.passed(rtol=RTOL[dtype])
 

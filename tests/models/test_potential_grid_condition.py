@@ -8,6 +8,7 @@ conditioning's effect, ``SphereGridMLP``'s ``bias`` argument, config validation 
 
 import pytest
 import torch
+from potential_test_helpers import cluster, energy_forces
 
 from equikit.check import assert_equivariant, equivariance_error
 from equikit.data.atoms import AtomsBatch
@@ -41,21 +42,6 @@ def _model(dtype=torch.float64, **kw):
     return model
 
 
-def _cluster(dtype):
-    g = torch.Generator().manual_seed(3)
-    pos = (torch.rand(7, 3, generator=g, dtype=torch.float64) * 3.0).to(dtype)
-    return {"pos": pos, "numbers": torch.tensor([8, 1, 1, 8, 1, 8, 1])}
-
-
-def _energy_forces(model):
-    def f(d):
-        b = AtomsBatch.from_arrays(positions=d["pos"], numbers=d["numbers"], natoms=[d["pos"].shape[0]])
-        out = model(b)
-        return {"energy": out["energy"].detach(), "forces": out["forces"]}
-
-    return f
-
-
 def _energy(model, b):
     with torch.no_grad():
         return model(b, compute_forces=False)["energy"]
@@ -76,7 +62,7 @@ PERM = [0, 1, 3]
 @pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
 def test_energy_invariant_forces_equivariant_under_e3(dtype, variant):
     model = _model(dtype, **variant)
-    report = assert_equivariant(_energy_forces(model), _cluster(dtype), PointCloud(E(3), scalars=("numbers",)),
+    report = assert_equivariant(energy_forces(model), cluster(dtype), PointCloud(E(3), scalars=("numbers",)),
                                 E3_OUT, n_samples=8, generator=1, rtol=RTOL[dtype])
     assert report.n_elements == 8
     A, _ = E(3).as_affine(E(3).sample(8, generator=1, dtype=torch.float64))  # the checker's elements
@@ -86,11 +72,11 @@ def test_energy_invariant_forces_equivariant_under_e3(dtype, variant):
 @pytest.mark.parametrize("variant", [VARIANTS[i] for i in PERM], ids=[IDS[i] for i in PERM])
 def test_atom_permutation_equivariance(dtype, variant):
     model = _model(dtype, **variant)
-    x = _cluster(dtype)
+    x = cluster(dtype)
     n = x["pos"].shape[0]
     act_in = NodePermutation(n, nodes={"pos": -2, "numbers": -1})
     act_out = NodePermutation(n, nodes={"forces": -2}, invariant=("energy",))
-    assert_equivariant(_energy_forces(model), x, act_in, act_out, n_samples=6, generator=3, rtol=RTOL[dtype])
+    assert_equivariant(energy_forces(model), x, act_in, act_out, n_samples=6, generator=3, rtol=RTOL[dtype])
 
 
 def test_negative_control_bias_from_vector_features(dtype):
@@ -101,7 +87,7 @@ def test_negative_control_bias_from_vector_features(dtype):
     c = layer.grid_bias.in_features
     torch.manual_seed(1)
     layer.grid_bias = torch.nn.Linear(c + 3, layer.grid_bias.out_features, bias=False).to(dtype)
-    report = equivariance_error(_energy_forces(model), _cluster(dtype), PointCloud(E(3), scalars=("numbers",)),
+    report = equivariance_error(energy_forces(model), cluster(dtype), PointCloud(E(3), scalars=("numbers",)),
                                 E3_OUT, n_samples=8, generator=1)
     assert not report.passed(rtol=RTOL[dtype])
     assert report.rel_max > 1e-3
@@ -122,13 +108,13 @@ def test_negative_control_per_element_weights_by_position(dtype):
             return inner(x, bias, act, group=torch.arange(x.shape[0]) % 2)
 
         layer.product.forward = by_position
-    x = _cluster(dtype)
+    x = cluster(dtype)
     n = x["pos"].shape[0]
     act_in = NodePermutation(n, nodes={"pos": -2, "numbers": -1})
     act_out = NodePermutation(n, nodes={"forces": -2}, invariant=("energy",))
-    assert not equivariance_error(_energy_forces(model), x, act_in, act_out, n_samples=6,
+    assert not equivariance_error(energy_forces(model), x, act_in, act_out, n_samples=6,
                                   generator=3).passed(rtol=RTOL[dtype])
-    assert_equivariant(_energy_forces(model), x, PointCloud(E(3), scalars=("numbers",)), E3_OUT, n_samples=4,
+    assert_equivariant(energy_forces(model), x, PointCloud(E(3), scalars=("numbers",)), E3_OUT, n_samples=4,
                        generator=1, rtol=RTOL[dtype])
 
 
@@ -140,7 +126,7 @@ def test_grid_gain_and_element_output_reach_the_grid_mlp():
     gm = model.interactions[0].product
     assert gm.input_scale == 5.0 and gm.output_scale == pytest.approx(0.2)
     assert gm.out_weight.shape[0] == 2  # one set per element (H, O)
-    b = _batch({"pos": _cluster(torch.float64)["pos"], "numbers": torch.tensor([8, 8, 8, 8, 8, 8, 8])})
+    b = _batch({"pos": cluster(torch.float64)["pos"], "numbers": torch.tensor([8, 8, 8, 8, 8, 8, 8])})
     e0 = _energy(model, b)
     with torch.no_grad():
         for layer in model.interactions:
@@ -155,7 +141,7 @@ def test_grid_gain_and_element_output_reach_the_grid_mlp():
 @pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
 def test_forces_are_minus_finite_differences_of_energy(variant):
     model = _model(**variant)
-    b = _batch(_cluster(torch.float64))
+    b = _batch(cluster(torch.float64))
     forces = model(b)["forces"].detach()
     assert forces.abs().max() > 1e-4
     h = 1e-5
@@ -173,7 +159,7 @@ def test_element_bias_acts_per_element():
     """The "element" bias of an element absent from the structure changes nothing; that of a present
     element changes the energy; a zero bias is the unconditioned model (same weights)."""
     model = _model(grid_condition="element")
-    x = _cluster(torch.float64)
+    x = cluster(torch.float64)
     only_h = {"pos": x["pos"][[1, 2, 4, 6]], "numbers": torch.tensor([1, 1, 1, 1])}
     e_h, e_all = _energy(model, _batch(only_h)), _energy(model, _batch(x))
     with torch.no_grad():
@@ -193,7 +179,7 @@ def test_element_powers_act_per_element():
     """``grid_powers="element"``: all coefficients 1 is the fixed truncated exponential (same
     weights); an absent element's coefficients change nothing, a present element's change the energy."""
     model = _model(grid_powers="element")
-    x = _cluster(torch.float64)
+    x = cluster(torch.float64)
     only_h = {"pos": x["pos"][[1, 2, 4, 6]], "numbers": torch.tensor([1, 1, 1, 1])}
     e_h, e_all = _energy(model, _batch(only_h)), _energy(model, _batch(x))
     with torch.no_grad():
@@ -221,7 +207,7 @@ def test_polynomial_activation_coefficients_against_the_expanded_polynomial():
                                      {"grid_powers": "element"}], ids=["element", "scalars", "powers"])
 def test_conditioned_model_trains_its_new_parameters(variant):
     model = _model(**variant)
-    b = _batch(_cluster(torch.float64))
+    b = _batch(cluster(torch.float64))
     out = model(b, training=True)
     (out["forces"] ** 2).sum().backward()
     for layer in model.interactions:

@@ -3,12 +3,10 @@
 gradients (float64, 1e-10; float32 to rounding), on a molecule batch with three elements and
 on periodic copper."""
 
-import numpy as np
 import pytest
 import torch
-from ase.build import bulk
+from potential_test_helpers import copper, molecules, outputs
 
-from equikit.data.atoms import AtomsBatch
 from equikit.models.potential import Potential, PotentialConfig
 
 
@@ -27,36 +25,14 @@ def _pair(dtype, **kw):
     return mono, rec
 
 
-def _molecules(dtype):
-    g = torch.Generator().manual_seed(4)
-    pos = torch.rand(12, 3, generator=g, dtype=torch.float64) * 3.0
-    return AtomsBatch.from_arrays(positions=pos, numbers=torch.tensor([1, 6, 8, 1, 1, 6, 8, 8, 1, 6, 6, 1]),
-                                  natoms=torch.tensor([5, 7]), dtype=dtype)
-
-
-def _copper(dtype):
-    at = bulk("Cu", "fcc", a=3.6, cubic=True)
-    at.rattle(0.1, seed=2)
-    return AtomsBatch.from_arrays(positions=at.get_positions(), numbers=at.get_atomic_numbers(), natoms=[len(at)],
-                                  cell=np.asarray(at.cell)[None], pbc=np.ones((1, 3), bool), dtype=dtype)
-
-
-def _outputs(model, batch, stress):
-    out = model(batch, compute_stress=stress, training=True)
-    loss = (out["energy"] ** 2).sum() + (out["forces"] ** 2).sum() + (out["stress"] ** 2).sum() if stress else \
-        (out["energy"] ** 2).sum() + (out["forces"] ** 2).sum()
-    grads = torch.autograd.grad(loss, list(model.parameters()))
-    return [out["energy"], out["forces"], *([out["stress"]] if stress else []), *grads]
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", ["molecules", "copper"])
 def test_monomial_equals_recursive(dtype, case):
     elements = (1, 6, 8) if case == "molecules" else (29,)
     mono, rec = _pair(dtype, atomic_numbers=elements)
-    batch = (_molecules if case == "molecules" else _copper)(getattr(torch, dtype))
+    batch = (molecules if case == "molecules" else copper)(getattr(torch, dtype))
     stress = case == "copper"
-    a, b = _outputs(mono, batch, stress), _outputs(rec, batch, stress)
+    a, b = outputs(mono, batch, stress), outputs(rec, batch, stress)
     rtol = 1e-10 if dtype == "float64" else 2e-5  # float32: different summation orders of ~10^3 terms
     assert float(b[1].detach().abs().max()) > 1e-3  # nonzero forces: the comparison is not vacuous
     for x, y in zip(a, b):
@@ -69,6 +45,6 @@ def test_negative_control_other_weights_differ():
     mono, rec = _pair("float64", atomic_numbers=(1, 6, 8))
     with torch.no_grad():
         rec.interactions[0].product.weight[1, 5, 0] += 0.5
-    batch = _molecules(torch.float64)
+    batch = molecules(torch.float64)
     fa, fb = mono(batch)["forces"], rec(batch)["forces"]
     assert float((fa - fb).abs().max()) > 1e-6
