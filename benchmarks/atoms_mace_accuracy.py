@@ -85,13 +85,13 @@ def install_grid_options() -> None:
     grid_mlp``) is rebuilt with the :class:`~equikit.nn.SphereGridMLP` options in
     ``_GRID_OPTIONS``: ``output`` (``"degree"``: the last layer per output degree), ``per_element``
     (``num_groups = len(atomic_numbers)``, each atom's element picks its weights), ``linear`` (the
-    linear path); experiments of this script only: ``input_scale`` (the grid MLP's input times a
-    constant, so the polynomial's higher powers weigh more at the same weights) and
-    ``act_coefficients`` (the ``a_k`` of ``sum_k a_k t^k / k!``, fixed), ``output_scale`` (a constant
-    factor on the layer's output) and ``cond_scale`` (a constant factor on the conditioning shift,
-    ``grid_condition``). Without options the
-    subclass builds exactly the original layer. A benchmark-side
-    stand-in until PotentialConfig has the fields (docs/potentials.md, session 7)."""
+    linear path), ``input_scale`` / ``output_scale`` (SphereGridMLP's constant factors on its input
+    and output, so the polynomial's higher powers weigh more at the same weights); experiments of
+    this script only: ``act_coefficients`` (the ``a_k`` of ``sum_k a_k t^k / k!``, fixed) and
+    ``cond_scale`` (a constant factor on the conditioning shift, ``grid_condition``). Without options
+    the subclass builds exactly the original layer. The session-7 runs were trained with it;
+    ``PotentialConfig.grid_gain`` / ``grid_output`` now give the same model for ``facet_gain_el``
+    (tests/models/test_accuracy_grid_options.py)."""
     import equikit.models.potential as pot
     from equikit.nn import SphereGridMLP
 
@@ -99,20 +99,19 @@ def install_grid_options() -> None:
         return
 
     class GroupedGridMLP(SphereGridMLP):
-        """SphereGridMLP reading each sample's group from ``self.group`` (set per call)."""
+        """SphereGridMLP with this script's experiment-only options ``cond_scale`` and
+        ``act_coefficients`` (the input / output scales are SphereGridMLP's own; ``Interaction``
+        passes each atom's element as ``group``)."""
 
-        group = None
-        input_scale = output_scale = cond_scale = 1.0
+        cond_scale = 1.0
         act_coefficients = None
 
-        def forward(self, x, bias=None, act=None):
+        def forward(self, x, bias=None, act=None, group=None):
             if self.act_coefficients is not None and act is None:
                 act = functools.partial(self.act, coefficients=x.new_tensor(self.act_coefficients))
             if bias is not None and self.cond_scale != 1.0:
                 bias = bias * self.cond_scale
-            out = super().forward(x * self.input_scale if self.input_scale != 1.0 else x, bias, act,
-                                  group=self.group if self.num_groups > 1 else None)
-            return out * self.output_scale if self.output_scale != 1.0 else out
+            return super().forward(x, bias, act, group=group if self.num_groups > 1 else None)
 
     class Interaction(pot.Interaction):
         _grid_options_patch = True
@@ -126,16 +125,11 @@ def install_grid_options() -> None:
                 self.product = GroupedGridMLP(
                     old.irreps_in, old.irreps_out, hidden=hidden, act=old.act, resolution=old.resolution,
                     output=opts.get("output", "grid"), linear=bool(opts.get("linear", False)),
-                    num_groups=len(cfg.atomic_numbers) if opts.get("per_element") else 1)
-                for key in ("input_scale", "output_scale", "cond_scale"):
-                    setattr(self.product, key, float(opts.get(key, 1.0)))
+                    num_groups=len(cfg.atomic_numbers) if opts.get("per_element") else 1,
+                    input_scale=float(opts.get("input_scale", 1.0)), output_scale=float(opts.get("output_scale", 1.0)))
+                self.product.cond_scale = float(opts.get("cond_scale", 1.0))
                 if opts.get("act_coefficients") is not None:
                     self.product.act_coefficients = [float(a) for a in opts["act_coefficients"]]
-
-        def forward(self, h, element, *args, **kwargs):
-            if isinstance(self.product, GroupedGridMLP):
-                self.product.group = element
-            return super().forward(h, element, *args, **kwargs)
 
     pot.Interaction = Interaction
 
