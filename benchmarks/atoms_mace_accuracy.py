@@ -64,7 +64,10 @@ def load_settings(path: Path = CONFIG) -> dict:
 # --------------------------------------------------------------------------- grid options (session 7)
 #: the grid options the next Potential built in this process uses (set by :func:`use_grid_options`)
 _GRID_OPTIONS: dict = {}
-GRID_OPTION_KEYS = ("output", "per_element", "linear", "input_scale", "act_coefficients", "output_scale", "cond_scale")
+GRID_OPTION_KEYS = ("output", "per_element", "linear", "input_scale", "act_coefficients", "output_scale", "cond_scale",
+                    "element_skip", "element_mix", "path_linear")
+#: the session-8 architecture prototypes among them (:func:`_install_architecture_options`)
+ARCH_OPTION_KEYS = ("element_skip", "element_mix", "path_linear")
 
 
 def use_grid_options(options: dict | None) -> None:
@@ -119,6 +122,8 @@ def install_grid_options() -> None:
         def __init__(self, cfg, irreps_in, irreps_out, skip):
             super().__init__(cfg, irreps_in, irreps_out, skip)
             opts = dict(_GRID_OPTIONS)
+            _install_architecture_options(self, cfg, irreps_in, skip, opts)
+            opts = {k: v for k, v in opts.items() if k not in ARCH_OPTION_KEYS}
             if self.grid and opts:
                 old = self.product
                 hidden = tuple(layer.out_features for layer in old.layers[:-1])
@@ -131,7 +136,106 @@ def install_grid_options() -> None:
                 if opts.get("act_coefficients") is not None:
                     self.product.act_coefficients = [float(a) for a in opts["act_coefficients"]]
 
+        def forward(self, h, element, sh, r, edge_index, radial_embedding=None):
+            if getattr(self, "element_mix", None) is not None:
+                self.element_mix.element = element  # read by the wrapped linear_a during this call
+            out = super().forward(h, element, sh, r, edge_index, radial_embedding)
+            if getattr(self, "element_skip", None) is not None:
+                out = out + self.element_skip(h, element)
+            return out
+
     pot.Interaction = Interaction
+
+
+# --------------------------------------------------------------------------- architecture prototypes (session 8)
+def _element_linear_class():
+    import torch
+    from torch import nn
+
+    class ElementLinear(nn.Module):
+        """Per-element equivariant linear map (MACE's ``skip_tp``: features (x) element one-hot):
+        for every output block, ``y_w = sum_{blocks b of ir} sum_u W[z, b, u, w] x^b_u / sqrt(n_ir)``,
+        ``W ~ N(0, 1)``; mul x ir layout, ``(N, irreps_in.dim), element (N,) -> (N, irreps_out.dim)``."""
+
+        def __init__(self, irreps_in, irreps_out, num_elements):
+            super().__init__()
+            self.irreps_in, self.irreps_out, self.n_el = irreps_in, irreps_out, num_elements
+            self.pairs, ws = [], []
+            for j, (mo, iro) in enumerate(irreps_out):
+                ins = [i for i, (_, ir) in enumerate(irreps_in) if ir == iro]
+                fan = sum(irreps_in[i].mul for i in ins)
+                for i in ins:
+                    self.pairs.append((i, j, fan))
+                    ws.append(nn.Parameter(torch.randn(irreps_in[i].mul, num_elements * mo)))
+            self.weights = nn.ParameterList(ws)
+            self.element = None
+
+        def forward(self, x, element=None):
+            element = self.element if element is None else element
+            n = x.shape[0]
+            s_in = self.irreps_in.slices()
+            parts = [[] for _ in self.irreps_out]
+            rows = torch.arange(n, device=x.device)
+            for (i, j, fan), w in zip(self.pairs, self.weights):
+                (mi, ir), mo = self.irreps_in[i], self.irreps_out[j].mul
+                xb = x[:, s_in[i]].reshape(n, mi, ir.dim).transpose(1, 2)  # (N, d, mi)
+                y = (xb @ w.to(x.dtype)).reshape(n, ir.dim, self.n_el, mo)[rows, :, element]  # (N, d, mo)
+                parts[j].append(y.transpose(1, 2) / math.sqrt(fan))
+            blocks = [(sum(ps[1:], ps[0]) if ps else x.new_zeros(n, m.mul, m.ir.dim)).reshape(n, m.mul * m.ir.dim)
+                      for m, ps in zip(self.irreps_out, parts)]
+            return torch.cat(blocks, dim=-1)
+
+    return ElementLinear
+
+
+def _path_descriptor(irreps_in, sh, max_ell):
+    """MACE's convolution: the channelwise Clebsch-Gordan product with one output block per path
+    ``(l1, l2 -> l3)``, natural-parity outputs with ``l3 <= max_ell`` only (MACE's ``irreps_mid``)."""
+    from equikit.o3 import Irreps
+    from equikit.tp._descriptor import Mode, Path, TensorProductDescriptor
+
+    blocks, raw = [], []
+    for a, (m1, ir1) in enumerate(irreps_in):
+        for b, (_, ir2) in enumerate(sh):
+            for iro in ir1 * ir2:
+                if iro.l <= max_ell and iro.p == (-1) ** iro.l:
+                    raw.append((a, b, len(blocks)))
+                    blocks.append((m1, iro))
+    io, perm, _ = Irreps(blocks).sort()
+    paths = tuple(Path(a, b, perm[c], Mode.UVU) for a, b, c in raw)
+    return TensorProductDescriptor(irreps_in, sh, io, paths, "element", "component", coefficients="clebsch_gordan")
+
+
+def _install_architecture_options(layer, cfg, irreps_in, skip, opts) -> None:
+    """The session-8 prototypes of MACE's architecture on one ``Interaction`` (the sub-class of
+    :func:`install_grid_options`): ``element_skip`` (layers with a skip, t > 0: the plain
+    ``Linear`` skip replaced by a per-element one, MACE's residual ``skip_tp``; ``"all"``: also in
+    layer 0, from the element embedding), ``element_mix`` (layer 0: the messages ``A`` after
+    ``linear_a`` mixed per element, MACE's first-layer ``skip_tp(message, node_attrs)``; ``"all"``:
+    in every layer), ``path_linear`` (Clebsch-Gordan edge product only: one output block per path
+    ``(l1, l2 -> l3)``, so ``linear_a`` mixes channels per path, MACE's ``irreps_mid``)."""
+    from torch import nn
+
+    import equikit.models.potential as pot
+    from equikit.nn import Linear, TensorProduct
+
+    first = not skip
+    es, em = opts.get("element_skip"), opts.get("element_mix")
+    n_el = len(cfg.atomic_numbers)
+    if es and (skip or es == "all"):
+        layer.skip = None
+        layer.element_skip = _element_linear_class()(irreps_in, layer.irreps_out, n_el)
+    if opts.get("path_linear"):
+        if layer.gaunt:
+            raise ValueError("atoms_mace_accuracy: path_linear is implemented for the Clebsch-Gordan edge product only")
+        desc = _path_descriptor(irreps_in, pot._natural(cfg.max_ell, 1), cfg.max_ell)
+        layer.conv = TensorProduct(desc, backend=cfg.tp_backend, internal_weights=False)
+        layer.radial = pot.RadialWeights(cfg, desc.weight_numel)
+        layer.irreps_conv = desc.irreps_out
+        layer.linear_a = Linear(desc.irreps_out, layer.irreps_a)
+    if em and (first or em == "all"):
+        layer.element_mix = _element_linear_class()(layer.irreps_a, layer.irreps_a, n_el)
+        layer.linear_a = nn.Sequential(layer.linear_a, layer.element_mix)
 
 
 def train_one(argv: list[str]) -> int:
