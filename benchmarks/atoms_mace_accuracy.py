@@ -65,9 +65,9 @@ def load_settings(path: Path = CONFIG) -> dict:
 #: the grid options the next Potential built in this process uses (set by :func:`use_grid_options`)
 _GRID_OPTIONS: dict = {}
 GRID_OPTION_KEYS = ("output", "per_element", "linear", "input_scale", "act_coefficients", "output_scale", "cond_scale",
-                    "element_skip", "element_mix", "path_linear")
+                    "element_skip", "element_mix", "path_linear", "radial_e3nn")
 #: the session-8 architecture prototypes among them (:func:`_install_architecture_options`)
-ARCH_OPTION_KEYS = ("element_skip", "element_mix", "path_linear")
+ARCH_OPTION_KEYS = ("element_skip", "element_mix", "path_linear", "radial_e3nn")
 
 
 def use_grid_options(options: dict | None) -> None:
@@ -236,6 +236,49 @@ def _install_architecture_options(layer, cfg, irreps_in, skip, opts) -> None:
     if em and (first or em == "all"):
         layer.element_mix = _element_linear_class()(layer.irreps_a, layer.irreps_a, n_el)
         layer.linear_a = nn.Sequential(layer.linear_a, layer.element_mix)
+    if opts.get("radial_e3nn"):
+        if layer.radial.kind != "bessel":
+            raise ValueError("atoms_mace_accuracy: radial_e3nn replaces the Bessel radial MLP; the variant has none")
+        sizes = [cfg.num_radial, *cfg.radial_mlp, layer.radial.mlp[-1].out_features]
+        layer.radial.mlp = _e3nn_mlp(sizes)
+
+
+#: 1 / sqrt(E[silu(z)^2]), z ~ N(0, 1): e3nn's ``normalize2mom(silu)`` factor (quadrature)
+_SILU_2MOM = 1.6765324703310909
+
+
+def _e3nn_mlp(sizes):
+    """The radial MLP in e3nn's parametrisation (MACE's ``FullyConnectedNet``): weights ``N(0, 1)``,
+    the forward divides by ``sqrt(fan_in)``, SiLU scaled to unit second moment, no biases. The same
+    function class as :func:`equikit.models.potential._radial_mlp` (PyTorch's ``nn.Linear``
+    parametrisation, weights ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``); Adam's steps act on the raw
+    weights, so the two train differently (session-8 prototype ``radial_e3nn``)."""
+    import torch
+    from torch import nn
+
+    class ScaledLinear(nn.Module):
+        def __init__(self, n_in, n_out):
+            super().__init__()
+            self.out_features = n_out
+            self.raw = nn.Parameter(torch.randn(n_out, n_in))
+
+        @property
+        def weight(self):  # the effective (out, in) matrix (RadialWeights.head reads it)
+            return self.raw / math.sqrt(self.raw.shape[1])
+
+        def forward(self, x):
+            return x @ self.weight.T.to(x.dtype)
+
+    class NormSiLU(nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.silu(x) * _SILU_2MOM
+
+    layers = []
+    for k in range(len(sizes) - 1):
+        layers.append(ScaledLinear(sizes[k], sizes[k + 1]))
+        if k < len(sizes) - 2:
+            layers.append(NormSiLU())
+    return nn.Sequential(*layers)
 
 
 def train_one(argv: list[str]) -> int:
