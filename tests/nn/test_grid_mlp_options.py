@@ -54,8 +54,8 @@ def test_negative_control_weights_per_component(dtype, monkeypatch):
     assert_equivariant(lambda v: m(v, group=group), x, IrrepsRep(I), IrrepsRep(O))
     mix = grid_mlp._mix_degrees
 
-    def per_component(z, weight, grp):
-        out = mix(z, weight, grp)
+    def per_component(z, weight, grp, ldeg):
+        out = mix(z, weight, grp, ldeg)
         return out * torch.linspace(0.5, 1.5, out.shape[-1], dtype=out.dtype)
 
     monkeypatch.setattr(grid_mlp, "_mix_degrees", per_component)

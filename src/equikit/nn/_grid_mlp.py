@@ -99,31 +99,30 @@ def _grid_mats(lmax_in: int, lmax_out: int, resolution: tuple[int, int]) -> tupl
     return y[:, : (lmax_in + 1) ** 2].T.contiguous(), (w * y[:, : (lmax_out + 1) ** 2] / (4 * math.pi)).contiguous()
 
 
-def _mix_degrees(z: torch.Tensor, weight: torch.Tensor, group: torch.Tensor | None) -> torch.Tensor:
+def _mix_degrees(z: torch.Tensor, weight: torch.Tensor, group: torch.Tensor | None,
+                 ldeg: torch.Tensor) -> torch.Tensor:
     """Per-degree (and per-group) channel mixing of harmonic coefficients.
 
-    ``z (B, C_in, (L+1)^2)`` in ``(channel, lm)`` layout, ``weight (K, D, C_in, C_out)`` for the
-    degrees ``l < D <= L + 1``, ``group (B,)`` int in ``[0, K)`` (None when ``K == 1``); returns
-    ``(B, C_out, D^2)``: ``out[b, c', lm] = sum_c weight[group_b, l, c, c'] z[b, c, lm]``. One GEMM
-    per degree over all ``K`` groups, then a gather (``K`` is small: the elements of a data set).
+    ``z (B, C_in, n)`` in ``(channel, lm)`` layout, ``weight (K, D, C_in, C_out)`` for the degrees
+    ``l < D``, ``ldeg (n,)`` the degree of each ``lm`` (``n <= D^2``), ``group (B,)`` int in ``[0, K)``
+    (None when ``K == 1``); returns ``(B, C_out, n)``: ``out[b, c', lm] = sum_c weight[group_b,
+    ldeg[lm], c, c'] z[b, c, lm]``. One batched GEMM over the ``lm`` for all ``K`` groups, then a
+    gather (``K`` is small: the elements of a data set).
 
     >>> w = torch.randn(1, 2, 3, 4)
     >>> z = torch.randn(5, 3, 4)
-    >>> torch.allclose(_mix_degrees(z, w, None)[:, :, 1:], torch.einsum("bcm,cd->bdm", z[:, :, 1:], w[0, 1]))
+    >>> out = _mix_degrees(z, w, None, torch.tensor([0, 1, 1, 1]))
+    >>> torch.allclose(out[:, :, 1:], torch.einsum("bcm,cd->bdm", z[:, :, 1:], w[0, 1]))
     True
     """
-    k, d, c_in, c_out = weight.shape
-    b = z.shape[0]
-    out = []
-    for l in range(d):
-        zl = z[:, :, l * l : (l + 1) * (l + 1)].transpose(1, 2).reshape(-1, c_in)  # (B (2l+1), C_in)
-        y = (zl @ weight[:, l].permute(1, 0, 2).reshape(c_in, k * c_out)).reshape(b, 2 * l + 1, k, c_out)
-        if k == 1:
-            y = y[:, :, 0]
-        else:
-            y = y.gather(2, group.view(b, 1, 1, 1).expand(b, 2 * l + 1, 1, c_out)).squeeze(2)
-        out.append(y.transpose(1, 2))
-    return torch.cat(out, dim=2)
+    k, _, c_in, c_out = weight.shape
+    b, n = z.shape[0], z.shape[2]
+    w = weight.to(z.dtype).permute(1, 2, 0, 3).index_select(0, ldeg)  # (n, C_in, K, C_out)
+    y = torch.bmm(z.permute(2, 0, 1), w.reshape(n, c_in, k * c_out))  # (n, B, K C_out)
+    if k == 1:
+        return y.permute(1, 2, 0)
+    y = y.view(n, b, k, c_out).gather(2, group.view(1, b, 1, 1).expand(n, b, 1, c_out))
+    return y.squeeze(2).permute(1, 2, 0)
 
 
 class SphereGridMLP(nn.Module):
@@ -218,10 +217,15 @@ class SphereGridMLP(nn.Module):
         if linear:
             self.lin_weight = nn.Parameter(torch.zeros(num_groups, min(self.lmax_in, self.lmax_out) + 1, c_in, c_out))
         self.c_in, self.c_out = c_in, c_out
+        self._grid_cache: dict = {}  # _scaled_grid
+        ldeg = [l for l in range(self.lmax_out + 1) for _ in range(2 * l + 1)]
+        self.register_buffer("ldeg_out", torch.tensor(ldeg, dtype=torch.long), persistent=False)
         y, proj = _grid_mats(self.lmax_in, self.lmax_out, self.resolution)
         self.register_buffer("y", y, persistent=False)
         self.register_buffer("proj", proj, persistent=False)
-        self.register_buffer("idx_in", torch.from_numpy(_layout(self.irreps_in, c_in, self.lmax_in)), persistent=False)
+        idx_in = torch.from_numpy(_layout(self.irreps_in, c_in, self.lmax_in))
+        self._complete = bool((idx_in < self.irreps_in.dim).all())
+        self.register_buffer("idx_in", idx_in, persistent=False)
         out = _layout(self.irreps_out, c_out, self.lmax_out)  # features column -> position in (c, lm)
         inv = np.zeros(self.irreps_out.dim, dtype=np.int64)
         inv[out[out < self.irreps_out.dim]] = np.nonzero(out < self.irreps_out.dim)[0]
@@ -229,6 +233,8 @@ class SphereGridMLP(nn.Module):
 
     def coefficients(self, x: torch.Tensor) -> torch.Tensor:
         """``x (B, irreps_in.dim)`` as ``(B, C_in, (L_in+1)^2)`` (channel, lm), zeros for missing degrees."""
+        if self._complete:  # every degree present: no zero column to gather from
+            return x.index_select(1, self.idx_in).view(x.shape[0], self.c_in, -1)
         pad = torch.cat([x, x.new_zeros(x.shape[0], 1)], -1)
         return pad.index_select(1, self.idx_in).reshape(x.shape[0], self.c_in, -1)
 
@@ -287,21 +293,50 @@ class SphereGridMLP(nn.Module):
         if act is not None and not callable(act):
             raise TypeError(f"SphereGridMLP: `act` must be callable or None, got {type(act).__name__}")
         group = self._check_group(group, batch)
-        x = x * self.input_scale if self.input_scale != 1.0 else x
-        coeffs = self.coefficients(x.reshape(-1, x.shape[-1]))  # (B, C_in, (L_in+1)^2)
-        v = self.mlp((coeffs @ self.y.to(x.dtype)).transpose(1, 2), bias, act)  # (B, G, C_out or hidden[-1])
-        z = v.transpose(1, 2) @ self.proj.to(v.dtype)  # (B, C_out or hidden[-1], (L+1)^2)
-        if self.output == "degree":
-            z = _mix_degrees(z, self.out_weight, group)
-            b0 = self.out_bias[0] if group is None else self.out_bias[group]  # (C_out,) or (B, C_out)
-            z = torch.cat([z[:, :, :1] + b0.unsqueeze(-1), z[:, :, 1:]], dim=2)
+        x = x.reshape(-1, x.shape[-1])
+        rows = x.shape[0]
+        y, proj = self._scaled_grid(x.dtype, x.device)
+        coeffs = self.coefficients(x)  # (B, C_in, (L_in+1)^2)
+        v = self._hidden(coeffs @ y, bias, act)  # (B, width, G): channels before grid points
+        if self.output == "grid":  # the last layer at every grid point, then the projection
+            w, b = self.layers[-1].weight.to(v.dtype), self.layers[-1].bias.to(v.dtype)
+            z = torch.baddbmm(b.unsqueeze(-1), w.expand(rows, -1, -1), v) @ proj
+        else:  # the projection, then the last layer per output degree (and group)
+            z = _mix_degrees(v @ proj, self.out_weight, group, self.ldeg_out)
+            b0 = (self.out_bias[0] if group is None else self.out_bias[group]) * self.output_scale
+            z = z + nn.functional.pad(b0.unsqueeze(-1), (0, z.shape[-1] - 1))
         if self.lin_weight is not None:
             d = self.lin_weight.shape[1]
-            lin = _mix_degrees(coeffs, self.lin_weight, group)  # (B, C_out, d^2)
-            z = torch.cat([z[:, :, : d * d] + lin, z[:, :, d * d :]], dim=2)
-        z = z.reshape(v.shape[0], -1)  # (B, C_out * (L+1)^2)
-        z = z * self.output_scale if self.output_scale != 1.0 else z
-        return z.index_select(1, self.idx_out).reshape(*batch, self.irreps_out.dim)
+            lin = _mix_degrees(coeffs[:, :, : d * d], self.lin_weight, group, self.ldeg_out[: d * d])  # (B, C_out, d^2)
+            lin = lin * (self.input_scale * self.output_scale)
+            z = z + nn.functional.pad(lin, (0, z.shape[-1] - d * d))
+        return z.reshape(rows, -1).index_select(1, self.idx_out).reshape(*batch, self.irreps_out.dim)
+
+    def _scaled_grid(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(input_scale y, output_scale proj)`` in ``dtype`` (cached: the buffers are constant)."""
+        key = (dtype, device, self.y.data_ptr(), self.proj.data_ptr(), self.input_scale, self.output_scale)
+        hit = self._grid_cache.get(key)
+        if hit is None or torch.compiler.is_compiling():
+            hit = (self.y.to(dtype) * self.input_scale, self.proj.to(dtype) * self.output_scale)
+            if not torch.compiler.is_compiling():
+                self._grid_cache.clear()
+                self._grid_cache[key] = hit
+        return hit
+
+    def _hidden(self, f: torch.Tensor, bias: torch.Tensor | None,
+                act: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
+        """The hidden layers at every grid point, in the ``(B, width, G)`` layout (the channel
+        mixing is a batched GEMM on the left, no transposes); ``f (B, C_in, G)``."""
+        n_hidden = len(self.layers) - (self.output == "grid")
+        rows = f.shape[0]
+        v = f
+        for i, layer in enumerate(self.layers[:n_hidden]):
+            shift = layer.bias.to(f.dtype)
+            shift = shift if i > 0 or bias is None else shift + bias
+            v = torch.baddbmm(shift.unsqueeze(-1), layer.weight.to(f.dtype).expand(rows, -1, -1), v)
+            # a per-call act sees (B, G, width) as documented: a transposed view, no copy
+            v = self.act(v) if act is None else act(v.transpose(1, 2)).transpose(1, 2)
+        return v
 
     def _check_group(self, group: Any, batch: torch.Size) -> torch.Tensor | None:
         """``group`` flattened to ``(B,)`` (None when there is one group), validated."""
