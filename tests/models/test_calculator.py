@@ -118,3 +118,32 @@ def test_invalid_model_raises(tmp_path):
     torch.save({"weights": 1}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not a potential checkpoint"):
         EquikitCalculator(tmp_path / "bad.pt")
+
+
+def test_check_state_equals_ase_compare_atoms():
+    """The fast check_state gives ASE's compare_atoms result for every kind of change (and none)."""
+    from ase.calculators.calculator import compare_atoms
+
+    at = _copper()
+    calc = EquikitCalculator(_model())
+    assert calc.check_state(at) == compare_atoms(None, at)  # nothing computed yet: all changes
+    at.calc = calc
+    at.get_forces()
+    edits = [
+        lambda a: None,
+        lambda a: a.positions.__setitem__((0, 0), a.positions[0, 0] + 1e-16),  # below the tolerance
+        lambda a: a.positions.__setitem__((0, 0), a.positions[0, 0] + 1e-3),
+        lambda a: a.set_cell(a.cell * 1.01, scale_atoms=False),
+        lambda a: a.set_pbc([True, False, True]),
+        lambda a: a.set_initial_charges(np.ones(len(a))),
+        lambda a: a.numbers.__setitem__(0, 28),
+        lambda a: a.positions.__setitem__((1, 1), np.nan),
+    ]
+    for edit in edits:
+        b = at.copy()
+        edit(b)
+        assert calc.check_state(b) == compare_atoms(calc.atoms, b)
+    b = at.copy()
+    b.numbers[0] = 28
+    assert calc.check_state(b) == ["numbers"]
+    assert calc.check_state(at.copy()) == []
