@@ -65,9 +65,9 @@ def load_settings(path: Path = CONFIG) -> dict:
 #: the grid options the next Potential built in this process uses (set by :func:`use_grid_options`)
 _GRID_OPTIONS: dict = {}
 GRID_OPTION_KEYS = ("output", "per_element", "linear", "input_scale", "act_coefficients", "output_scale", "cond_scale",
-                    "element_skip", "element_mix", "path_linear", "radial_e3nn")
+                    "element_skip", "element_mix", "path_linear", "radial_e3nn", "linear_e3nn")
 #: the session-8 architecture prototypes among them (:func:`_install_architecture_options`)
-ARCH_OPTION_KEYS = ("element_skip", "element_mix", "path_linear", "radial_e3nn")
+ARCH_OPTION_KEYS = ("element_skip", "element_mix", "path_linear", "radial_e3nn", "linear_e3nn")
 
 
 def use_grid_options(options: dict | None) -> None:
@@ -135,6 +135,8 @@ def install_grid_options() -> None:
                 self.product.cond_scale = float(opts.get("cond_scale", 1.0))
                 if opts.get("act_coefficients") is not None:
                     self.product.act_coefficients = [float(a) for a in opts["act_coefficients"]]
+            if _GRID_OPTIONS.get("linear_e3nn"):  # after the grid MLP is rebuilt
+                _scale_parametrize(self)
 
         def forward(self, h, element, sh, r, edge_index, radial_embedding=None):
             if getattr(self, "element_mix", None) is not None:
@@ -241,6 +243,30 @@ def _install_architecture_options(layer, cfg, irreps_in, skip, opts) -> None:
             raise ValueError("atoms_mace_accuracy: radial_e3nn replaces the Bessel radial MLP; the variant has none")
         sizes = [cfg.num_radial, *cfg.radial_mlp, layer.radial.mlp[-1].out_features]
         layer.radial.mlp = _e3nn_mlp(sizes)
+
+
+def _scale_parametrize(module) -> None:
+    """Every ``torch.nn.Linear`` weight in ``module`` (the grid MLP, its conditioning map, a PyTorch
+    radial MLP) re-parametrised as ``W = W_raw / sqrt(fan_in)`` with ``W_raw = W_init sqrt(fan_in)``:
+    the same function and initial values, but Adam's steps act on ``W_raw``, so ``W`` moves
+    ``sqrt(fan_in)`` times less per step (e3nn's parametrisation; session-8 prototype ``linear_e3nn``)."""
+    from torch import nn
+    from torch.nn.utils import parametrize
+
+    class Scale(nn.Module):
+        def __init__(self, s):
+            super().__init__()
+            self.s = s
+
+        def forward(self, raw):
+            return raw * self.s
+
+        def right_inverse(self, w):
+            return w / self.s
+
+    for m in list(module.modules()):
+        if isinstance(m, nn.Linear) and not parametrize.is_parametrized(m, "weight"):
+            parametrize.register_parametrization(m, "weight", Scale(1.0 / math.sqrt(m.in_features)))
 
 
 #: 1 / sqrt(E[silu(z)^2]), z ~ N(0, 1): e3nn's ``normalize2mom(silu)`` factor (quadrature)
