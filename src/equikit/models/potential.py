@@ -55,7 +55,9 @@ def element_indices(z_to_index: torch.Tensor, numbers, elements, where: str) -> 
         raise TypeError(f"{where}: `numbers` must be an integer tensor, got {numbers!r}")
     ok = (numbers >= 0) & (numbers < 119)
     idx = torch.where(ok, z_to_index[numbers.clamp(0, 118)], -1)
-    if bool((idx < 0).any()):
+    if torch.compiler.is_compiling():  # no graph break: a runtime assert inside the compiled graph
+        torch._assert_async((idx >= 0).all(), f"{where}: atomic numbers not in the model's elements {list(elements)}")
+    elif bool((idx < 0).any()):
         bad = sorted(set(numbers[idx < 0].tolist()))
         raise ValueError(f"{where}: atomic numbers {bad} are not in the model's elements "
                          f"{list(elements)} ({where}Config.atomic_numbers)")
@@ -655,7 +657,11 @@ class Potential(nn.Module):
     ``neighbors``: a precomputed :class:`~equikit.data.neighbors.Neighbors` of ``batch`` (its
     ``edge_index`` and ``shifts``, e.g. ``batch.neighbors(cutoff)`` kept across training epochs or a
     Verlet list filtered to the cutoff); every edge must be shorter than ``config.cutoff``
-    (longer ones would count); ``None`` searches the neighbours on every call.
+    (longer ones would count); ``None`` searches the neighbours on every call. ``node_energies``:
+    a callable that replaces :meth:`node_energies` (same arguments and result), e.g.
+    ``torch.compile(model.node_energies)``: the derivatives are taken outside it, so a compiled
+    energy gives compiled forces and stress (:class:`~equikit.models.calculator.EquikitCalculator`
+    ``compile=True``).
 
     >>> import torch
     >>> from equikit.data.atoms import AtomsBatch
@@ -724,7 +730,7 @@ class Potential(nn.Module):
         return energy
 
     def forward(self, batch: AtomsBatch, compute_forces: bool = True, compute_stress: bool = False,
-                training: bool = False, neighbors=None) -> dict[str, torch.Tensor]:
+                training: bool = False, neighbors=None, node_energies=None) -> dict[str, torch.Tensor]:
         if not isinstance(batch, AtomsBatch):
             raise TypeError(f"Potential.forward: `batch` must be an AtomsBatch, got {type(batch).__name__}")
         dtype = self.e0.dtype
@@ -740,10 +746,10 @@ class Potential(nn.Module):
                             f"e.g. batch.neighbors(cutoff), or None; got {type(neighbors).__name__}")
         # derivatives need a graph even under torch.no_grad() (inference, MD)
         with torch.enable_grad() if compute_forces or compute_stress else contextlib.nullcontext():
-            return self._forward(batch, compute_forces, compute_stress, training, neighbors)
+            return self._forward(batch, compute_forces, compute_stress, training, neighbors, node_energies)
 
     def _forward(self, batch: AtomsBatch, compute_forces: bool, compute_stress: bool,
-                 training: bool, neighbors=None) -> dict[str, torch.Tensor]:
+                 training: bool, neighbors=None, node_energies=None) -> dict[str, torch.Tensor]:
         dtype, n_struct = self.e0.dtype, batch.num_graphs
         pos, cell = batch.positions, batch.cell
         inputs = []
@@ -758,7 +764,8 @@ class Potential(nn.Module):
             cell = cell + cell @ sym
             inputs.append(eps)
         edge_index, shifts = (None, None) if neighbors is None else (neighbors.edge_index, neighbors.shifts)
-        node_e = self.node_energies(pos, cell, batch.batch, batch.numbers, batch.pbc, edge_index, shifts)
+        node_e = (node_energies or self.node_energies)(pos, cell, batch.batch, batch.numbers, batch.pbc,
+                                                       edge_index, shifts)
         energy = torch.zeros(n_struct, dtype=dtype, device=pos.device).index_add_(0, batch.batch, node_e)
         out = {"energy": energy, "node_energy": node_e}
         if inputs:

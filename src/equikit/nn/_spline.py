@@ -101,7 +101,9 @@ class SplineRadial(nn.Module):
         if not isinstance(r, torch.Tensor) or not r.is_floating_point():
             got = r.dtype if isinstance(r, torch.Tensor) else type(r).__name__
             raise TypeError(f"{where}: `r` must be a floating tensor of distances (...,), got {got}")
-        if r.numel() and bool((r < 0).any()):
+        if torch.compiler.is_compiling():  # no graph break: a runtime assert inside the compiled graph
+            torch._assert_async((r >= 0).all(), "SplineRadial: distances `r` must be >= 0")
+        elif r.numel() and bool((r < 0).any()):
             raise ValueError(f"{where}: distances `r` must be >= 0, got a minimum of {float(r.detach().min())}")
         n = self.num_intervals
         t = r * (n / self.cutoff)
