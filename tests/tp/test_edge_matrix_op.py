@@ -279,6 +279,28 @@ def test_compiled_forward_then_eager_gradients():
 
 
 @needs_native
+def test_compiled_dynamic_shapes_one_graph():
+    """dynamic=True: edge and node counts are symbolic (``num_nodes`` a SymInt): one graph serves two
+    structures of different sizes, values and gradients equal to eager."""
+    torch._dynamo.reset()
+    layer = GauntEdgeMatrix("1x0e + 1x1o", SH, lmax=3).double()
+    counter = CompileCounterWithBackend("aot_eager")
+
+    def f(x, sh, w, dst, nodes):
+        return layer(x, sh, w, dst, nodes.shape[0])
+
+    compiled = torch.compile(f, fullgraph=True, dynamic=True, backend=counter)
+    for e, n in ((23, 6), (40, 9)):
+        _, x, sh, w, dst, _ = _layer_inputs(torch.float64, e=e, n=n, seed=e)
+        got, ref = compiled(x, sh, w, dst, torch.empty(n)), f(x, sh, w, dst, torch.empty(n))
+        _close(got, ref, torch.float64)
+        _close(torch.autograd.grad(got.pow(2).sum(), sh)[0], torch.autograd.grad(ref.pow(2).sum(), sh)[0],
+               torch.float64)
+    assert counter.frame_count == 1
+    torch._dynamo.reset()
+
+
+@needs_native
 def test_compiled_graph_runs_the_op_index_checks():
     """Traced code skips the checks that read index values; the op runs them, so a centre out of range
     raises instead of reaching the kernel."""

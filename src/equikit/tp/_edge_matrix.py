@@ -259,8 +259,8 @@ class _EdgeMatrixConv(torch.autograd.Function):
     """The eager route: one slot of the 4-linear form (the kernel's comment) as an autograd.Function
     whose backward is this function again (derivatives of every order: forces, force-loss training).
     The same kernels and rule (:func:`_gradients`) as the ops below, without their dispatch cost (the
-    op's Python autograd layer costs ~20-40 us a call, 30 % of a 72-edge forward+backward:
-    docs/tp.md, "Edge-matrix op and torch.compile")."""
+    op's Python dispatch and autograd layer: tens of microseconds a call, 26-47 % of a 72-edge
+    forward+backward; docs/tp.md, "Edge-matrix op and torch.compile")."""
 
     @staticmethod
     def forward(ctx, slot, meta, x, t, w, m):
