@@ -939,6 +939,49 @@ def _fmt(v, spec: str) -> str:
     return "n/a" if v is None else format(v, spec)
 
 
+def seed_summary(payload: dict) -> list[str]:
+    """Markdown lines: per group of data sets that differ only in the training seed (same molecule, frames and
+    epochs) and per model, the test force MAE as mean +- sample std over the seeds, and the ratio of the
+    means to mace-torch's (empty when no group has two seeds).
+
+    >>> def ds(seed, f_ours, f_mace):
+    ...     return {"seed": seed, "gradient_steps": 500, "models": {"cg": {"all": {"forces_mae_mev_per_a": f_ours}},
+    ...             "mace_torch": {"all": {"forces_mae_mev_per_a": f_mace}}}}
+    >>> p = {"settings": {"datasets": {n: {"molecule": "ethanol", "epochs": 5} for n in ("a", "b")}},
+    ...      "datasets": {"a": ds(0, 30.0, 20.0), "b": ds(1, 34.0, 20.0)}}
+    >>> seed_summary(p)[-1]
+    '| ethanol, 500 steps | cg | 2 (0, 1) | 32.0 +- 2.8 | 30.0 - 34.0 | 1.60 no |'
+    """
+    import statistics
+
+    groups: dict = {}
+    for name, r in payload["datasets"].items():
+        if "nve" in r:
+            continue
+        ds = payload["settings"]["datasets"].get(name, {})
+        key = (ds.get("molecule", name), r["gradient_steps"])
+        for cname, m in r["models"].items():
+            f = m["all"]["forces_mae_mev_per_a"]
+            groups.setdefault(key, {}).setdefault(cname, []).append((r.get("seed", 0), f))
+    rows = []
+    for (mol, steps), models in groups.items():
+        if max(len(v) for v in models.values()) < 2 or MACE not in models:
+            continue
+        ref = statistics.mean(f for _, f in models[MACE])
+        for cname, vals in sorted(models.items(), key=lambda kv: kv[0] != MACE):
+            fs = [f for _, f in vals]
+            sd = statistics.stdev(fs) if len(fs) > 1 else float("nan")
+            ratio = statistics.mean(fs) / ref
+            verdict = "1" if cname == MACE else f"{ratio:.2f} {'ok' if ratio <= 1.10 else 'no'}"
+            rows.append(f"| {mol}, {steps} steps | {cname} | {len(fs)} ({', '.join(str(s) for s, _ in vals)}) | "
+                        f"{statistics.mean(fs):.1f} +- {sd:.1f} | {min(fs):.1f} - {max(fs):.1f} | {verdict} |")
+    if not rows:
+        return []
+    return ["", "### Over training seeds: test force MAE (meV/A), mean +- sample std, and the ratio of the means", "",
+            "| data | model | seeds | mean +- std | min - max | mean / mace-torch's mean |",
+            "|---|---|---|---|---|---|", *rows]
+
+
 def report(payload: dict) -> str:
     env, env_end = payload["env"], payload["env_end"]
     s = payload["settings"]
@@ -1004,6 +1047,7 @@ def report(payload: dict) -> str:
         lines += ["", "### Verdicts: within 10% of mace-torch (error ratio equikit / mace-torch; <= 1.10 = ok)", "",
                   "| data set | variant | force MAE (primary) | energy MAE | energy MAE (refit) |",
                   "|---|---|---|---|---|", *summary]
+    lines += seed_summary(payload)
     for name, r in payload["datasets"].items():
         if "nve" not in r:
             continue
