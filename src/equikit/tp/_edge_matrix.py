@@ -259,7 +259,7 @@ class _EdgeMatrixConv(torch.autograd.Function):
     """The eager route: one slot of the 4-linear form (the kernel's comment) as an autograd.Function
     whose backward is this function again (derivatives of every order: forces, force-loss training).
     The same kernels and rule (:func:`_gradients`) as the ops below, without their dispatch cost (the
-    op's Python dispatch and autograd layer: tens of microseconds a call, 26-47 % of a 72-edge
+    op's Python dispatch and autograd layer: tens of microseconds a call, 17-44 % of a 72-edge
     forward+backward; docs/tp.md, "Edge-matrix op and torch.compile")."""
 
     @staticmethod
