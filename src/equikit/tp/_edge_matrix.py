@@ -32,7 +32,7 @@ and ``equikit::edge_matrix_backward`` (the one-pass gradients), each with a fake
 registered autograd formula that calls the ops again, so forces and the force-loss step trace
 without a graph break. Eager calls run the same kernels and derivative rule through an
 ``autograd.Function`` instead: the custom op's Python dispatch and autograd layer costs tens of
-microseconds a call (30 % of a 72-edge forward+backward, docs/tp.md). The checks that read index
+microseconds a call (17-44 % of a 72-edge forward+backward, docs/tp.md). The checks that read index
 values (``dst`` and ``blocks`` in range) run at the entry outside compilation and inside the op (at
 run time) under it; the fallback under compilation is traced PyTorch.
 
