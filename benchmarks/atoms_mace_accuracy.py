@@ -109,12 +109,13 @@ def install_grid_options() -> None:
         cond_scale = 1.0
         act_coefficients = None
 
-        def forward(self, x, bias=None, act=None, group=None):
+        def forward(self, x, bias=None, act=None, group=None, pre=None, pre_scale=1.0):
             if self.act_coefficients is not None and act is None:
                 act = functools.partial(self.act, coefficients=x.new_tensor(self.act_coefficients))
             if bias is not None and self.cond_scale != 1.0:
                 bias = bias * self.cond_scale
-            return super().forward(x, bias, act, group=group if self.num_groups > 1 else None)
+            return super().forward(x, bias, act, group=group if self.num_groups > 1 else None, pre=pre,
+                                   pre_scale=pre_scale)
 
     class Interaction(pot.Interaction):
         _grid_options_patch = True

@@ -104,8 +104,8 @@ def test_negative_control_per_element_weights_by_position(dtype):
     for layer in model.interactions:
         inner = layer.product.forward
 
-        def by_position(x, bias=None, act=None, group=None, inner=inner):
-            return inner(x, bias, act, group=torch.arange(x.shape[0]) % 2)
+        def by_position(x, bias=None, act=None, group=None, inner=inner, **kw):
+            return inner(x, bias, act, group=torch.arange(x.shape[0]) % 2, **kw)
 
         layer.product.forward = by_position
     x = cluster(dtype)

@@ -601,7 +601,6 @@ class Interaction(nn.Module):
             m = self._edge_matrix_messages(h, sh, r, src, dst, radial_embedding)
         else:
             m = self._messages(h, sh, r, src, dst, radial_embedding)
-        a = self.linear_a(m / self.avg)
         if self.grid:
             cond = None
             if self.grid_condition == "element":
@@ -612,9 +611,10 @@ class Interaction(nn.Module):
             if self.grid_powers is not None:  # per-atom coefficients, the same at every grid point
                 coef = self.grid_powers[element].unsqueeze(1)  # (N, 1, H, correlation)
                 act = functools.partial(self.product.act, coefficients=coef)
-            b = self.product(a, cond, act, group=element)
+            # linear_a and the 1 / avg_num_neighbors scale are folded into the grid MLP's first layer
+            b = self.product(m, cond, act, group=element, pre=self.linear_a, pre_scale=1.0 / self.avg)
         else:
-            b = self.product(mul_ir_to_channels(a, self.irreps_a), element)
+            b = self.product(mul_ir_to_channels(self.linear_a(m / self.avg), self.irreps_a), element)
         out = self.linear_out(b)
         return out + self.skip(h) if self.skip is not None else out
 

@@ -218,6 +218,7 @@ class SphereGridMLP(nn.Module):
             self.lin_weight = nn.Parameter(torch.zeros(num_groups, min(self.lmax_in, self.lmax_out) + 1, c_in, c_out))
         self.c_in, self.c_out = c_in, c_out
         self._grid_cache: dict = {}  # _scaled_grid
+        self._fold_cache: dict = {}  # _pre_fold, per `pre` structure
         ldeg = [l for l in range(self.lmax_out + 1) for _ in range(2 * l + 1)]
         self.register_buffer("ldeg_out", torch.tensor(ldeg, dtype=torch.long), persistent=False)
         y, proj = _grid_mats(self.lmax_in, self.lmax_out, self.resolution)
@@ -259,7 +260,8 @@ class SphereGridMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None,
                 act: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                group: torch.Tensor | None = None) -> torch.Tensor:
+                group: torch.Tensor | None = None, pre: nn.Module | None = None,
+                pre_scale: float = 1.0) -> torch.Tensor:
         """``x (..., irreps_in.dim) -> (..., irreps_out.dim)``. ``bias`` (optional, ``(...,
         hidden[0])``): a per-sample shift of the first hidden layer's pre-activation, the same at
         every grid point, e.g. computed from invariant features (an element embedding): a constant
@@ -270,16 +272,30 @@ class SphereGridMLP(nn.Module):
         parameters shaped ``(B, 1, width)``; it must act pointwise (the same function at every
         grid point) for the layer to stay equivariant. ``group`` (int, the batch shape of ``x``;
         required when ``num_groups > 1``, ignored otherwise): which set of per-group weights each
-        sample uses.
+        sample uses. ``pre`` (optional): an equivariant :class:`~equikit.nn.Linear` to
+        ``irreps_in`` applied to ``x`` first (``x`` is then ``(..., pre.irreps_in.dim)``): the
+        result is ``m(pre(x))``. When ``pre`` maps one block per degree (``C' x l -> C x l``, as
+        the potential's ``linear_a``), it is folded into the first layer: per degree ``l`` the
+        composed ``C' -> hidden[0]`` matrix ``W1 P_l^T`` mixes the harmonic coefficients before the
+        grid evaluation, so neither ``pre``'s map of the features nor the first layer at every grid
+        point runs (the same function and gradients; fewer multiply-adds when ``G > (L+1)^2``).
+        ``pre_scale`` (with ``pre``): a constant factor on ``x`` before ``pre`` (folded too).
 
         >>> m = SphereGridMLP("2x0e + 2x1o", "2x0e", hidden=(4,))
         >>> m(torch.randn(3, 8), bias=torch.randn(3, 4)).shape
         torch.Size([3, 2])
         """
-        if not isinstance(x, torch.Tensor) or x.ndim == 0 or x.shape[-1] != self.irreps_in.dim:
+        fold = None
+        if pre is not None:
+            fold = self._pre_fold(pre)
+            if fold is None:  # not foldable: apply it
+                x = pre(x * pre_scale if pre_scale != 1.0 else x)
+        dim_in = self.irreps_in.dim if fold is None else pre.irreps_in.dim
+        if not isinstance(x, torch.Tensor) or x.ndim == 0 or x.shape[-1] != dim_in:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"SphereGridMLP: `x` must have shape (..., {self.irreps_in.dim}) for irreps "
-                             f"'{self.irreps_in}', got {got}")
+            irreps = self.irreps_in if fold is None else pre.irreps_in
+            raise ValueError(f"SphereGridMLP: `x` must have shape (..., {dim_in}) for irreps "
+                             f"'{irreps}', got {got}")
         batch = x.shape[:-1]
         if bias is not None:
             width = self.layers[0].out_features
@@ -296,8 +312,12 @@ class SphereGridMLP(nn.Module):
         x = x.reshape(-1, x.shape[-1])
         rows = x.shape[0]
         y, proj = self._scaled_grid(x.dtype, x.device)
-        coeffs = self.coefficients(x)  # (B, C_in, (L_in+1)^2)
-        v = self._hidden(coeffs @ y, bias, act)  # (B, width, G): channels before grid points
+        if fold is None:
+            coeffs = self.coefficients(x)  # (B, C_in, (L_in+1)^2)
+            v = self._hidden(coeffs @ y, bias, act)  # (B, width, G): channels before grid points
+        else:
+            coeffs = None
+            v = self._hidden_folded(x, pre, fold, y * pre_scale, bias, act)
         if self.output == "grid":  # the last layer at every grid point, then the projection
             w, b = self.layers[-1].weight.to(v.dtype), self.layers[-1].bias.to(v.dtype)
             z = torch.baddbmm(b.unsqueeze(-1), w.expand(rows, -1, -1), v) @ proj
@@ -306,6 +326,8 @@ class SphereGridMLP(nn.Module):
             b0 = (self.out_bias[0] if group is None else self.out_bias[group]) * self.output_scale
             z = z + nn.functional.pad(b0.unsqueeze(-1), (0, z.shape[-1] - 1))
         if self.lin_weight is not None:
+            if coeffs is None:
+                coeffs = self.coefficients(pre(x * pre_scale))
             d = self.lin_weight.shape[1]
             lin = _mix_degrees(coeffs[:, :, : d * d], self.lin_weight, group, self.ldeg_out[: d * d])  # (B, C_out, d^2)
             lin = lin * (self.input_scale * self.output_scale)
@@ -335,6 +357,65 @@ class SphereGridMLP(nn.Module):
             shift = shift if i > 0 or bias is None else shift + bias
             v = torch.baddbmm(shift.unsqueeze(-1), layer.weight.to(f.dtype).expand(rows, -1, -1), v)
             # a per-call act sees (B, G, width) as documented: a transposed view, no copy
+            v = self.act(v) if act is None else act(v.transpose(1, 2)).transpose(1, 2)
+        return v
+
+    def _pre_fold(self, pre: nn.Module) -> tuple | None:
+        """For a ``pre`` Linear that maps one ``C' x l`` block to the ``C x l`` block of each degree
+        of ``irreps_in`` (and nothing else): ``(idx, ldeg, order, contiguous)``, its input layout
+        ``(c', lm)`` (as :meth:`coefficients`), the degree of each ``lm``, the path of each degree
+        and whether the weights are ``(L+1, C', C)`` in one view; None when not foldable (cached by
+        ``pre``'s irreps)."""
+        irreps_in = getattr(pre, "irreps_in", None)
+        if getattr(pre, "irreps_out", None) != self.irreps_in or not hasattr(pre, "descriptor"):
+            raise ValueError(f"SphereGridMLP: `pre` must be an equikit Linear to irreps_in '{self.irreps_in}', "
+                             f"got {type(pre).__name__} to {getattr(pre, 'irreps_out', None)}")
+        key = (irreps_in, tuple((p.i1, p.i_out) for p in pre.descriptor.paths), self.idx_in.device)
+        if key in self._fold_cache:
+            return self._fold_cache[key]
+        fold = None
+        try:
+            src, c_src, lmax = _function_irreps(irreps_in, "pre.irreps_in", "SphereGridMLP")
+        except ValueError:
+            src = None
+        paths = pre.descriptor.paths
+        n_hidden = len(self.layers) - (self.output == "grid")
+        if src is not None and n_hidden > 0 and lmax == self.lmax_in and len(src) == len(self.irreps_in) == len(paths):
+            by_l = {src[p.i1].ir.l: k for k, p in enumerate(paths) if src[p.i1].ir == self.irreps_in[p.i_out].ir}
+            if sorted(by_l) == sorted(ir.l for _, ir in self.irreps_in):
+                order = [by_l[l] for l in range(lmax + 1)] if len(by_l) == lmax + 1 else None
+                if order is not None:
+                    sl = list(pre.descriptor.weight_slices())
+                    coefs = {float(pre.descriptor.coefficient(k)) for k in range(len(paths))}
+                    contiguous = (order == list(range(len(order))) and len(coefs) == 1
+                                  and all(sl[k].start == k * c_src * self.c_in for k in order))
+                    idx = torch.from_numpy(_layout(src, c_src, lmax)).to(self.idx_in.device)
+                    ldeg = torch.tensor([l for l in range(lmax + 1) for _ in range(2 * l + 1)], device=idx.device)
+                    fold = (idx, ldeg, order, contiguous, c_src)
+        self._fold_cache[key] = fold
+        return fold
+
+    def _hidden_folded(self, x: torch.Tensor, pre: nn.Module, fold: tuple, y: torch.Tensor,
+                       bias: torch.Tensor | None, act: Any) -> torch.Tensor:
+        """:meth:`_hidden` of ``pre(x)`` with ``pre``'s per-degree maps ``P_l (C', C)`` folded into the
+        first layer ``W1 (H, C)``: ``z[h, lm] = sum_c' (W1 P_l^T)[h, c'] x[c', lm]``, then the grid."""
+        idx, ldeg, order, contiguous, c_src = fold
+        d, rows = pre.descriptor, x.shape[0]
+        if contiguous:
+            p = pre.weight.to(x.dtype).view(len(order), c_src, self.c_in) * d.coefficient(0)
+        else:
+            sl = list(d.weight_slices())
+            p = torch.stack([pre.weight[sl[k]].to(x.dtype).view(c_src, self.c_in) * d.coefficient(k) for k in order])
+        first = self.layers[0]
+        v_l = torch.matmul(first.weight.to(x.dtype), p.transpose(1, 2))  # (L+1, H, C')
+        coeffs = x.index_select(1, idx).view(rows, c_src, -1)  # (B, C', (L+1)^2)
+        z = torch.bmm(coeffs.permute(2, 0, 1), v_l.index_select(0, ldeg).transpose(1, 2))  # ((L+1)^2, B, H)
+        shift = first.bias.to(x.dtype) if bias is None else first.bias.to(x.dtype) + bias
+        v = torch.baddbmm(shift.unsqueeze(-1), z.permute(1, 2, 0), y.expand(rows, -1, -1))  # (B, H, G)
+        v = self.act(v) if act is None else act(v.transpose(1, 2)).transpose(1, 2)
+        n_hidden = len(self.layers) - (self.output == "grid")
+        for layer in self.layers[1:n_hidden]:
+            v = torch.baddbmm(layer.bias.to(x.dtype).unsqueeze(-1), layer.weight.to(x.dtype).expand(rows, -1, -1), v)
             v = self.act(v) if act is None else act(v.transpose(1, 2)).transpose(1, 2)
         return v
 
