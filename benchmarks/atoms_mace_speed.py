@@ -48,6 +48,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
@@ -408,6 +409,20 @@ def run_case(case: str, size: str, variants, threads: int, repeats: int, md_step
         # neighbour searches per step of each equikit calculator (Verlet skin; skin 0: every step)
         steps_run = (1 + max(3, repeats // 3)) * md_steps
         res["md_rebuilds_per_step"] = {n: c.rebuilds / steps_run for n, c in calcs.items() if n != "mace_torch"}
+    if "md_compiled" in measures:
+        # ours through EquikitCalculator(compile=True) (torch.compile of the energy, forces by autograd
+        # through it); the mace-torch column is its eager calculator, as in "md"
+        mace_calc = make_calculators({"mace_torch": models["mace_torch"]}, None)["mace_torch"]
+        calls = {"mace_torch": md_fn(atoms[0], mace_calc, md_steps)}
+        res["compile_s"] = {}
+        for v in variants:
+            calc = EquikitCalculator(models[v], compile=True)
+            t0 = time.perf_counter()
+            md_fn(atoms[0], calc, 2 * md_steps)()  # compiles (and recompiles once the edge count changes)
+            res["compile_s"][v] = time.perf_counter() - t0
+            calls[v] = md_fn(atoms[0], calc, md_steps)
+        r = rotated(calls, repeats=max(3, repeats // 3), warmup=1)
+        res["median_s"]["md_compiled"] = {n: v["median_s"] / md_steps for n, v in r.items()}
     return res
 
 
@@ -442,6 +457,12 @@ def table(payload) -> str:
                       f"{r['case']}/{r['size']}/{r['threads']}t {1e3 * r['median_s']['md'][v0 + '_noskin']:.1f} "
                       f"(skin {1e3 * r['median_s']['md'][v0]:.1f})" for r in md_skin if v0 + "_noskin" in
                       r["median_s"]["md"]) + "."]
+    compiled = [r for r in payload["runs"] if "compile_s" in r]
+    if compiled:
+        lines += ["", "`md_compiled`: our calculators with `compile=True` (mace-torch column: its eager calculator); "
+                  "first calls (compile, 2 x md-steps steps), s: " + "; ".join(
+                      f"{r['case']}/{r['size']}/{r['threads']}t " + ", ".join(
+                          f"{n} {t:.0f}" for n, t in r["compile_s"].items()) for r in compiled) + "."]
     md_faults = [r for r in md_skin if "md" in r.get("faults", {})]
     if md_faults:
         lines += ["", "MD: minor page faults per step (median), and neighbour searches per step of our calculators: "
@@ -465,7 +486,7 @@ def table(payload) -> str:
 def plot(payload, out_dir: Path, name: str = "atoms_mace_speed") -> None:
     plt = pyplot()
     runs = payload["runs"]
-    measures = ["forces", "train", "md"]
+    measures = [m for m in ("forces", "train", "md", "md_compiled") if any(m in r["median_s"] for r in runs)]
     fig, axes = plt.subplots(1, len(measures), figsize=(5 * len(measures), 4.5), sharey=True)
     variants = payload["variants"]
     for ax, meas in zip(axes, measures):
@@ -493,7 +514,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--measures", nargs="+", default=["forces", "train", "md"], choices=["forces", "train", "md"])
+    ap.add_argument("--measures", nargs="+", default=["forces", "train", "md"],
+                    choices=["forces", "train", "md", "md_compiled"])
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--md-steps", type=int, default=5)
     ap.add_argument("--data-python", default=str(ROOT / ".venv" / "bin" / "python"))

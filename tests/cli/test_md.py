@@ -86,3 +86,24 @@ def test_bad_arguments_raise(model_path, tmp_path):
         main(["md", "--model", str(model_path), "--recipe", "cu-fcc", "--ensemble", "npt"])
     with pytest.raises(ValueError, match=r"run_md: `model` .* is not a file"):
         main(["md", "--model", str(tmp_path / "none.pt"), "--recipe", "cu-fcc", "--steps", "2"])
+
+
+def test_compile_flag_reaches_the_calculator(model_path, monkeypatch, capsys):
+    """``--compile`` builds the calculator with ``compile=True`` (the compiled run itself is
+    tested in tests/models/test_calculator.py, marked slow); without it, eager."""
+    import equikit.models.calculator as calc_module
+
+    seen = []
+    real = calc_module.EquikitCalculator
+
+    class Spy(real):
+        def __init__(self, model, *args, compile=False, **kw):
+            seen.append(compile)
+            super().__init__(model, *args, **kw)  # eager underneath: only the flag is under test
+
+    monkeypatch.setattr(calc_module, "EquikitCalculator", Spy)
+    for flags in (["--compile"], []):
+        assert main(["md", "--model", str(model_path), "--recipe", "cu-fcc", "--steps", "2", "--log-every", "1",
+                     "--no-progress", *flags]) == 0
+    assert seen == [True, False]
+    capsys.readouterr()

@@ -147,3 +147,38 @@ def test_check_state_equals_ase_compare_atoms():
     b.numbers[0] = 28
     assert calc.check_state(b) == ["numbers"]
     assert calc.check_state(at.copy()) == []
+
+
+@pytest.mark.slow
+# inductor's first import of torch.utils.mkldnn warns about torch.jit.script_method (torch's own code)
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+# dynamo probes `.grad` of the strained (non-leaf) positions while tracing (hidden outside pytest's error filter)
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf Tensor:UserWarning")
+def test_compiled_calculator_equals_eager():
+    """compile=True: the same energy, forces and stress as the eager calculator (float64), across
+    a changing number of edges (the recompile with dynamic shapes), for a CG and a grid variant;
+    an unknown element still raises inside the compiled graph (a runtime assert, no graph break)."""
+    grid = dict(radial="spline", tp_backend="sparse_cg", tp_product="gaunt", product="grid_mlp",
+                grid_condition="scalars", grid_gain=5.0, grid_output="element")
+    for kw in ({}, grid):
+        model = _model(atomic_numbers=(28, 29), e0=(-0.2, -0.3), max_ell=1, **kw)
+        eager, compiled = EquikitCalculator(model, skin=0.0), EquikitCalculator(model, skin=0.0, compile=True)
+        for seed, a in enumerate((3.6, 3.3)):  # a denser cell: more edges
+            at = bulk("Cu", "fcc", a=a, cubic=True)
+            at.rattle(0.05, seed=seed)
+            at.numbers[0] = 28
+            ref, got = at.copy(), at.copy()
+            ref.calc, got.calc = eager, compiled
+            assert got.get_potential_energy() == pytest.approx(ref.get_potential_energy(), rel=1e-10)
+            np.testing.assert_allclose(got.get_forces(), ref.get_forces(), rtol=1e-9, atol=1e-11)
+            np.testing.assert_allclose(got.get_stress(), ref.get_stress(), rtol=1e-9, atol=1e-12)
+        bad = _copper()
+        bad.numbers[1] = 30
+        bad.calc = compiled
+        with pytest.raises(RuntimeError, match="not in the model's elements"):
+            bad.get_forces()
+
+
+def test_compile_flag_is_validated():
+    with pytest.raises(TypeError, match="`compile` must be a bool"):
+        EquikitCalculator(_model(), compile="yes")

@@ -195,3 +195,69 @@ def test_bad_arguments():
         m(x, group=torch.zeros(3))
     with pytest.raises(ValueError, match=r"`group` values must be in \[0, 2\), got \[0, 2\]"):
         m(x, group=torch.tensor([0, 2, 1]))
+
+
+# --------------------------------------------------------------------------- pre (a Linear folded in)
+P = "5x0e + 5x1o + 5x2e"  # foldable: one block per degree of I
+
+
+@pytest.mark.parametrize("opts", [dict(), dict(output="degree", num_groups=3, input_scale=2.0, output_scale=0.5),
+                                  dict(linear=True, num_groups=3)], ids=["grid", "degree-groups-scales", "linear"])
+def test_pre_is_folded_with_the_same_values_and_gradients(opts):
+    """``m(x, pre=lin, pre_scale=s) == m(lin(s x))``: values, input and bias gradients with
+    ``create_graph``, and the parameter gradients of a loss on them (a training step with forces)."""
+    from equikit.nn import Linear
+
+    torch.manual_seed(0)
+    m = _randomise(SphereGridMLP(I, O, hidden=(6,), act=lambda t: t + t * t * t / 6, **opts)).double()
+    lin = Linear(P, I).double()
+    assert m._pre_fold(lin) is not None
+    x = torch.randn(5, Irreps(P).dim, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    group = torch.tensor([0, 2, 1, 1, 0]) if m.num_groups > 1 else None
+    params = [*m.parameters(), *lin.parameters()]
+    results = []
+    for folded in (True, False):
+        out = m(x, bias, group=group, pre=lin, pre_scale=0.3) if folded else m(lin(0.3 * x), bias, group=group)
+        gx, gb = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), (x, bias),
+                                     create_graph=True)
+        gp = torch.autograd.grad((gx**2).sum() + (gb**2).sum() + (out**2).sum(), params)
+        results.append([out, gx, gb, *gp])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_pre_fold_is_equivariant_and_a_wrong_fold_is_not(dtype):
+    """Folded ``pre`` keeps exact O(3) equivariance; picking the degree's map by the component
+    index (``lm mod 3``, a plausible indexing bug: the components of one degree mixed by different
+    maps) breaks it."""
+    from equikit.nn import Linear
+
+    torch.manual_seed(0)
+    m = _randomise(SphereGridMLP(I, O, hidden=(8,), act=torch.square, output="degree", num_groups=3)).to(dtype)
+    lin = Linear(P, I).to(dtype)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(7, Irreps(P).dim, generator=g, dtype=torch.float64).to(dtype)
+    group = torch.randint(0, 3, (7,), generator=g)
+    assert_equivariant(lambda v: m(v, group=group, pre=lin, pre_scale=0.5), x, IrrepsRep(P), IrrepsRep(O))
+    key = next(iter(m._fold_cache))
+    idx, ldeg, order, contiguous, c_src = m._fold_cache[key]
+    m._fold_cache[key] = (idx, torch.arange(len(ldeg)) % 3, order, contiguous, c_src)
+    with torch.no_grad():
+        lin.weight.normal_()  # distinct maps per degree
+    assert not equivariance_error(lambda v: m(v, group=group, pre=lin), x, IrrepsRep(P), IrrepsRep(O)).passed()
+
+
+def test_pre_not_foldable_is_applied_and_bad_pre_raises():
+    from equikit.nn import Linear
+
+    torch.manual_seed(0)
+    m = SphereGridMLP(I, O, hidden=(6,))
+    lin = Linear("4x0e + 2x1o + 3x1o + 4x2e", I)  # two blocks of degree 1: applied, not folded
+    assert m._pre_fold(lin) is None
+    x = torch.randn(3, lin.irreps_in.dim)
+    torch.testing.assert_close(m(x, pre=lin), m(lin(x)))
+    with pytest.raises(ValueError, match="`pre` must be an equikit Linear to irreps_in"):
+        m(x, pre=Linear("4x0e", "4x0e"))
+    with pytest.raises(ValueError, match=r"`x` must have shape \(\.\.\., 45\)"):
+        m(torch.randn(3, 7), pre=Linear(P, I))

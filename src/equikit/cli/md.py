@@ -68,9 +68,11 @@ def energy_drift(times_ps, total_per_atom) -> float:
 def run_md(model, atoms, *, ensemble: str = "nve", temperature_K: float = 300.0,
            init_temperature_K: float | None = None, timestep_fs: float = 1.0, steps: int = 100,
            friction_per_fs: float = 0.01, traj: str | Path | None = None, log_every: int = 10, seed: int = 0,
-           progress: bool | None = None) -> dict[str, Any]:
+           progress: bool | None = None, compile: bool = False) -> dict[str, Any]:
     """Run ``steps`` MD steps of ``atoms`` (an ASE ``Atoms``, changed in place) with ``model``
     (a :class:`Potential` or a ``model.pt`` path); returns the summary (see the module docstring).
+    ``compile``: the calculator's ``compile=True`` (torch.compile of the energy; the first step
+    compiles, and its time counts in ``seconds``).
 
     Example:
         >>> from equikit.models.potential import Potential, PotentialConfig
@@ -103,7 +105,7 @@ def run_md(model, atoms, *, ensemble: str = "nve", temperature_K: float = 300.0,
     if isinstance(model, (str, Path)) and not Path(model).is_file():
         raise ValueError(f"{where}: `model` {str(model)!r} is not a file (write one with "
                          "`equikit train potential --out DIR`: DIR/model.pt)")
-    atoms.calc = EquikitCalculator(model)
+    atoms.calc = EquikitCalculator(model, compile=compile)
     rng = np.random.default_rng(seed)
     thermalize_momenta(atoms, temperature_K=init_t, rng=rng)
     Stationary(atoms)
@@ -183,6 +185,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model's energy (first step compiles: tens of seconds on CPU)")
     p.set_defaults(func=_run)
 
 
@@ -202,7 +206,7 @@ def _run(args: argparse.Namespace) -> int:
     out = run_md(str(args.model), atoms, ensemble=args.ensemble, temperature_K=args.temperature,
                  init_temperature_K=args.init_temperature, timestep_fs=args.timestep, steps=args.steps,
                  friction_per_fs=args.friction, traj=args.traj, log_every=args.log_every, seed=args.seed,
-                 progress=args.progress)
+                 progress=args.progress, compile=args.compile)
     path = args.summary or (args.traj.with_suffix(".json") if args.traj is not None else None)
     if path is not None:
         from equikit.train import write_summary

@@ -73,6 +73,11 @@ class EquikitCalculator(_calc.Calculator):
         model: a :class:`Potential`, or a path to a checkpoint of :func:`save_potential`.
         device: where to run (default CPU).
         skin: Verlet skin (Angstrom, >= 0); 0 searches the neighbours on every call.
+        compile: run the model's energy through ``torch.compile`` (inductor), the forces and
+            stress by autograd through the compiled graph: the first call compiles (tens of
+            seconds on CPU; once more when the number of edges first changes, then with dynamic
+            shapes), later calls skip most of the per-op overhead (measured in
+            docs/potentials.md). Needs a C++ compiler on CPU.
 
     >>> from ase.build import molecule
     >>> cfg = PotentialConfig(atomic_numbers=(1, 8), hidden_irreps="4x0e + 4x1o", max_ell=1, correlation=2,
@@ -86,8 +91,10 @@ class EquikitCalculator(_calc.Calculator):
     implemented_properties: ClassVar[list[str]] = ["energy", "free_energy", "forces", "stress"]
 
     def __init__(self, model: Potential | str | Path, device: str | torch.device = "cpu", skin: float = 0.5,
-                 **kwargs: Any) -> None:
+                 compile: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if not isinstance(compile, bool):
+            raise TypeError(f"EquikitCalculator: `compile` must be a bool, got {compile!r}")
         if isinstance(skin, bool) or not isinstance(skin, (int, float)) or not skin >= 0:
             raise ValueError(f"EquikitCalculator: `skin` must be a number >= 0 (Angstrom), got {skin!r}")
         self.skin = float(skin)
@@ -101,6 +108,7 @@ class EquikitCalculator(_calc.Calculator):
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.dtype = model.e0.dtype
+        self._energies = torch.compile(self.model.node_energies) if compile else None
 
     def check_state(self, atoms, tol: float = 1e-15) -> list[str]:
         """The system changes since the last calculation: ASE's :func:`~ase.calculators.calculator.
@@ -131,7 +139,8 @@ class EquikitCalculator(_calc.Calculator):
                                        dtype=self.dtype).to(device=self.device)
         want_stress = "stress" in properties and bool(np.all(self.atoms.pbc))
         with _frozen(self.model):  # results are detached: no graph towards the parameters (~10% faster)
-            out = self.model(batch, compute_forces=True, compute_stress=want_stress, neighbors=self._neighbors(batch))
+            out = self.model(batch, compute_forces=True, compute_stress=want_stress, neighbors=self._neighbors(batch),
+                             node_energies=self._energies)
         e = float(out["energy"].detach()[0])
         self.results = {"energy": e, "free_energy": e,
                         "forces": out["forces"].detach().cpu().numpy().astype(np.float64)}
@@ -145,8 +154,9 @@ class EquikitCalculator(_calc.Calculator):
     def _neighbors(self, batch: AtomsBatch) -> Neighbors | None:
         """The pairs shorter than the cutoff, from the Verlet list (rebuilt when needed); ``None``
         without a skin (the model searches itself)."""
-        if self.skin == 0:
-            return None
+        if self.skin == 0:  # the model searches, unless compiled: the search stays outside the graph
+            return None if self._energies is None else radius_graph(
+                batch.positions, float(self.model.config.cutoff), batch=batch.batch, cell=batch.cell, pbc=batch.pbc)
         cutoff = float(self.model.config.cutoff)
         pos = batch.positions
         v = self._verlet

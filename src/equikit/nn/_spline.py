@@ -3,8 +3,6 @@ MLP of MACE / NequIP (4 fixed cubic weights per edge times 4 coefficient rows)."
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import nn
 
@@ -30,13 +28,22 @@ def bspline_weights(u: torch.Tensor) -> torch.Tensor:
     return powers @ _bspline_matrix(u.dtype, u.device)  # 8 ops (and backward nodes), not 17
 
 
-@functools.lru_cache(maxsize=16)
+#: coefficients of ``1, u^2, u^3, v^2, v^3`` (rows) in the 4 weights (columns), times 6:
+#: ``b0 = v^3/6``, ``b1 = (4 - 6u^2 + 3u^3)/6``, ``b2 = (4 - 6v^2 + 3v^3)/6``, ``b3 = u^3/6``
+_BSPLINE_ROWS = ((0.0, 4.0, 4.0, 0.0), (0.0, -6.0, 0.0, 0.0), (0.0, 3.0, 0.0, 1.0), (0.0, 0.0, -6.0, 0.0),
+                 (1.0, 0.0, 3.0, 0.0))
+_BSPLINE_CACHE: dict = {}
+
+
 def _bspline_matrix(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``M (5, 4)``: the coefficients of ``1, u^2, u^3, v^2, v^3`` (rows) in the 4 weights of
-    :func:`bspline_weights` (columns): ``b0 = v^3/6``, ``b1 = (4 - 6u^2 + 3u^3)/6``,
-    ``b2 = (4 - 6v^2 + 3v^3)/6``, ``b3 = u^3/6``."""
-    m = [[0.0, 4.0, 4.0, 0.0], [0.0, -6.0, 0.0, 0.0], [0.0, 3.0, 0.0, 1.0], [0.0, 0.0, -6.0, 0.0], [1.0, 0.0, 3.0, 0.0]]
-    return torch.tensor(m, dtype=torch.float64).div(6).to(dtype=dtype, device=device)
+    """``M (5, 4)`` of :func:`bspline_weights` (:data:`_BSPLINE_ROWS` / 6) in ``dtype`` on ``device``;
+    cached per (dtype, device), a constant under torch.compile."""
+    if torch.compiler.is_compiling():
+        return torch.tensor(_BSPLINE_ROWS, dtype=dtype, device=device) / 6
+    key = (dtype, device)
+    if key not in _BSPLINE_CACHE:
+        _BSPLINE_CACHE[key] = (torch.tensor(_BSPLINE_ROWS, dtype=torch.float64) / 6).to(dtype=dtype, device=device)
+    return _BSPLINE_CACHE[key]
 
 
 class SplineRadial(nn.Module):
