@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all test-gpu lint venv clean bench bench-deps bench-check bench-o3 bench-tp bench-tp-targets bench-tp-grid bench-symmetric bench-mace bench-atoms-mace bench-gaunt-edge bench-mace-accuracy bench-transip bench-cayley bench-weights bench-symmetrize bench-nbody bench-nbody-long bench-graphs bench-atoms bench-qm9 data-atoms
+.PHONY: demo test test-all test-gpu lint venv clean bench bench-deps bench-check bench-o3 bench-tp bench-tp-targets bench-tp-grid bench-symmetric bench-mace bench-atoms-mace bench-gaunt-edge bench-edge-op bench-atoms-compile bench-grid-mlp bench-mace-accuracy bench-transip bench-cayley bench-weights bench-symmetrize bench-nbody bench-nbody-long bench-graphs bench-atoms bench-qm9 data-atoms
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -72,6 +72,18 @@ bench-atoms-mace: $(STAMP) $(MACE_VENV)/.installed
 # the facet variants' Gaunt edge product, per-edge matrices vs the fused sparse path, beside cg (thread time)
 bench-gaunt-edge: $(STAMP)
 	nice -n 5 $(BIN)/python benchmarks/atoms_gaunt_edge_ab.py --cases ethanol cu108 --sizes small --repeats 15
+
+# the edge-matrix op: eager autograd.Function vs the torch.library op vs the code at 9b068e7 (thread time)
+bench-edge-op: $(STAMP)
+	nice -n 5 $(BIN)/python benchmarks/edge_matrix_op_ab.py --repeats 120
+
+# torch.compile of the potential's forces (frozen weights) against eager, per variant
+bench-atoms-compile: $(STAMP)
+	nice -n 5 $(BIN)/python benchmarks/atoms_compile.py --variants cg facet_gain_el --cases ethanol cu108 --repeats 30
+
+# SphereGridMLP against the layer at session 7's last commit (thread time)
+bench-grid-mlp: $(STAMP)
+	nice -n 5 $(BIN)/python benchmarks/grid_mlp_ab.py --rev 9b068e7 --name grid_mlp_ab
 
 # equikit Potential vs mace-torch trained at equal gradient steps (MD17-lite, EMT Cu transfer; about an hour)
 # TransIP learned equivariance vs augmentation on MMFF94 ethanol (long job: ~50 min on 2 cores)
