@@ -92,6 +92,14 @@ VARIANTS = {
     # gaunt_edge="matrix" (per-edge matrices T = Y @ G' and the gather-free edge kernel, docs/potentials.md)
     "facet_cond_fused": {"radial": "spline", "tp_backend": "sparse_cg", "tp_product": "gaunt", "product": "grid_mlp",
                          "grid_condition": "scalars", "gaunt_edge": "fused"},
+    # session 8 (helper B): the accurate parametrisations at the longer budget (ethanol, 500 steps, 3
+    # seeds: force MAE 0.88x / 1.00x mace-torch's, docs/potentials.md): cg with the radial MLP in
+    # e3nn's (MACE's) parametrisation, facet_gain_el with its grid-MLP weights scaled by fan-in
+    "cg_e3nn": {"radial": "bessel", "tp_backend": "sparse_cg", "product": "symmetric_contraction",
+                "radial_param": "e3nn"},
+    "facet_gain_el_fan_in": {"radial": "spline", "tp_backend": "sparse_cg", "tp_product": "gaunt",
+                             "product": "grid_mlp", "grid_condition": "scalars", "gaunt_edge": "matrix",
+                             "grid_gain": 5.0, "grid_output": "element", "grid_param": "fan_in"},
 }
 #: case -> (kind, molecule or repeat, structures per training batch)
 CASES = {
