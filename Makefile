@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all test-gpu lint venv clean bench bench-deps bench-check bench-o3 bench-tp bench-tp-targets bench-tp-grid bench-symmetric bench-mace bench-atoms-mace bench-gaunt-edge bench-edge-op bench-atoms-compile bench-grid-mlp bench-mace-accuracy bench-transip bench-cayley bench-weights bench-symmetrize bench-nbody bench-nbody-long bench-graphs bench-atoms bench-qm9 data-atoms
+.PHONY: demo test test-all test-gpu lint venv clean bench bench-deps bench-check bench-o3 bench-tp bench-tp-targets bench-tp-grid bench-symmetric bench-mace bench-atoms-mace bench-gaunt-edge bench-edge-op bench-atoms-compile bench-grid-mlp bench-atoms-arch-cost bench-mace-accuracy bench-transip bench-cayley bench-weights bench-symmetrize bench-nbody bench-nbody-long bench-graphs bench-atoms bench-qm9 data-atoms
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -80,6 +80,11 @@ bench-edge-op: $(STAMP)
 # torch.compile of the potential's forces (frozen weights) against eager, per variant
 bench-atoms-compile: $(STAMP)
 	nice -n 5 $(BIN)/python benchmarks/atoms_compile.py --variants cg facet_gain_el --cases ethanol cu108 --repeats 30
+
+# cost of the session-8 parametrisations (radial_param="e3nn", grid_param="fan_in"), thread time
+bench-atoms-arch-cost: $(STAMP)
+	nice -n 5 $(BIN)/python benchmarks/atoms_mace_arch_cost.py --variants cg cg_e3nn --name atoms_mace_arch_cost_s8_cg
+	nice -n 5 $(BIN)/python benchmarks/atoms_mace_arch_cost.py --variants facet_gain_el_fields facet_gain_el_fan_in --name atoms_mace_arch_cost_s8_facet
 
 # SphereGridMLP against the layer at session 7's last commit (thread time)
 bench-grid-mlp: $(STAMP)
