@@ -346,26 +346,28 @@ class SphereGridMLP(nn.Module):
         return hit
 
     def _hidden(self, f: torch.Tensor, bias: torch.Tensor | None,
-                act: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
+                act: Callable[[torch.Tensor], torch.Tensor] | None, first: torch.Tensor | None = None) -> torch.Tensor:
         """The hidden layers at every grid point, in the ``(B, width, G)`` layout (the channel
-        mixing is a batched GEMM on the left, no transposes); ``f (B, C_in, G)``."""
+        mixing is a batched GEMM on the left, no transposes); ``f (B, C_in, G)``, or ``first (B,
+        hidden[0], G)``: the first layer's output already computed (:meth:`_hidden_folded`)."""
         n_hidden = len(self.layers) - (self.output == "grid")
-        rows = f.shape[0]
-        v = f
+        v = f if first is None else first
+        rows, dtype = v.shape[0], v.dtype
         for i, layer in enumerate(self.layers[:n_hidden]):
-            shift = layer.bias.to(f.dtype)
-            shift = shift if i > 0 or bias is None else shift + bias
-            v = torch.baddbmm(shift.unsqueeze(-1), layer.weight.to(f.dtype).expand(rows, -1, -1), v)
+            if i > 0 or first is None:
+                shift = layer.bias.to(dtype)
+                shift = shift if i > 0 or bias is None else shift + bias
+                v = torch.baddbmm(shift.unsqueeze(-1), layer.weight.to(dtype).expand(rows, -1, -1), v)
             # a per-call act sees (B, G, width) as documented: a transposed view, no copy
             v = self.act(v) if act is None else act(v.transpose(1, 2)).transpose(1, 2)
         return v
 
     def _pre_fold(self, pre: nn.Module) -> tuple | None:
         """For a ``pre`` Linear that maps one ``C' x l`` block to the ``C x l`` block of each degree
-        of ``irreps_in`` (and nothing else): ``(idx, ldeg, order, contiguous)``, its input layout
-        ``(c', lm)`` (as :meth:`coefficients`), the degree of each ``lm``, the path of each degree
-        and whether the weights are ``(L+1, C', C)`` in one view; None when not foldable (cached by
-        ``pre``'s irreps)."""
+        of ``irreps_in`` (and nothing else): ``(idx, ldeg, order, contiguous, C')``, its input layout
+        ``(c', lm)`` (as :meth:`coefficients`), the degree of each ``lm``, the path of each degree,
+        whether the weights are ``(L+1, C', C)`` in one view, and ``C'``; None when not foldable
+        (cached by ``pre``'s irreps and paths)."""
         irreps_in = getattr(pre, "irreps_in", None)
         if getattr(pre, "irreps_out", None) != self.irreps_in or not hasattr(pre, "descriptor"):
             raise ValueError(f"SphereGridMLP: `pre` must be an equikit Linear to irreps_in '{self.irreps_in}', "
@@ -411,13 +413,8 @@ class SphereGridMLP(nn.Module):
         coeffs = x.index_select(1, idx).view(rows, c_src, -1)  # (B, C', (L+1)^2)
         z = torch.bmm(coeffs.permute(2, 0, 1), v_l.index_select(0, ldeg).transpose(1, 2))  # ((L+1)^2, B, H)
         shift = first.bias.to(x.dtype) if bias is None else first.bias.to(x.dtype) + bias
-        v = torch.baddbmm(shift.unsqueeze(-1), z.permute(1, 2, 0), y.expand(rows, -1, -1))  # (B, H, G)
-        v = self.act(v) if act is None else act(v.transpose(1, 2)).transpose(1, 2)
-        n_hidden = len(self.layers) - (self.output == "grid")
-        for layer in self.layers[1:n_hidden]:
-            v = torch.baddbmm(layer.bias.to(x.dtype).unsqueeze(-1), layer.weight.to(x.dtype).expand(rows, -1, -1), v)
-            v = self.act(v) if act is None else act(v.transpose(1, 2)).transpose(1, 2)
-        return v
+        first_out = torch.baddbmm(shift.unsqueeze(-1), z.permute(1, 2, 0), y.expand(rows, -1, -1))  # (B, H, G)
+        return self._hidden(None, None, act, first=first_out)
 
     def _check_group(self, group: Any, batch: torch.Size) -> torch.Tensor | None:
         """``group`` flattened to ``(B,)`` (None when there is one group), validated."""
