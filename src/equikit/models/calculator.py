@@ -56,8 +56,11 @@ def _same(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
         return False
     if np.array_equal(a, b):
         return True
-    with np.errstate(invalid="ignore"):
-        return bool(a.size == 0 or np.abs(a.astype(np.float64) - b.astype(np.float64)).max() <= tol)
+    try:
+        with np.errstate(invalid="ignore"):
+            return bool(a.size == 0 or np.abs(a.astype(np.float64) - b.astype(np.float64)).max() <= tol)
+    except (TypeError, ValueError):  # a non-numeric array (ASE allows any): different is changed
+        return False
 
 
 class EquikitCalculator(_calc.Calculator):
