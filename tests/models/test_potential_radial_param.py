@@ -12,15 +12,21 @@ import math
 import numpy as np
 import pytest
 import torch
-from potential_test_helpers import cluster, energy_forces
+from potential_test_helpers import (
+    RTOL,
+    check_e3,
+    check_forces_against_finite_differences,
+    check_permutations,
+    cluster,
+    energy_forces,
+)
+from potential_test_helpers import cluster_batch as _batch
 
-from equikit.check import assert_equivariant, equivariance_error
-from equikit.data.atoms import AtomsBatch
-from equikit.groups import E, NodePermutation, PointCloud
+from equikit.check import equivariance_error
+from equikit.groups import E, PointCloud
 from equikit.models.calculator import load_potential, save_potential
 from equikit.models.potential import Potential, PotentialConfig, RadialWeights
 
-RTOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 E3_OUT = PointCloud(E(3), pos=None, vectors=("forces",), scalars=("energy",))
 GAUNT = dict(tp_product="gaunt")  # the Gaunt edge product reads the radial map through features() / head()
 
@@ -38,32 +44,15 @@ def _model(dtype=torch.float64, **kw):
     return Potential(_config(dtype=str(dtype).split(".")[-1], **kw))
 
 
-def _batch(x, dtype=torch.float64):
-    return AtomsBatch.from_arrays(positions=x["pos"], numbers=x["numbers"], natoms=[len(x["numbers"])], dtype=dtype)
-
-
-def _energy(model, b):
-    with torch.no_grad():
-        return model(b, compute_forces=False)["energy"]
-
-
 @pytest.mark.parametrize("variant", [{}, GAUNT], ids=["clebsch_gordan", "gaunt"])
 def test_energy_invariant_forces_equivariant_under_e3(dtype, variant):
     model = _model(dtype, **variant)
-    report = assert_equivariant(energy_forces(model), cluster(dtype), PointCloud(E(3), scalars=("numbers",)),
-                                E3_OUT, n_samples=8, generator=1, rtol=RTOL[dtype])
-    assert report.n_elements == 8
-    A, _ = E(3).as_affine(E(3).sample(8, generator=1, dtype=torch.float64))  # the checker's elements
-    assert (torch.linalg.det(A.double()) < 0).any()  # reflections are among them
+    check_e3(model, dtype)
 
 
 def test_atom_permutation_equivariance(dtype):
     model = _model(dtype)
-    x = cluster(dtype)
-    n = x["pos"].shape[0]
-    act_in = NodePermutation(n, nodes={"pos": -2, "numbers": -1})
-    act_out = NodePermutation(n, nodes={"forces": -2}, invariant=("energy",))
-    assert_equivariant(energy_forces(model), x, act_in, act_out, n_samples=6, generator=3, rtol=RTOL[dtype])
+    check_permutations(model, dtype)
 
 
 def test_negative_control_radial_input_from_direction(dtype):
@@ -151,18 +140,7 @@ def test_initial_radial_weights_are_larger_than_pytorch_ones():
 
 def test_forces_are_minus_finite_differences_of_energy():
     model = _model()
-    b = _batch(cluster(torch.float64))
-    forces = model(b)["forces"].detach()
-    assert forces.abs().max() > 1e-4
-    h = 1e-5
-    for i, k in [(0, 0), (2, 1), (5, 2)]:
-        e = []
-        for s in (h, -h):
-            p = b.positions.clone()
-            p[i, k] += s
-            e.append(_energy(model, AtomsBatch(p, b.numbers, b.cell, b.pbc, b.batch)))
-        fd = -float(e[0] - e[1]) / (2 * h)
-        assert abs(fd - float(forces[i, k])) <= 1e-6 * max(abs(fd), 1e-3), (i, k, fd, float(forces[i, k]))
+    check_forces_against_finite_differences(model)
 
 
 def test_radial_weights_train():
