@@ -42,18 +42,21 @@ def environment() -> dict:
 
 
 def interleaved(candidates: dict[str, Callable[[], object]], repeats: int = 25, warmup: int = 3,
-                clock: Callable[[], float] = time.perf_counter) -> dict:
+                clock: Callable[[], float] = time.perf_counter, rotate: bool = False) -> dict:
     """Time each candidate ``repeats`` times, interleaved; return per-candidate lists and medians.
     ``clock=time.thread_time`` measures the calling thread's CPU time instead of the wall clock
-    (one-thread runs on a loaded machine)."""
+    (one-thread runs on a loaded machine); ``rotate=True`` starts each round at the next candidate
+    (A B C, B C A, ...), so no candidate always runs right after the same one."""
     for fn in candidates.values():
         for _ in range(warmup):
             fn()
+    names = list(candidates)
     times: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(repeats):
-        for name, fn in candidates.items():
+    for r in range(repeats):
+        k = r % len(names) if rotate and names else 0
+        for name in names[k:] + names[:k]:
             t0 = clock()
-            fn()
+            candidates[name]()
             times[name].append(clock() - t0)
     return {name: {"median_s": statistics.median(ts), "times_s": ts} for name, ts in times.items()}
 

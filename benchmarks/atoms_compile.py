@@ -16,7 +16,6 @@ Writes benchmarks/results/<name>.{json,md}.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch._inductor.config
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import atoms_mace_speed as amb
-from _common import environment, write_results
+from _common import environment, interleaved, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,18 +79,9 @@ def run(case: str, variant: str, repeats: int, data_python: str) -> dict:
     ref = eager()
     res["max_rel_dev"] = {k: float((a - b).abs().max() / b.abs().max()) for k, a, b in
                           zip(("energy", "forces"), got, ref)}
-    calls = {"eager": eager, "compiled": compiled}
-    for fn in calls.values():
-        for _ in range(3):
-            fn()
-    names, times = list(calls), {k: [] for k in calls}
-    for r in range(repeats):
-        for k in names[r % len(names):] + names[: r % len(names)]:
-            t0 = time.thread_time()
-            calls[k]()
-            times[k].append(time.thread_time() - t0)
-    res["median_ms"] = {k: 1e3 * statistics.median(v) for k, v in times.items()}
-    res["times_s"] = times
+    timed = interleaved({"eager": eager, "compiled": compiled}, repeats, warmup=3, clock=time.thread_time, rotate=True)
+    res["median_ms"] = {k: 1e3 * v["median_s"] for k, v in timed.items()}
+    res["times_s"] = {k: v["times_s"] for k, v in timed.items()}
     torch._dynamo.reset()
     print(f"{case} {variant}: eager {res['median_ms']['eager']:.2f} ms, compiled {res['median_ms']['compiled']:.2f} "
           f"ms, first call {res['first_call_s']:.1f} s, breaks {res['dynamo']['breaks']}", flush=True)

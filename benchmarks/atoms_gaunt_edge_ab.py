@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import atoms_mace_speed as amb
-from _common import environment, write_results
+from _common import environment, interleaved, write_results
 from equikit.models.calculator import EquikitCalculator
 
 MD_STEPS = 5
@@ -52,15 +52,9 @@ def run(case: str, size: str, repeats: int, data_python: str) -> dict:
                                                    batch.energy, batch.forces)
         calls[f"forces/{name}"] = lambda m=model: amb.run_ours(m, one)
         calls[f"md/{name}"] = amb.md_fn(atoms[0], EquikitCalculator(model), MD_STEPS)
-    for fn in calls.values():  # warm-up (kernels compiled, caches filled)
-        fn()
-        fn()
-    names, times = list(calls), {k: [] for k in calls}
-    for r in range(repeats):
-        for k in names[r % len(names):] + names[: r % len(names)]:
-            t0 = time.thread_time()
-            calls[k]()
-            times[k].append(time.thread_time() - t0)
+    # two warm-up calls each (kernels compiled, caches filled), then rotated rounds
+    timed = interleaved(calls, repeats, warmup=2, clock=time.thread_time, rotate=True)
+    times = {k: v["times_s"] for k, v in timed.items()}
     return {"case": case, "size": size, "edges_train": int(prep[1].edge_index.shape[1]),
             "edges_forces": int(one[1].edge_index.shape[1]),
             "median_ms": {k: 1e3 * statistics.median(v) / (MD_STEPS if k.startswith("md/") else 1)

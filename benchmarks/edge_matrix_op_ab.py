@@ -18,7 +18,6 @@ Writes benchmarks/results/<name>.{json,md}.
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import atoms_mace_speed as amb
-from _common import environment, write_results
+from _common import environment, interleaved, write_results
 from equikit.tp import _edge_matrix as em
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,19 +106,11 @@ def run(case: str, repeats: int, data_python: str, old) -> list[dict]:
                 out = fn(x, sh, w)
                 ref = out if ref is None else ref
                 assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max())), name
-            for fn in calls.values():
-                for _ in range(3):
-                    fn()
-            names, times = list(calls), {k: [] for k in calls}
-            for r in range(repeats):
-                for k in names[r % len(names):] + names[: r % len(names)]:
-                    t0 = time.thread_time()
-                    calls[k]()
-                    times[k].append(time.thread_time() - t0)
-            med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+            timed = interleaved(calls, repeats, warmup=3, clock=time.thread_time, rotate=True)
+            med = {k: 1e3 * v["median_s"] for k, v in timed.items()}
             rows.append({"case": case, "layer": layer_index, "edges": int(x.shape[0]), "nodes": int(n),
                          "C": int(x.shape[1]), "d_in": int(x.shape[2]), "d_out": mod.irreps_out.dim, "measure": kind,
-                         "median_ms": med, "times_s": times})
+                         "median_ms": med, "times_s": {k: v["times_s"] for k, v in timed.items()}})
             print(f"{case} layer {layer_index} E={x.shape[0]} {kind}: "
                   + ", ".join(f"{k} {v:.3f} ms" for k, v in med.items()), flush=True)
     return rows
